@@ -1,0 +1,60 @@
+#pragma once
+/// \file
+/// Liveness of a forward graph under one order: the live-frontier profile, the store-all
+/// training-step peak estimate and lower bounds on the peak of any schedule.
+///
+/// Memory accounting follows DESIGN.md §4: resident bytes (parameters, their gradients,
+/// constants, graph inputs) plus activations, tapes and adjoints, each tensor counted once.
+
+#include "tbp/ir/Graph.h"
+
+#include <vector>
+
+namespace tbp::analysis {
+
+/// Per-value facts under an order.
+struct ValueLiveness {
+  int64_t producerPos = -1;    ///< position of the producer in the order (-1: resident)
+  int64_t lastUsePos = -1;     ///< position of the last user (-1: unused)
+  int64_t firstSaverPos = -1;  ///< smallest position of a node whose tape saves it (-1: none)
+  bool requiresGrad = false;   ///< float activation that depends on a parameter
+};
+
+/// Live bytes across each cut of an order.
+struct FrontierProfile {
+  /// bytes[i]: activations and graph inputs produced at or before position i and used after
+  /// it (the cut frontier F_{i+1} of DESIGN.md §4); the last entry holds the graph outputs.
+  std::vector<uint64_t> bytes;
+  uint64_t peakBytes = 0;  ///< max of `bytes`
+  size_t peakPosition = 0; ///< first position where the peak occurs
+  double meanBytes = 0.0;  ///< mean of `bytes`
+};
+
+/// Everything the analysis derives from one order.
+struct MemoryAnalysis {
+  std::vector<ir::NodeId> order;       ///< the order analysed
+  std::vector<ValueLiveness> values;   ///< indexed by ValueId
+  FrontierProfile frontier;            ///< live-frontier profile (forward only)
+  uint64_t residentBytes = 0;          ///< parameters + parameter gradients + constants + inputs
+  uint64_t parameterBytes = 0;         ///< trainable parameters
+  uint64_t activationBytes = 0;        ///< all activations (node outputs)
+  uint64_t tapeBytes = 0;              ///< store-all tape: saved activations (once each) + extras
+  uint64_t storeAllPeakBytes = 0;      ///< estimated peak of a store-all training step
+  size_t storeAllPeakPosition = 0;     ///< where it occurs (see storeAllPeakInBackward)
+  bool storeAllPeakInBackward = false; ///< peak during the backward sweep
+  uint64_t maxOpWorkingSetBytes = 0;   ///< largest single-op forward/backward working set
+  ir::NodeId maxOpWorkingSetNode = ir::kNone; ///< the node with that working set
+  uint64_t adjointBoundBytes = 0;      ///< largest backward working set incl. live adjoints
+  size_t adjointBoundPosition = 0;     ///< where
+  /// The best lower bound on the peak of any schedule that uses this order:
+  /// max(resident, resident + largest op working set, resident + adjoint bound).
+  uint64_t lowerBoundBytes = 0;
+};
+
+/// Analyses `graph` under `order` (a topological order of all its nodes).
+MemoryAnalysis analyzeMemory(const ir::Graph& graph, std::vector<ir::NodeId> order);
+
+/// Only the frontier profile (cheap; used to compare order heuristics).
+FrontierProfile frontierProfile(const ir::Graph& graph, const std::vector<ir::NodeId>& order);
+
+} // namespace tbp::analysis

@@ -1,0 +1,28 @@
+#pragma once
+/// \file
+/// Applies the per-op rules of Ops.def to a concrete node: FLOP estimate and the tensors that
+/// autograd saves for the backward pass.
+
+#include "tbp/ir/Graph.h"
+
+#include <vector>
+
+namespace tbp::ir {
+
+/// Estimated forward FLOPs of `node` (saturating at 2^64-1).
+uint64_t estimateFlops(const Graph& graph, const Node& node);
+
+/// What autograd keeps from one node for its backward pass.
+struct SavedForBackward {
+  std::vector<ValueId> values; ///< saved inputs/outputs (deduplicated, may include parameters)
+  uint64_t extraBytes = 0;     ///< masks, indices and statistics owned by the node
+};
+
+/// The saved set of `node`. Inputs that are absent, or that receive no gradient and are not
+/// needed to compute other gradients, are left out.
+SavedForBackward savedForBackward(const Graph& graph, const Node& node);
+
+/// True when input `index` of `node` can receive a gradient (by the op's rule).
+bool inputTakesGradient(const Node& node, size_t index);
+
+} // namespace tbp::ir

@@ -1,0 +1,26 @@
+#pragma once
+/// \file
+/// Structural verification of a Graph.
+
+#include "tbp/ir/Graph.h"
+
+#include <string_view>
+#include <vector>
+
+namespace tbp::ir {
+
+/// Checks that `graph` is well formed: at least one node; every node input is defined (a graph
+/// input, parameter, constant, or an activation with a producer); every activation has exactly
+/// one producer; the graph is acyclic; it has outputs; parameters are floating point; and every
+/// op's arity rules hold. Errors (BadInput) start with `source: ` and name the node or value.
+Status verify(const Graph& graph, std::string_view source);
+
+/// A topological order of the nodes that keeps file order where the file order is already
+/// topological (Kahn's algorithm, smallest id first). Fails with BadInput naming a node on a
+/// cycle when there is one.
+Expected<std::vector<NodeId>> topologicalOrder(const Graph& graph, std::string_view source);
+
+/// Describes a node for messages: `node 'conv3' (Conv)`, or `node #12 (Conv)` when unnamed.
+std::string describeNode(const Graph& graph, NodeId id);
+
+} // namespace tbp::ir

@@ -1,0 +1,208 @@
+#include "tbp/analysis/Memory.h"
+
+#include "tbp/ir/OpRules.h"
+#include "tbp/support/Bytes.h"
+
+#include <algorithm>
+
+namespace tbp::analysis {
+
+using ir::Graph;
+using ir::kNone;
+using ir::NodeId;
+using ir::ValueId;
+using ir::ValueKind;
+
+namespace {
+
+uint64_t add(uint64_t a, uint64_t b) { return checkedAdd(a, b).value_or(UINT64_MAX); }
+
+/// Adds `bytes` to every slot of [from, to] through a difference array of size n+1.
+void addRange(std::vector<int64_t>& diff, int64_t from, int64_t to, uint64_t bytes) {
+  if (from > to || bytes == 0) return;
+  diff[static_cast<size_t>(from)] += static_cast<int64_t>(bytes);
+  diff[static_cast<size_t>(to) + 1] -= static_cast<int64_t>(bytes);
+}
+
+std::vector<uint64_t> prefixSums(const std::vector<int64_t>& diff, size_t n) {
+  std::vector<uint64_t> out(n);
+  int64_t running = 0;
+  for (size_t i = 0; i < n; ++i) {
+    running += diff[i];
+    out[i] = static_cast<uint64_t>(std::max<int64_t>(running, 0));
+  }
+  return out;
+}
+
+std::vector<int64_t> positionsOf(const Graph& g, const std::vector<NodeId>& order) {
+  std::vector<int64_t> pos(g.numNodes(), -1);
+  for (size_t i = 0; i < order.size(); ++i) pos[order[i]] = static_cast<int64_t>(i);
+  return pos;
+}
+
+void summarize(FrontierProfile& p) {
+  p.peakBytes = 0;
+  p.peakPosition = 0;
+  long double sum = 0;
+  for (size_t i = 0; i < p.bytes.size(); ++i) {
+    if (p.bytes[i] > p.peakBytes) {
+      p.peakBytes = p.bytes[i];
+      p.peakPosition = i;
+    }
+    sum += p.bytes[i];
+  }
+  p.meanBytes = p.bytes.empty() ? 0.0 : static_cast<double>(sum / p.bytes.size());
+}
+
+} // namespace
+
+FrontierProfile frontierProfile(const Graph& g, const std::vector<NodeId>& order) {
+  const size_t n = order.size();
+  std::vector<int64_t> pos = positionsOf(g, order);
+  std::vector<int64_t> diff(n + 1, 0);
+  std::vector<bool> isOutput(g.numValues(), false);
+  for (ValueId o : g.outputs()) isOutput[o] = true;
+  for (ValueId v = 0; v < g.numValues(); ++v) {
+    const ir::Value& val = g.value(v);
+    if (val.kind != ValueKind::Activation && val.kind != ValueKind::Input) continue;
+    int64_t from = val.producer == kNone ? 0 : pos[val.producer];
+    int64_t last = -1;
+    for (NodeId u : val.users) last = std::max(last, pos[u]);
+    if (isOutput[v]) last = static_cast<int64_t>(n); // outputs stay live to the end
+    // Live across cut i|i+1 for from <= i < last.
+    addRange(diff, from, std::min<int64_t>(last - 1, static_cast<int64_t>(n) - 1), val.bytes);
+  }
+  FrontierProfile p;
+  p.bytes = prefixSums(diff, n);
+  summarize(p);
+  return p;
+}
+
+MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
+  MemoryAnalysis m;
+  const size_t n = order.size();
+  m.order = std::move(order);
+  m.frontier = frontierProfile(g, m.order);
+  std::vector<int64_t> pos = positionsOf(g, m.order);
+  m.values.resize(g.numValues());
+
+  // Producer and last-use positions.
+  for (ValueId v = 0; v < g.numValues(); ++v) {
+    const ir::Value& val = g.value(v);
+    ValueLiveness& l = m.values[v];
+    l.producerPos = val.producer == kNone ? -1 : pos[val.producer];
+    for (NodeId u : val.users) l.lastUsePos = std::max(l.lastUsePos, pos[u]);
+  }
+  for (ValueId o : g.outputs()) m.values[o].lastUsePos = static_cast<int64_t>(n) - 1;
+
+  // requiresGrad: float activations downstream of a parameter through gradient-taking inputs.
+  for (NodeId id : m.order) {
+    const ir::Node& node = g.node(id);
+    bool any = false;
+    for (size_t k = 0; k < node.inputs.size(); ++k) {
+      ValueId in = node.inputs[k];
+      if (in == kNone || !ir::inputTakesGradient(node, k)) continue;
+      const ir::Value& v = g.value(in);
+      any = any || v.kind == ValueKind::Parameter || m.values[in].requiresGrad;
+    }
+    for (ValueId out : node.outputs) m.values[out].requiresGrad = any && ir::isFloat(g.value(out).type.dtype);
+  }
+
+  // Tapes: which node saves what, and the extra state each node owns.
+  std::vector<uint64_t> extraAt(n, 0), savedAt(n, 0);
+  for (size_t i = 0; i < n; ++i) {
+    ir::SavedForBackward saved = ir::savedForBackward(g, g.node(m.order[i]));
+    extraAt[i] = saved.extraBytes;
+    for (ValueId v : saved.values) {
+      const ir::Value& val = g.value(v);
+      if (val.kind != ValueKind::Activation) continue;
+      savedAt[i] = add(savedAt[i], val.bytes);
+      ValueLiveness& l = m.values[v];
+      if (l.firstSaverPos < 0 || static_cast<int64_t>(i) < l.firstSaverPos) l.firstSaverPos = static_cast<int64_t>(i);
+    }
+  }
+
+  // Resident bytes and totals.
+  for (const ir::Value& v : g.values()) {
+    switch (v.kind) {
+    case ValueKind::Parameter:
+      m.parameterBytes = add(m.parameterBytes, v.bytes);
+      m.residentBytes = add(m.residentBytes, add(v.bytes, v.bytes)); // weight + gradient
+      break;
+    case ValueKind::Constant:
+    case ValueKind::Input: m.residentBytes = add(m.residentBytes, v.bytes); break;
+    case ValueKind::Activation: m.activationBytes = add(m.activationBytes, v.bytes); break;
+    }
+  }
+
+  // Store-all step: forward positions 0..n-1, then backward positions n-1..0.
+  std::vector<int64_t> fwd(n + 1, 0), bwd(n + 1, 0);
+  for (ValueId v = 0; v < g.numValues(); ++v) {
+    const ir::Value& val = g.value(v);
+    if (val.kind != ValueKind::Activation) continue;
+    const ValueLiveness& l = m.values[v];
+    int64_t end = std::max(l.lastUsePos, l.producerPos);
+    if (l.firstSaverPos >= 0) {
+      end = static_cast<int64_t>(n) - 1;                    // held through the forward
+      addRange(bwd, l.firstSaverPos, static_cast<int64_t>(n) - 1, val.bytes); // until its backward
+      m.tapeBytes = add(m.tapeBytes, val.bytes);
+    }
+    addRange(fwd, l.producerPos, end, val.bytes);
+    if (l.requiresGrad && l.lastUsePos >= 0) addRange(bwd, l.producerPos, l.lastUsePos, val.bytes); // adjoint
+  }
+  for (size_t i = 0; i < n; ++i) {
+    addRange(fwd, static_cast<int64_t>(i), static_cast<int64_t>(n) - 1, extraAt[i]);
+    addRange(bwd, static_cast<int64_t>(i), static_cast<int64_t>(n) - 1, extraAt[i]);
+    m.tapeBytes = add(m.tapeBytes, extraAt[i]);
+  }
+  std::vector<uint64_t> fwdLive = prefixSums(fwd, n), bwdLive = prefixSums(bwd, n);
+  uint64_t peak = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (fwdLive[i] > peak) { peak = fwdLive[i]; m.storeAllPeakPosition = i; m.storeAllPeakInBackward = false; }
+  }
+  for (size_t i = n; i-- > 0;) {
+    if (bwdLive[i] > peak) { peak = bwdLive[i]; m.storeAllPeakPosition = i; m.storeAllPeakInBackward = true; }
+  }
+  m.storeAllPeakBytes = add(m.residentBytes, peak);
+
+  // Lower bounds. Working set of one op: forward = non-resident inputs + outputs (+ extra);
+  // backward = its tape + adjoints of its outputs and of its gradient-taking inputs.
+  std::vector<int64_t> adj(n + 1, 0);
+  for (ValueId v = 0; v < g.numValues(); ++v) {
+    const ValueLiveness& l = m.values[v];
+    if (l.requiresGrad && l.lastUsePos >= 0) addRange(adj, l.producerPos, l.lastUsePos, g.value(v).bytes);
+  }
+  std::vector<uint64_t> adjLive = prefixSums(adj, n);
+  for (size_t i = 0; i < n; ++i) {
+    const ir::Node& node = g.node(m.order[i]);
+    uint64_t fwdSet = 0, bwdSet = add(savedAt[i], extraAt[i]);
+    std::vector<ValueId> seen;
+    auto once = [&seen](ValueId v) {
+      if (std::find(seen.begin(), seen.end(), v) != seen.end()) return false;
+      seen.push_back(v);
+      return true;
+    };
+    for (ValueId in : node.inputs)
+      if (in != kNone && g.value(in).kind == ValueKind::Activation && once(in)) fwdSet = add(fwdSet, g.value(in).bytes);
+    for (ValueId out : node.outputs) fwdSet = add(fwdSet, g.value(out).bytes);
+    seen.clear();
+    for (ValueId out : node.outputs)
+      if (m.values[out].requiresGrad) bwdSet = add(bwdSet, g.value(out).bytes);
+    for (ValueId in : node.inputs)
+      if (in != kNone && m.values[in].requiresGrad && once(in)) bwdSet = add(bwdSet, g.value(in).bytes);
+    uint64_t ws = std::max(fwdSet, bwdSet);
+    if (ws > m.maxOpWorkingSetBytes || m.maxOpWorkingSetNode == kNone) {
+      m.maxOpWorkingSetBytes = ws;
+      m.maxOpWorkingSetNode = m.order[i];
+    }
+    uint64_t adjointSet = add(adjLive[i], add(savedAt[i], extraAt[i]));
+    if (adjointSet > m.adjointBoundBytes) {
+      m.adjointBoundBytes = adjointSet;
+      m.adjointBoundPosition = i;
+    }
+  }
+  m.lowerBoundBytes = add(m.residentBytes, std::max(m.maxOpWorkingSetBytes, m.adjointBoundBytes));
+  return m;
+}
+
+} // namespace tbp::analysis

@@ -1,0 +1,62 @@
+#pragma once
+// Private to the driver: the subcommand table and the helpers the commands share.
+
+#include "tbp/ir/Graph.h"
+#include "tbp/ir/Loss.h"
+#include "tbp/support/Status.h"
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <iosfwd>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tbp::driver {
+
+/// Streams a command writes to.
+struct Io {
+  std::ostream& out;
+  std::ostream& err;
+};
+
+/// One subcommand: registers its options on `app` and returns the action to run after parsing.
+struct Command {
+  const char* name;
+  const char* summary;
+  std::function<std::function<int(Io&)>(CLI::App& app)> setup;
+};
+
+/// The subcommand table.
+const std::vector<Command>& commands();
+
+/// How a model file is read: the options every model-reading command shares.
+struct ModelOptions {
+  std::string path;               ///< model file
+  std::vector<std::string> dims;  ///< `NAME=VALUE` bindings
+  std::vector<std::string> freeze;///< initializers to freeze
+  std::string loss = "mean";      ///< loss appended when the model has none
+};
+
+/// Adds MODEL, --dim, --freeze and --loss to `app`.
+void addModelOptions(CLI::App& app, ModelOptions& options);
+
+/// Reads a model (`.onnx`, or `.tbp` text IR); with `withLoss`, appends the loss when the
+/// model has none. `withData` loads parameter contents (the runtime needs them; analysis does
+/// not).
+Expected<ir::Graph> loadModel(const ModelOptions& options, bool withData, bool withLoss = true);
+
+/// Prints `status` as `tbp: error: message` and returns its exit code.
+int reportError(Io& io, const Status& status);
+
+/// Writes `contents` to `path` atomically, or to `out` when path is `-`.
+Status writeOutput(Io& io, const std::string& path, const std::string& contents);
+
+// Subcommand setups (one file each).
+std::function<int(Io&)> setupAnalyze(CLI::App& app);
+std::function<int(Io&)> setupDump(CLI::App& app);
+std::function<int(Io&)> setupOps(CLI::App& app);
+
+} // namespace tbp::driver

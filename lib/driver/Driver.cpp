@@ -1,0 +1,200 @@
+#include "tbp/driver/Driver.h"
+
+#include "Commands.h"
+
+#include "tbp/frontend/onnx/OnnxImporter.h"
+#include "tbp/ir/TextFormat.h"
+#include "tbp/ir/Verify.h"
+#include "tbp/support/FileIO.h"
+#include "tbp/support/Logging.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <iostream>
+
+namespace tbp::driver {
+
+namespace fs = std::filesystem;
+
+const std::vector<Command>& commands() {
+  static const std::vector<Command> table = {
+      {"analyze", "report shapes, activation sizes, live frontiers, lower bounds and compressibility", setupAnalyze},
+      {"dump", "print the imported graph in tbp's text IR", setupDump},
+      {"ops", "list the ONNX op types tbp imports", setupOps},
+  };
+  return table;
+}
+
+void addModelOptions(CLI::App& app, ModelOptions& options) {
+  app.add_option("MODEL", options.path, "model file (.onnx, or .tbp text IR)")->required();
+  app.add_option("--dim", options.dims, "bind a symbolic dimension, NAME=VALUE (repeatable)")->type_name("NAME=VALUE");
+  app.add_option("--freeze", options.freeze, "initializers to treat as frozen constants")->delimiter(',')->type_name("NAME,...");
+  app.add_option("--loss", options.loss, "loss appended when the model has none: sum|mean|mse|cross_entropy")
+      ->check(CLI::IsMember({"sum", "mean", "mse", "cross_entropy"}));
+}
+
+namespace {
+
+Expected<std::map<std::string, int64_t>> parseDims(const std::vector<std::string>& dims) {
+  std::map<std::string, int64_t> out;
+  for (const std::string& d : dims) {
+    size_t eq = d.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == d.size())
+      return usageError("--dim '" + d + "': expected NAME=VALUE, e.g. --dim batch=8");
+    std::string value = d.substr(eq + 1);
+    char* end = nullptr;
+    errno = 0;
+    long long v = std::strtoll(value.c_str(), &end, 10);
+    if (errno || end != value.c_str() + value.size())
+      return usageError("--dim '" + d + "': '" + value + "' is not an integer");
+    if (v < 0) return usageError("--dim '" + d + "': a dimension cannot be negative");
+    out[d.substr(0, eq)] = v;
+  }
+  return out;
+}
+
+size_t editDistance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1])});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+} // namespace
+
+Expected<ir::Graph> loadModel(const ModelOptions& options, bool withData, bool withLoss) {
+  Expected<std::map<std::string, int64_t>> dims = parseDims(options.dims);
+  if (!dims) return dims.status();
+  std::string ext = fs::path(options.path).extension().string();
+  std::optional<ir::Graph> graph;
+  if (ext == ".tbp") {
+    if (!options.dims.empty() || !options.freeze.empty())
+      return usageError(options.path + ": --dim and --freeze apply to ONNX models; text IR shapes are concrete");
+    Expected<std::string> text = readFile(options.path);
+    if (!text) return text.status();
+    Expected<ir::Graph> parsed = ir::parseGraph(*text, options.path);
+    if (!parsed) return parsed.status();
+    Status ok = ir::verify(*parsed, options.path);
+    if (!ok) return ok;
+    graph = std::move(*parsed);
+  } else if (ext == ".onnx") {
+    frontend::OnnxImportOptions importOptions;
+    importOptions.dims = *dims;
+    importOptions.freeze = options.freeze;
+    importOptions.loadData = withData;
+    Expected<ir::Graph> imported = frontend::importOnnxFile(options.path, importOptions);
+    if (!imported) return imported.status();
+    graph = std::move(*imported);
+  } else if (ext == ".pt" || ext == ".jaxpr") {
+    return badInput(options.path + ": " + (ext == ".pt" ? "TorchScript" : "JAXPR") +
+                    " models are not supported by this version of tbp yet; export the model to ONNX");
+  } else {
+    return badInput(options.path + ": unknown model format '" + ext + "': expected .onnx or .tbp");
+  }
+  if (withLoss && !ir::hasLoss(*graph)) {
+    std::optional<ir::LossKind> loss = ir::parseLossKind(options.loss);
+    if (!loss) return usageError("unknown loss '" + options.loss + "'");
+    TBP_RETURN_IF_ERROR(ir::appendLoss(*graph, *loss, options.path));
+  }
+  return std::move(*graph);
+}
+
+int reportError(Io& io, const Status& status) {
+  io.err << "tbp: error: " << status.message() << "\n";
+  return exitCodeOf(status.code());
+}
+
+Status writeOutput(Io& io, const std::string& path, const std::string& contents) {
+  if (path == "-") {
+    io.out << contents;
+    return Status::ok();
+  }
+  return writeFileAtomic(path, contents);
+}
+
+int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  Io io{out, err};
+  CLI::App app{"tbp: compiles rematerialization schedules that make training fit in memory", "tbp"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("tbp ") + TBP_VERSION);
+  int verbose = 0;
+  bool quiet = false;
+  app.add_flag("-v,--verbose", verbose, "more log output (-vv for debug)");
+  app.add_flag("-q,--quiet", quiet, "only errors");
+  std::vector<std::function<int(Io&)>> actions(commands().size());
+  std::vector<CLI::App*> subs;
+  for (size_t i = 0; i < commands().size(); ++i) {
+    CLI::App* sub = app.add_subcommand(commands()[i].name, commands()[i].summary);
+    sub->add_flag("-v,--verbose", verbose, "more log output (-vv for debug)");
+    sub->add_flag("-q,--quiet", quiet, "only errors");
+    actions[i] = commands()[i].setup(*sub);
+    subs.push_back(sub);
+  }
+
+  if (args.size() >= 2 && !args[1].empty() && args[1][0] != '-') {
+    bool known = false;
+    std::string best;
+    size_t bestDistance = 3;
+    for (const Command& c : commands()) {
+      if (args[1] == c.name) known = true;
+      size_t d = editDistance(args[1], c.name);
+      if (d < bestDistance) { bestDistance = d; best = c.name; }
+    }
+    if (!known) {
+      err << "tbp: error: unknown command '" << args[1] << "'";
+      if (!best.empty()) err << "; did you mean '" << best << "'?";
+      err << "\nrun 'tbp --help' for the list of commands\n";
+      return exitCodeOf(ErrorCode::Usage);
+    }
+  }
+
+  std::vector<std::string> reversed(args.rbegin(), args.rend() - 1);
+  try {
+    app.parse(reversed);
+  } catch (const CLI::CallForHelp&) {
+    out << app.help();
+    return 0;
+  } catch (const CLI::CallForAllHelp&) {
+    out << app.help("", CLI::AppFormatMode::All);
+    return 0;
+  } catch (const CLI::CallForVersion& v) {
+    out << v.what() << "\n";
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    // Help requested on a subcommand arrives as CallForHelp too; anything else is misuse.
+    if (e.get_exit_code() == 0) {
+      for (CLI::App* sub : subs)
+        if (sub->parsed()) { out << sub->help(); return 0; }
+      out << app.help();
+      return 0;
+    }
+    err << "tbp: error: " << e.what() << "\n";
+    for (CLI::App* sub : subs)
+      if (sub->parsed()) { err << "run 'tbp " << sub->get_name() << " --help' for its options\n"; break; }
+    return exitCodeOf(ErrorCode::Usage);
+  }
+  setupLogging(quiet ? -1 : verbose);
+  for (size_t i = 0; i < subs.size(); ++i) {
+    if (!subs[i]->parsed()) continue;
+    try {
+      return actions[i](io);
+    } catch (const std::exception& e) {
+      return reportError(io, internalError(std::string("unexpected failure: ") + e.what()));
+    }
+  }
+  return exitCodeOf(ErrorCode::Usage);
+}
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  return run(args, std::cout, std::cerr);
+}
+
+} // namespace tbp::driver

@@ -1,0 +1,27 @@
+#pragma once
+// Private to the ONNX frontend: folds integer shape computations into initializers.
+
+#include <onnx/onnx_pb.h>
+
+namespace tbp::frontend {
+
+/// Evaluates nodes whose inputs are all known integer or boolean tensors (initializers,
+/// Constant nodes, Shape of a value whose shape is inferred) and that compute integer or boolean
+/// results (Shape, Gather, Concat, Unsqueeze, Slice, Range, arithmetic, comparisons, ...),
+/// replacing each by an initializer. Exported models carry such subgraphs when they have
+/// symbolic dimensions; once the dimensions are bound they are constants, and folding them lets
+/// ONNX shape inference find every shape. Returns the number of nodes folded. Requires types
+/// from a previous shape-inference pass in graph.value_info/input/output.
+int foldIntegerConstants(onnx::GraphProto& graph);
+
+} // namespace tbp::frontend
+
+namespace tbp::frontend {
+
+/// Fills shapes that ONNX 1.12's shape inference leaves unknown although the inputs are known:
+/// Einsum outputs (computed from the equation) and the statistics outputs of training-mode
+/// BatchNormalization before opset 14 (shape of the scale). Writes them into graph.value_info
+/// and returns how many values it completed.
+int completeMissingShapes(onnx::GraphProto& graph);
+
+} // namespace tbp::frontend

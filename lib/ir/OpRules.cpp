@@ -1,0 +1,157 @@
+#include "tbp/ir/OpRules.h"
+
+#include "tbp/support/Bytes.h"
+
+#include <algorithm>
+#include <cctype>
+#include <map>
+
+namespace tbp::ir {
+
+namespace {
+
+uint64_t numel(const Value& v) {
+  uint64_t n = 1;
+  for (int64_t d : v.type.shape) n = checkedMul(n, static_cast<uint64_t>(d)).value_or(UINT64_MAX);
+  return n;
+}
+
+uint64_t mulSat(uint64_t a, uint64_t b) { return checkedMul(a, b).value_or(UINT64_MAX); }
+uint64_t addSat(uint64_t a, uint64_t b) { return checkedAdd(a, b).value_or(UINT64_MAX); }
+
+const Value* inputOf(const Graph& g, const Node& n, size_t i) {
+  if (i >= n.inputs.size() || n.inputs[i] == kNone) return nullptr;
+  return &g.value(n.inputs[i]);
+}
+
+uint64_t outputElems(const Graph& g, const Node& n) {
+  uint64_t total = 0;
+  for (ValueId o : n.outputs) total = addSat(total, numel(g.value(o)));
+  return total;
+}
+
+/// Product of the kernel's spatial dims (weight dims 2..).
+uint64_t kernelVolume(const Value* weight) {
+  uint64_t k = 1;
+  if (!weight) return k;
+  for (size_t i = 2; i < weight->type.shape.size(); ++i)
+    k = mulSat(k, static_cast<uint64_t>(weight->type.shape[i]));
+  return k;
+}
+
+uint64_t matmulFlops(const Graph& g, const Node& n) {
+  const Value* a = inputOf(g, n, 0);
+  const Value* b = inputOf(g, n, 1);
+  if (!a || !b || n.outputs.empty()) return 0;
+  // 2·K per output element, where K is the contracted dimension of A.
+  const Shape& as = a->type.shape;
+  uint64_t k = as.empty() ? 1 : static_cast<uint64_t>(as.back());
+  if (n.op == Op::Gemm && n.attrInt("transA", 0) && as.size() == 2) k = static_cast<uint64_t>(as[0]);
+  uint64_t out = numel(g.value(n.outputs[0]));
+  uint64_t flops = mulSat(mulSat(2, k), out);
+  if (n.op == Op::Gemm && inputOf(g, n, 2)) flops = addSat(flops, out);
+  return flops;
+}
+
+} // namespace
+
+uint64_t estimateFlops(const Graph& g, const Node& n) {
+  const OpInfo& info = opInfo(n.op);
+  switch (info.flops) {
+  case FlopRule::Zero: return 0;
+  case FlopRule::OutElem: return mulSat(info.flopsPerElem, outputElems(g, n));
+  case FlopRule::InElem: {
+    const Value* x = inputOf(g, n, 0);
+    return x ? mulSat(info.flopsPerElem, numel(*x)) : 0;
+  }
+  case FlopRule::MatMul:
+  case FlopRule::Gemm: return matmulFlops(g, n);
+  case FlopRule::Conv: {
+    const Value* w = inputOf(g, n, 1);
+    if (!w || w->type.shape.size() < 2 || n.outputs.empty()) return 0;
+    uint64_t cinPerGroup = static_cast<uint64_t>(w->type.shape[1]);
+    uint64_t flops = mulSat(mulSat(2, numel(g.value(n.outputs[0]))), mulSat(cinPerGroup, kernelVolume(w)));
+    return flops;
+  }
+  case FlopRule::ConvTranspose: {
+    const Value* x = inputOf(g, n, 0);
+    const Value* w = inputOf(g, n, 1);
+    if (!x || !w || w->type.shape.size() < 2) return 0;
+    uint64_t coutPerGroup = static_cast<uint64_t>(w->type.shape[1]);
+    return mulSat(mulSat(2, numel(*x)), mulSat(coutPerGroup, kernelVolume(w)));
+  }
+  case FlopRule::Einsum: {
+    // Every distinct letter of the equation indexes one loop; sizes come from the operands.
+    std::string eq = n.attrString("equation");
+    std::string lhs = eq.substr(0, eq.find("->"));
+    std::map<char, uint64_t> sizes;
+    size_t operand = 0, axis = 0;
+    for (char c : lhs) {
+      if (c == ',') { ++operand; axis = 0; continue; }
+      if (!std::isalpha(static_cast<unsigned char>(c))) continue;
+      const Value* v = inputOf(g, n, operand);
+      if (v && axis < v->type.shape.size()) sizes[c] = static_cast<uint64_t>(v->type.shape[axis]);
+      ++axis;
+    }
+    uint64_t loops = 2;
+    for (const auto& [letter, size] : sizes) loops = mulSat(loops, size);
+    return loops;
+  }
+  case FlopRule::Pool: {
+    uint64_t window = 1;
+    for (int64_t k : n.attrInts("kernel_shape")) window = mulSat(window, static_cast<uint64_t>(k));
+    return mulSat(mulSat(info.flopsPerElem, window), outputElems(g, n));
+  }
+  }
+  return 0;
+}
+
+bool inputTakesGradient(const Node& node, size_t index) {
+  const uint32_t mask = opInfo(node.op).noGradInputs;
+  return index >= 32 ? mask != 0xffffffffu : (mask & (1u << index)) == 0;
+}
+
+SavedForBackward savedForBackward(const Graph& g, const Node& n) {
+  const OpInfo& info = opInfo(n.op);
+  SavedForBackward saved;
+  // An op none of whose inputs can take a gradient needs no tape at all.
+  bool anyGrad = false;
+  for (size_t i = 0; i < n.inputs.size(); ++i) {
+    const Value* v = inputOf(g, n, i);
+    if (v && inputTakesGradient(n, i) && isFloat(v->type.dtype)) anyGrad = true;
+  }
+  if (!anyGrad) return saved;
+  for (size_t i = 0; i < n.inputs.size() && i < 32; ++i)
+    if ((info.savedInputs >> i) & 1u)
+      if (n.inputs[i] != kNone) saved.values.push_back(n.inputs[i]);
+  for (size_t j = 0; j < n.outputs.size() && j < 32; ++j)
+    if ((info.savedOutputs >> j) & 1u) saved.values.push_back(n.outputs[j]);
+  std::sort(saved.values.begin(), saved.values.end());
+  saved.values.erase(std::unique(saved.values.begin(), saved.values.end()), saved.values.end());
+
+  const Value* x = inputOf(g, n, 0);
+  const Value* y = n.outputs.empty() ? nullptr : &g.value(n.outputs[0]);
+  auto dim = [](const Value* v, size_t i) -> uint64_t {
+    return v && i < v->type.shape.size() ? static_cast<uint64_t>(v->type.shape[i]) : 1;
+  };
+  switch (info.extra) {
+  case ExtraSaved::None: break;
+  case ExtraSaved::Mask: saved.extraBytes = y ? numel(*y) : 0; break;
+  case ExtraSaved::MaxIndices: saved.extraBytes = y ? mulSat(numel(*y), 8) : 0; break;
+  case ExtraSaved::BatchStats: saved.extraBytes = mulSat(8, dim(x, 1)); break;
+  case ExtraSaved::InstanceStats: saved.extraBytes = mulSat(8, mulSat(dim(x, 0), dim(x, 1))); break;
+  case ExtraSaved::RowStats: {
+    if (!x) break;
+    int64_t rank = static_cast<int64_t>(x->type.shape.size());
+    int64_t axis = n.attrInt("axis", -1);
+    if (axis < 0) axis += rank;
+    uint64_t rows = 1;
+    for (int64_t i = 0; i < axis && i < rank; ++i) rows = mulSat(rows, dim(x, static_cast<size_t>(i)));
+    saved.extraBytes = mulSat(8, rows);
+    break;
+  }
+  }
+  return saved;
+}
+
+} // namespace tbp::ir
