@@ -254,6 +254,12 @@ public:
     google::protobuf::RepeatedPtrField<onnx::NodeProto> nodes;
     for (int i : keep) *nodes.Add() = std::move(*g_.mutable_node(i));
     g_.mutable_node()->Swap(&nodes);
+    // Types recorded by the previous inference pass for folded values may be less precise than
+    // the initializers that replace them (symbolic dims): drop them.
+    google::protobuf::RepeatedPtrField<onnx::ValueInfoProto> infos;
+    for (auto& vi : *g_.mutable_value_info())
+      if (!known_.count(vi.name())) *infos.Add() = std::move(vi);
+    g_.mutable_value_info()->Swap(&infos);
     return folded;
   }
 

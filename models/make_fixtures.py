@@ -1,0 +1,291 @@
+#!/usr/bin/python3
+"""Regenerate tbp's committed ONNX test fixtures (deterministically).
+
+Writes, relative to the repository root (or --root):
+
+test/fixtures/onnx/                       valid models, each < 2 MB
+  gpt2_tiny_op17_{eval,train}.onnx        models/archs.py GPT2 (hidden 32, 2 layers, heads 2,
+                                          vocab 128); input_ids [batch, seq] int64
+  bert_tiny_op17_{eval,train}.onnx        models/archs.py Bert; input_ids, attention_mask
+                                          [batch, seq] int64 -> logits [batch, 2]
+  unet_tiny_op17_{eval,train}.onnx        models/archs.py UNet; x [batch, 3, 16, 16],
+                                          timestep [batch] float32
+  mlp.onnx                                Gemm/Relu chain, 4 Gemm layers (8-16-16-16-4),
+                                          input [batch, 8] float32 -> output [batch, 4]
+  data/<model stem>/input_N.pb, output_0.pb
+                                          reference TensorProtos for the eval models and the
+                                          MLP at batch=2, seq=16 (computed with torch/numpy)
+
+test/fixtures/bad/                        inputs tbp must reject (or report) cleanly
+  not_protobuf.onnx       text bytes that do not parse as a ModelProto
+  truncated.onnx          mlp.onnx cut in half
+  empty_graph.onnx        a model whose graph has no nodes (and no inputs/outputs)
+  cycle.onnx              two Add nodes feeding each other
+  undefined_input.onnx    a node input that nothing produces
+  unbound_dim.onnx        input with dim_param "batch" (unbound unless --dim batch=N)
+  negative_dim.onnx       input with dim_value -3
+  overflow.onnx           float input of shape [2^40, 2^40]
+  unsupported_ops.onnx    FooOp x2 and BarOp x1 in domain com.example, plus a Relu
+  opset_out_of_range.onnx default-domain opset 6
+  opset_too_new.onnx      default-domain opset 99
+  external_data/model.onnx + model.data
+                          valid model whose initializers are external data (must load)
+  external_escape/model.onnx
+                          initializer whose external-data location is ../../../etc/passwd
+                          (must be rejected: path escapes the model directory)
+
+The bad fixtures are built with onnx.helper only and are never passed through
+onnx.checker. The torch-based fixtures use models/export_models.py (seeded,
+constant folding on). Running the script twice produces byte-identical files.
+
+Usage:
+  /usr/bin/python3 models/make_fixtures.py            # writes into <repo>/test/fixtures
+  /usr/bin/python3 models/make_fixtures.py --root /tmp/x --skip-torch
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sys
+from typing import Dict, List, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+OPSET = 17
+MAX_FIXTURE_BYTES = 2 * 1024 * 1024
+REF_BATCH, REF_SEQ = 2, 16
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+def _model(graph: onnx.GraphProto, opsets: Dict[str, int] | None = None, ir_version: int = 8) -> onnx.ModelProto:
+    """make_model with explicit opset imports / IR version and a fixed producer (no checker)."""
+    opsets = {"": OPSET} if opsets is None else opsets
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
+                          producer_name="tbp-make_fixtures", producer_version="1")
+    m.ir_version = ir_version
+    return m
+
+
+def _write(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _save(model: onnx.ModelProto, path: str) -> None:
+    _write(path, model.SerializeToString())
+
+
+def _vi(name: str, dims: Sequence, elem: int = TensorProto.FLOAT) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem, list(dims))
+
+
+def _relu_model(in_dims: Sequence, opsets: Dict[str, int] | None = None) -> onnx.ModelProto:
+    g = helper.make_graph([helper.make_node("Relu", ["X"], ["Y"], name="relu")], "relu",
+                          [_vi("X", in_dims)], [_vi("Y", in_dims)])
+    return _model(g, opsets)
+
+
+# --------------------------------------------------------------------------
+# valid fixtures
+# --------------------------------------------------------------------------
+
+MLP_DIMS = [8, 16, 16, 16, 4]
+
+
+def make_mlp() -> onnx.ModelProto:
+    """4 Gemm layers (transB=1, torch layout) with Relu between them; symbolic batch."""
+    rng = np.random.RandomState(0)
+    nodes, inits = [], []
+    cur = "input"
+    n_layers = len(MLP_DIMS) - 1
+    for i in range(n_layers):
+        fin, fout = MLP_DIMS[i], MLP_DIMS[i + 1]
+        bound = 1.0 / np.sqrt(fin)
+        w = rng.uniform(-bound, bound, (fout, fin)).astype(np.float32)
+        b = rng.uniform(-bound, bound, (fout,)).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"fc{i}.weight"), numpy_helper.from_array(b, f"fc{i}.bias")]
+        out = "output" if i == n_layers - 1 else f"fc{i}_out"
+        nodes.append(helper.make_node("Gemm", [cur, f"fc{i}.weight", f"fc{i}.bias"], [out],
+                                      name=f"fc{i}", alpha=1.0, beta=1.0, transB=1))
+        cur = out
+        if i != n_layers - 1:
+            nodes.append(helper.make_node("Relu", [cur], [f"relu{i}_out"], name=f"relu{i}"))
+            cur = f"relu{i}_out"
+    g = helper.make_graph(nodes, "mlp", [_vi("input", ["batch", MLP_DIMS[0]])],
+                          [_vi("output", ["batch", MLP_DIMS[-1]])], initializer=inits)
+    m = _model(g)
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def mlp_reference(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    w = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    h = x
+    for i in range(len(MLP_DIMS) - 1):
+        h = h @ w[f"fc{i}.weight"].T + w[f"fc{i}.bias"]
+        if i != len(MLP_DIMS) - 2:
+            h = np.maximum(h, 0)
+    return h.astype(np.float32)
+
+
+def write_reference(dir_: str, names_in: List[str], inputs: List[np.ndarray],
+                    names_out: List[str], outputs: List[np.ndarray]) -> None:
+    if os.path.isdir(dir_):
+        shutil.rmtree(dir_)
+    for i, (n, a) in enumerate(zip(names_in, inputs)):
+        _write(os.path.join(dir_, f"input_{i}.pb"), numpy_helper.from_array(a, n).SerializeToString())
+    for i, (n, a) in enumerate(zip(names_out, outputs)):
+        _write(os.path.join(dir_, f"output_{i}.pb"), numpy_helper.from_array(a, n).SerializeToString())
+
+
+def make_valid(out: str, with_torch: bool) -> List[str]:
+    written = []
+    mlp = make_mlp()
+    p = os.path.join(out, "mlp.onnx")
+    _save(mlp, p)
+    written.append(p)
+    x = np.random.RandomState(1).standard_normal((REF_BATCH, MLP_DIMS[0])).astype(np.float32)
+    write_reference(os.path.join(out, "data", "mlp"), ["input"], [x], ["output"], [mlp_reference(mlp, x)])
+
+    if not with_torch:
+        return written
+    import torch
+    sys.path.insert(0, HERE)
+    import export_models  # noqa: E402
+
+    torch.set_num_threads(1)  # reference outputs independent of the thread count
+    for name in export_models.TINY_MODELS:
+        for mode in ("eval", "train"):
+            p = export_models.export_one(name, out, OPSET, mode, tiny=True)
+            written.append(p)
+            if mode != "eval":
+                continue  # dropout / batch statistics: no stable reference output
+            torch.manual_seed(0)
+            ex = export_models.MODELS[name][0](True)
+            ex.module.eval()
+            inputs = ex.module.example_inputs(REF_BATCH, REF_SEQ) if name != "unet" \
+                else ex.module.example_inputs(REF_BATCH)
+            with torch.no_grad():
+                y = ex.module(*inputs)
+            stem = os.path.splitext(os.path.basename(p))[0]
+            write_reference(os.path.join(out, "data", stem), ex.input_names,
+                            [t.numpy() for t in inputs], ex.output_names, [y.numpy()])
+    return written
+
+
+# --------------------------------------------------------------------------
+# bad fixtures
+# --------------------------------------------------------------------------
+
+def make_bad(out: str, mlp_bytes: bytes) -> List[str]:
+    written: List[str] = []
+
+    def save(name: str, model_or_bytes) -> None:
+        p = os.path.join(out, name)
+        _write(p, model_or_bytes if isinstance(model_or_bytes, bytes) else model_or_bytes.SerializeToString())
+        written.append(p)
+
+    # Text that is not a ModelProto: 't' (0x74) is field 14 with wire type 4
+    # (end-group) which no parser accepts at top level; the rest is seeded noise.
+    rng = random.Random(0)
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;:!?\n"
+    text = "this is not an onnx model\n" + "".join(rng.choice(alphabet) for _ in range(486))
+    save("not_protobuf.onnx", text.encode("ascii"))
+
+    save("truncated.onnx", mlp_bytes[: len(mlp_bytes) // 2])
+
+    save("empty_graph.onnx", _model(helper.make_graph([], "empty", [], [])))
+
+    # A -> Add1 -> B -> Add2 -> A  (X feeds both so the nodes have two inputs each)
+    g = helper.make_graph(
+        [helper.make_node("Add", ["X", "B"], ["A"], name="add_a"),
+         helper.make_node("Add", ["A", "X"], ["B"], name="add_b")],
+        "cycle", [_vi("X", [2, 3])], [_vi("B", [2, 3])])
+    save("cycle.onnx", _model(g))
+
+    g = helper.make_graph([helper.make_node("Add", ["X", "ghost"], ["Y"], name="add")],
+                          "undefined_input", [_vi("X", [2, 3])], [_vi("Y", [2, 3])])
+    save("undefined_input.onnx", _model(g))
+
+    save("unbound_dim.onnx", _relu_model(["batch", 4]))
+    save("negative_dim.onnx", _relu_model([-3, 4]))
+    save("overflow.onnx", _relu_model([2 ** 40, 2 ** 40]))
+
+    g = helper.make_graph(
+        [helper.make_node("FooOp", ["X"], ["f1"], name="foo1", domain="com.example"),
+         helper.make_node("FooOp", ["f1"], ["f2"], name="foo2", domain="com.example"),
+         helper.make_node("BarOp", ["f2"], ["b"], name="bar", domain="com.example", alpha=0.5),
+         helper.make_node("Relu", ["b"], ["Y"], name="relu")],
+        "unsupported_ops", [_vi("X", [2, 3])], [_vi("Y", [2, 3])])
+    save("unsupported_ops.onnx", _model(g, {"": OPSET, "com.example": 1}))
+
+    save("opset_out_of_range.onnx", _relu_model([2, 3], {"": 6}))
+    save("opset_too_new.onnx", _relu_model([2, 3], {"": 99}))
+
+    # Valid model with its initializer in a side file next to it.
+    w = np.arange(12, dtype=np.float32).reshape(3, 4)
+    winit = numpy_helper.from_array(w, "W")
+    g = helper.make_graph([helper.make_node("Add", ["X", "W"], ["Y"], name="add")], "external_data",
+                          [_vi("X", [3, 4])], [_vi("Y", [3, 4])], initializer=[winit])
+    m = _model(g)
+    onnx.checker.check_model(m, full_check=True)
+    ext_dir = os.path.join(out, "external_data")
+    if os.path.isdir(ext_dir):
+        shutil.rmtree(ext_dir)
+    os.makedirs(ext_dir)
+    onnx.save_model(m, os.path.join(ext_dir, "model.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="model.data", size_threshold=0)
+    onnx.checker.check_model(os.path.join(ext_dir, "model.onnx"))
+    written += [os.path.join(ext_dir, "model.onnx"), os.path.join(ext_dir, "model.data")]
+
+    # Same model, but the external location escapes the model directory.
+    t = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[3, 4])
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", "../../../etc/passwd"), ("offset", "0"), ("length", "48")):
+        e = t.external_data.add()
+        e.key, e.value = k, v
+    g = helper.make_graph([helper.make_node("Add", ["X", "W"], ["Y"], name="add")], "external_escape",
+                          [_vi("X", [3, 4])], [_vi("Y", [3, 4])], initializer=[t])
+    save(os.path.join("external_escape", "model.onnx"), _model(g))
+    return written
+
+
+# --------------------------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Regenerate tbp's ONNX test fixtures.")
+    ap.add_argument("--root", default=REPO, help="repository root (default: %(default)s)")
+    ap.add_argument("--skip-torch", action="store_true",
+                    help="only write fixtures that need no torch (mlp + bad/)")
+    args = ap.parse_args(argv)
+
+    onnx_dir = os.path.join(args.root, "test", "fixtures", "onnx")
+    bad_dir = os.path.join(args.root, "test", "fixtures", "bad")
+    os.makedirs(onnx_dir, exist_ok=True)
+    os.makedirs(bad_dir, exist_ok=True)
+
+    written = make_valid(onnx_dir, with_torch=not args.skip_torch)
+    with open(os.path.join(onnx_dir, "mlp.onnx"), "rb") as f:
+        written += make_bad(bad_dir, f.read())
+
+    for p in written:
+        size = os.path.getsize(p)
+        if size > MAX_FIXTURE_BYTES:
+            raise SystemExit(f"fixture too large: {p} ({size} bytes)")
+        print(f"{os.path.relpath(p, args.root)}  {size} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+#include "tbp/analysis/Memory.h"
+#include "tbp/analysis/Order.h"
+#include "tbp/frontend/onnx/OnnxImporter.h"
+#include "tbp/ir/TextFormat.h"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+
+#include <string>
+
+using namespace tbp;
+using namespace tbp::frontend;
+
+namespace {
+
+std::string fixture(const std::string& rel) { return std::string(TBP_SOURCE_DIR) + "/test/fixtures/" + rel; }
+
+Expected<ir::Graph> import(const std::string& rel, std::map<std::string, int64_t> dims = {},
+                           std::vector<std::string> freeze = {}) {
+  OnnxImportOptions options;
+  options.dims = std::move(dims);
+  options.freeze = std::move(freeze);
+  return importOnnxFile(fixture(rel), options);
+}
+
+std::string errorOf(const std::string& rel, std::map<std::string, int64_t> dims = {}) {
+  Expected<ir::Graph> g = import(rel, std::move(dims));
+  REQUIRE_FALSE(g.hasValue());
+  CHECK(g.status().code() == ErrorCode::BadInput);
+  std::string message = g.status().message();
+  // Every message names the file first.
+  CHECK(message.rfind(fixture(rel) + ": ", 0) == 0);
+  return message.substr(fixture(rel).size() + 2);
+}
+
+size_t countKind(const ir::Graph& g, ir::ValueKind kind) {
+  size_t n = 0;
+  for (const ir::Value& v : g.values()) n += v.kind == kind;
+  return n;
+}
+
+} // namespace
+
+TEST_CASE("the MLP imports with bound batch and concrete shapes") {
+  Expected<ir::Graph> g = import("onnx/mlp.onnx", {{"batch", 8}});
+  REQUIRE_MESSAGE(g.hasValue(), g.status().message());
+  std::vector<ir::ValueId> inputs = g->inputs();
+  REQUIRE(inputs.size() == 1);
+  CHECK(g->value(inputs[0]).type.shape.front() == 8);
+  for (const ir::Value& v : g->values()) {
+    CAPTURE(v.name);
+    CHECK(v.bytes == *ir::checkedByteSize(v.type, v.name));
+  }
+  CHECK(countKind(*g, ir::ValueKind::Parameter) == 8); // 4 Gemm layers: weight + bias
+  for (const ir::Value& v : g->values())
+    if (v.kind == ir::ValueKind::Parameter) CHECK(static_cast<bool>(v.data));
+}
+
+TEST_CASE("a symbolic dimension left unbound names the input and the fix") {
+  Expected<ir::Graph> g = import("onnx/mlp.onnx");
+  REQUIRE_FALSE(g.hasValue());
+  CHECK(g.status().message().find("is the symbolic 'batch', which is unbound: pass --dim batch=N") != std::string::npos);
+  Expected<ir::Graph> wrong = import("onnx/mlp.onnx", {{"batch", 2}, {"seq", 4}});
+  REQUIRE_FALSE(wrong.hasValue());
+  CHECK(wrong.status().code() == ErrorCode::Usage);
+  CHECK(wrong.status().message().find("no symbolic dimension 'seq' (they have: batch)") != std::string::npos);
+}
+
+TEST_CASE("freezing turns parameters into constants") {
+  Expected<ir::Graph> base = import("onnx/mlp.onnx", {{"batch", 2}});
+  REQUIRE(base.hasValue());
+  std::string someParam;
+  for (const ir::Value& v : base->values())
+    if (v.kind == ir::ValueKind::Parameter) { someParam = v.name; break; }
+  Expected<ir::Graph> frozen = import("onnx/mlp.onnx", {{"batch", 2}}, {someParam});
+  REQUIRE(frozen.hasValue());
+  CHECK(frozen->value(*frozen->findValue(someParam)).kind == ir::ValueKind::Constant);
+  Expected<ir::Graph> bad = import("onnx/mlp.onnx", {{"batch", 2}}, {"nope"});
+  CHECK(bad.status().code() == ErrorCode::Usage);
+}
+
+TEST_CASE("training-mode exports: BatchNorm statistics are constants, shape subgraphs fold") {
+  for (const char* name : {"onnx/gpt2_tiny_op17_train.onnx", "onnx/bert_tiny_op17_train.onnx",
+                           "onnx/unet_tiny_op17_train.onnx", "onnx/gpt2_tiny_op17_eval.onnx",
+                           "onnx/bert_tiny_op17_eval.onnx", "onnx/unet_tiny_op17_eval.onnx"}) {
+    CAPTURE(name);
+    std::map<std::string, int64_t> dims{{"batch", 2}};
+    if (std::string(name).find("unet") == std::string::npos) dims["seq"] = 16;
+    Expected<ir::Graph> g = import(name, dims);
+    REQUIRE_MESSAGE(g.hasValue(), g.status().message());
+    CHECK(countKind(*g, ir::ValueKind::Parameter) > 0);
+    // Folding removes every Shape node: all shapes are concrete once dims are bound.
+    for (const ir::Node& n : g->nodes()) CHECK(n.op != ir::Op::Shape);
+    for (const ir::Value& v : g->values())
+      if (v.kind == ir::ValueKind::Parameter) CHECK(ir::isFloat(v.type.dtype));
+  }
+}
+
+TEST_CASE("external data loads from inside the model's folder only") {
+  Expected<ir::Graph> g = import("bad/external_data/model.onnx");
+  REQUIRE_MESSAGE(g.hasValue(), g.status().message());
+  bool found = false;
+  for (const ir::Value& v : g->values())
+    if (v.kind == ir::ValueKind::Parameter) {
+      found = true;
+      REQUIRE(static_cast<bool>(v.data));
+      CHECK(v.data->size() == v.bytes);
+    }
+  CHECK(found);
+  CHECK(errorOf("bad/external_escape/model.onnx").find("points outside the model's folder") != std::string::npos);
+}
+
+TEST_CASE("bad models fail with a message naming file and place") {
+  CHECK(errorOf("bad/not_protobuf.onnx").rfind("not an ONNX protobuf", 0) == 0);
+  CHECK(errorOf("bad/truncated.onnx").rfind("truncated: field 7 at byte offset", 0) == 0);
+  CHECK(errorOf("bad/empty_graph.onnx") == "the graph has no nodes");
+  CHECK(errorOf("bad/cycle.onnx").rfind("the graph has a cycle through node", 0) == 0);
+  CHECK(errorOf("bad/undefined_input.onnx") ==
+        "node 'add' (Add): input 1 'ghost' is not defined by any node, graph input or initializer");
+  CHECK(errorOf("bad/negative_dim.onnx") == "graph input 'X' dimension 0 has negative size -3");
+  CHECK(errorOf("bad/overflow.onnx").find("more elements than 64 bits hold") != std::string::npos);
+  CHECK(errorOf("bad/opset_out_of_range.onnx").rfind("ai.onnx opset 6 is out of range", 0) == 0);
+  CHECK(errorOf("bad/opset_too_new.onnx").rfind("ai.onnx opset 99 is out of range", 0) == 0);
+  std::string unsupported = errorOf("bad/unsupported_ops.onnx");
+  CHECK(unsupported.rfind("3 nodes use 2 op types that tbp does not support:", 0) == 0);
+  CHECK(unsupported.find("com.example.FooOp x2") != std::string::npos);
+  CHECK(unsupported.find("com.example.BarOp x1") != std::string::npos);
+  Expected<ir::Graph> missing = import("bad/does_not_exist.onnx");
+  CHECK(missing.status().message() == fixture("bad/does_not_exist.onnx") + ": no such file");
+}
+
+TEST_CASE("the supported op list is sorted and includes Constant") {
+  std::vector<std::string> ops = supportedOnnxOps();
+  CHECK(std::is_sorted(ops.begin(), ops.end()));
+  CHECK(std::count(ops.begin(), ops.end(), "Constant") == 1);
+  CHECK(std::count(ops.begin(), ops.end(), "Conv") == 1);
+}

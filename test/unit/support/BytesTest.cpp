@@ -1,0 +1,83 @@
+#include "tbp/support/Bytes.h"
+#include "tbp/support/FileIO.h"
+#include "tbp/support/Hash.h"
+
+#include <doctest/doctest.h>
+
+#include <filesystem>
+
+using namespace tbp;
+
+TEST_CASE("byte sizes parse in decimal and binary units") {
+  CHECK(*parseByteSize("1048576") == 1048576u);
+  CHECK(*parseByteSize("4GB") == 4000000000u);
+  CHECK(*parseByteSize("4GiB") == 4ull << 30);
+  CHECK(*parseByteSize("512MB") == 512000000u);
+  CHECK(*parseByteSize("750MiB") == 750ull << 20);
+  CHECK(*parseByteSize(" 1.5gb ") == 1500000000u);
+  CHECK(*parseByteSize("8KiB") == 8192u);
+  CHECK_FALSE(parseByteSize("").hasValue());
+  CHECK_FALSE(parseByteSize("GB").hasValue());
+  CHECK_FALSE(parseByteSize("12XB").hasValue());
+  CHECK_FALSE(parseByteSize("1.5").hasValue());
+  CHECK_FALSE(parseByteSize("1.2.3GB").hasValue());
+  CHECK(parseByteSize("99999999999TiB").status().code() == ErrorCode::Usage);
+}
+
+TEST_CASE("budgets accept percentages of the store-all peak") {
+  Expected<Budget> b = parseBudget("60%");
+  REQUIRE(b.hasValue());
+  CHECK(b->isFraction);
+  CHECK(b->resolve(1000) == 600u);
+  Expected<Budget> abs = parseBudget("2KiB");
+  REQUIRE(abs.hasValue());
+  CHECK(abs->resolve(1) == 2048u);
+  CHECK_FALSE(parseBudget("0").hasValue());
+  CHECK_FALSE(parseBudget("-5%").hasValue());
+  CHECK_FALSE(parseBudget("abc%").hasValue());
+}
+
+TEST_CASE("checked arithmetic reports overflow") {
+  CHECK(checkedAdd(1, 2) == 3u);
+  CHECK_FALSE(checkedAdd(UINT64_MAX, 1).has_value());
+  CHECK(checkedMul(1ull << 31, 1ull << 31) == 1ull << 62);
+  CHECK_FALSE(checkedMul(1ull << 40, 1ull << 40).has_value());
+}
+
+TEST_CASE("formatting is stable") {
+  CHECK(formatBytes(0) == "0 B");
+  CHECK(formatBytes(1023) == "1023 B");
+  CHECK(formatBytes(1536) == "1.50 KiB");
+  CHECK(formatBytes(3ull << 30) == "3.00 GiB");
+  CHECK(formatCount(1234567) == "1,234,567");
+  CHECK(formatCount(12) == "12");
+  CHECK(formatFixed(2.0 / 3.0, 3) == "0.667");
+}
+
+TEST_CASE("hashing marks field boundaries and is stable") {
+  CHECK(Hasher().add("ab").add("c").digest() != Hasher().add("a").add("bc").digest());
+  CHECK(Hasher().add("tbp").hexDigest() == Hasher().add("tbp").hexDigest());
+  CHECK(Hasher().add("tbp").hexDigest().size() == 16);
+  CHECK(Hasher().add(int64_t{1}).digest() != Hasher().add(int64_t{2}).digest());
+}
+
+TEST_CASE("atomic writes leave either the whole file or nothing") {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / "tbp_fileio_test";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::string path = (dir / "out.txt").string();
+  REQUIRE(writeFileAtomic(path, "hello").isOk());
+  CHECK(*readFile(path) == "hello");
+  REQUIRE(writeFileAtomic(path, "again").isOk());
+  CHECK(*readFile(path) == "again");
+  size_t files = 0;
+  for (const auto& e : fs::directory_iterator(dir)) { (void)e; ++files; }
+  CHECK(files == 1); // no temporary left behind
+  Status missingDir = writeFileAtomic((dir / "no" / "such" / "x.txt").string(), "x");
+  CHECK(missingDir.code() == ErrorCode::Usage);
+  Expected<std::string> missing = readFile((dir / "absent").string());
+  CHECK(missing.status().code() == ErrorCode::BadInput);
+  CHECK(missing.status().message().find("no such file") != std::string::npos);
+  fs::remove_all(dir);
+}
