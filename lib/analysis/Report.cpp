@@ -131,7 +131,7 @@ AnalysisReport analyzeGraph(const Graph& g, const AnalyzeOptions& options) {
   for (ValueId v = 0; v < g.numValues(); ++v) {
     const ir::Value& val = g.value(v);
     if (val.kind != ValueKind::Activation && val.kind != ValueKind::Input) continue;
-    fan.push_back({val.users.size(), v});
+    if (!val.users.empty()) fan.push_back({val.users.size(), v});
     const ValueLiveness& l = r.memory.values[v];
     if (l.lastUsePos >= 0) skip.push_back({static_cast<uint64_t>(l.lastUsePos - l.producerPos), v});
   }

@@ -58,7 +58,7 @@ struct AnalysisReport {
   std::vector<OrderSummary> orders;              ///< every heuristic side by side
   OrderHeuristic chosen = OrderHeuristic::File;  ///< the order the rest of the report uses
   MemoryAnalysis memory;                         ///< chosen order's liveness, peak and bounds
-  Distribution fanOut;                           ///< users per activation or input
+  Distribution fanOut;                           ///< users per used activation or input
   Distribution skipLength;                       ///< last-use position - producer position
   Compressibility compressibility;               ///< verdict
 };

@@ -1,0 +1,1 @@
+analyze bad/empty_graph.onnx

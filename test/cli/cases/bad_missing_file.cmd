@@ -1,0 +1,1 @@
+analyze bad/no_such_model.onnx

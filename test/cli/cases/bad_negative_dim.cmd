@@ -1,0 +1,1 @@
+analyze bad/negative_dim.onnx

@@ -1,0 +1,1 @@
+analyze onnx/mlp.onnx --dim batch=-2

@@ -1,0 +1,1 @@
+analyze bad/not_protobuf.onnx

@@ -1,0 +1,1 @@
+analyze bad/opset_too_new.onnx

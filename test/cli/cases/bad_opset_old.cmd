@@ -1,0 +1,1 @@
+analyze bad/opset_out_of_range.onnx

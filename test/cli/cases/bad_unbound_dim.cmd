@@ -1,0 +1,1 @@
+analyze bad/unbound_dim.onnx

@@ -1,0 +1,1 @@
+analyze bad/undefined_input.onnx

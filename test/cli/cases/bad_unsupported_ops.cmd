@@ -1,0 +1,1 @@
+analyze bad/unsupported_ops.onnx

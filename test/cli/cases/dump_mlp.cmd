@@ -1,0 +1,1 @@
+dump onnx/mlp.onnx --dim batch=2

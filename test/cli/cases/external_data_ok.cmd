@@ -1,0 +1,1 @@
+analyze bad/external_data/model.onnx --format json

@@ -1,0 +1,1 @@
+analyse onnx/mlp.onnx
