@@ -1,0 +1,145 @@
+// Conformance of the ONNX frontend against the ONNX backend node tests (DESIGN.md §8).
+//
+//   tbp_node_conformance NODE_TEST_DIR EXCLUSIONS_FILE
+//
+// For every test whose nodes all use op types tbp claims (`tbp ops`) at an opset tbp accepts,
+// imports model.onnx (symbolic input dims bound from the test's input tensors) and checks that
+// every graph output has the shape and element type of the reference output_N.pb. Tests listed
+// in EXCLUSIONS_FILE (`test_name  reason`) are reported but not run; docs/onnx-support.md
+// explains each. Ends with the plain `N passed, N failed` line.
+
+#include "tbp/frontend/onnx/OnnxImporter.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+template <typename Proto> bool loadProto(const fs::path& path, Proto& proto) {
+  std::ifstream in(path, std::ios::binary);
+  return in && proto.ParseFromIstream(&in);
+}
+
+std::string shapeText(const std::vector<int64_t>& dims) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? "," : "") + std::to_string(dims[i]);
+  return s + "]";
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::cerr << "usage: tbp_node_conformance NODE_TEST_DIR EXCLUSIONS_FILE\n";
+    return 2;
+  }
+  fs::path root = fs::path(argv[1]) / "node";
+  std::map<std::string, std::string> exclusions;
+  {
+    std::ifstream in(argv[2]);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.empty() || line[0] == '#') continue;
+      std::istringstream ls(line);
+      std::string name, reason;
+      ls >> name;
+      std::getline(ls, reason);
+      exclusions[name] = reason;
+    }
+  }
+  std::vector<std::string> ops = tbp::frontend::supportedOnnxOps();
+  std::set<std::string> claimed(ops.begin(), ops.end());
+  std::vector<fs::path> dirs;
+  for (const auto& e : fs::directory_iterator(root))
+    if (e.is_directory()) dirs.push_back(e.path());
+  std::sort(dirs.begin(), dirs.end());
+  if (dirs.empty()) {
+    std::cerr << "no node tests under " << root << "\n";
+    return 1;
+  }
+
+  int passed = 0, failed = 0, excluded = 0, unclaimed = 0;
+  std::map<std::string, std::pair<int, int>> perOp; // op -> (passed, failed)
+  std::set<std::string> unusedExclusions;
+  for (const auto& [name, reason] : exclusions) unusedExclusions.insert(name);
+  for (const fs::path& dir : dirs) {
+    const std::string name = dir.filename().string();
+    onnx::ModelProto model;
+    if (!loadProto(dir / "model.onnx", model)) continue;
+    int opset = -1;
+    for (const auto& o : model.opset_import())
+      if (o.domain().empty() || o.domain() == "ai.onnx") opset = static_cast<int>(o.version());
+    bool isClaimed = opset >= tbp::frontend::kMinOnnxOpset && opset <= tbp::frontend::kMaxOnnxOpset;
+    std::set<std::string> testOps;
+    for (const auto& n : model.graph().node()) {
+      testOps.insert(n.op_type());
+      isClaimed = isClaimed && (n.domain().empty() || n.domain() == "ai.onnx") && claimed.count(n.op_type());
+    }
+    if (!isClaimed) {
+      ++unclaimed;
+      continue;
+    }
+    unusedExclusions.erase(name);
+    if (exclusions.count(name)) {
+      ++excluded;
+      continue;
+    }
+    // Bind symbolic input dims from the reference inputs.
+    tbp::frontend::OnnxImportOptions options;
+    std::set<std::string> initializers;
+    for (const auto& init : model.graph().initializer()) initializers.insert(init.name());
+    int inputIndex = 0;
+    for (const auto& in : model.graph().input()) {
+      if (initializers.count(in.name())) continue;
+      onnx::TensorProto ref;
+      fs::path file = dir / "test_data_set_0" / ("input_" + std::to_string(inputIndex++) + ".pb");
+      if (!loadProto(file, ref)) continue;
+      const auto& shape = in.type().tensor_type().shape();
+      for (int d = 0; d < shape.dim_size() && d < ref.dims_size(); ++d)
+        if (shape.dim(d).has_dim_param()) options.dims[shape.dim(d).dim_param()] = ref.dims(d);
+    }
+    tbp::Expected<tbp::ir::Graph> graph = tbp::frontend::importOnnxFile((dir / "model.onnx").string(), options);
+    std::string problem;
+    if (!graph) {
+      problem = graph.status().message();
+    } else {
+      const auto& outs = graph->outputs();
+      for (size_t k = 0; k < outs.size() && problem.empty(); ++k) {
+        onnx::TensorProto ref;
+        if (!loadProto(dir / "test_data_set_0" / ("output_" + std::to_string(k) + ".pb"), ref)) {
+          problem = "missing reference output " + std::to_string(k);
+          break;
+        }
+        std::vector<int64_t> want(ref.dims().begin(), ref.dims().end());
+        const tbp::ir::Value& v = graph->value(outs[k]);
+        if (v.type.shape != want)
+          problem = "output " + std::to_string(k) + " '" + v.name + "' has shape " + shapeText(v.type.shape) +
+                    ", the reference " + shapeText(want);
+      }
+    }
+    for (const std::string& op : testOps) (problem.empty() ? perOp[op].first : perOp[op].second)++;
+    if (problem.empty()) {
+      ++passed;
+    } else {
+      ++failed;
+      std::cout << "FAIL " << name << ": " << problem << "\n";
+    }
+  }
+  std::cout << "\nper op (tests passed/failed):\n";
+  for (const auto& [op, counts] : perOp)
+    std::cout << "  " << op << " " << counts.first << "/" << counts.second << "\n";
+  for (const std::string& stale : unusedExclusions) std::cout << "note: exclusion '" << stale << "' matches no claimed test\n";
+  std::cout << "\n" << unclaimed << " tests use ops or opsets tbp does not claim; " << excluded
+            << " excluded (see the exclusions file)\n";
+  std::cout << passed << " passed, " << failed << " failed\n";
+  return failed == 0 && passed > 0 ? 0 : 1;
+}
