@@ -29,7 +29,7 @@ done
 # name  file  dims
 CASES=(
   "resnet50_b32     resnet50_op17_train.onnx  --dim batch=32"
-  "gpt2_b8_s512     gpt2_op17_train.onnx      --dim batch=8 --dim seq=512"
+  "gpt2_b8_s128     gpt2_op17_train.onnx      --dim batch=8 --dim seq=128"
   "resnet18_b32     resnet18_op17_train.onnx  --dim batch=32"
 )
 entries=()

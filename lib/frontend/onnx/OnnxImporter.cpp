@@ -12,6 +12,7 @@
 #include <onnx/shape_inference/implementation.h>
 
 #include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl.h>
 #include <google/protobuf/wire_format_lite.h>
 
 #include <algorithm>
@@ -264,12 +265,7 @@ public:
   Importer(std::string path, const OnnxImportOptions& options) : path_(std::move(path)), options_(options) {}
 
   Expected<ir::Graph> run() {
-    Expected<std::string> bytes = readFile(path_);
-    if (!bytes) return bytes.status();
-    if (bytes->empty()) return fail("the file is empty, expected a binary ONNX model");
-    if (!model_.ParseFromString(*bytes)) return fail(explainParseFailure(*bytes));
-    bytes->clear();
-    bytes->shrink_to_fit();
+    TBP_RETURN_IF_ERROR(parseModel());
     if (!model_.has_graph()) return fail("not an ONNX model: it has no graph");
     TBP_RETURN_IF_ERROR(checkOpsets());
     onnx::GraphProto& g = *model_.mutable_graph();
@@ -284,6 +280,24 @@ public:
 
 private:
   Status fail(const std::string& message) const { return badInput(path_ + ": " + message); }
+
+  /// Parses straight from the file, so a large model is never held twice in memory; only a
+  /// failed parse reads the bytes again to explain where the file goes wrong.
+  Status parseModel() {
+    std::error_code ec;
+    if (!fs::exists(path_, ec)) return fail("no such file");
+    if (fs::is_directory(path_, ec)) return fail("is a directory, expected a file");
+    if (fs::file_size(path_, ec) == 0) return fail("the file is empty, expected a binary ONNX model");
+    std::ifstream in(path_, std::ios::binary);
+    if (!in) return fail("cannot open the file");
+    google::protobuf::io::IstreamInputStream raw(&in);
+    google::protobuf::io::CodedInputStream coded(&raw);
+    coded.SetTotalBytesLimit(INT32_MAX);
+    if (model_.ParseFromCodedStream(&coded) && coded.ConsumedEntireMessage()) return Status::ok();
+    Expected<std::string> bytes = readFile(path_);
+    if (!bytes) return bytes.status();
+    return fail(explainParseFailure(*bytes));
+  }
 
   Status checkOpsets() {
     int opset = -1;
