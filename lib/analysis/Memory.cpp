@@ -95,22 +95,50 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
   }
   for (ValueId o : g.outputs()) m.values[o].lastUsePos = static_cast<int64_t>(n) - 1;
 
-  // requiresGrad: float activations downstream of a parameter through gradient-taking inputs.
+  // Gradient paths. Forward: which values depend on a parameter through gradient-taking
+  // inputs. Backward: which of those reach the loss; only nodes on such a path run a backward,
+  // keep a tape, and hand gradients to their inputs.
+  std::vector<bool> dependsOnParam(g.numValues(), false);
   for (NodeId id : m.order) {
     const ir::Node& node = g.node(id);
     bool any = false;
     for (size_t k = 0; k < node.inputs.size(); ++k) {
       ValueId in = node.inputs[k];
       if (in == kNone || !ir::inputTakesGradient(node, k)) continue;
-      const ir::Value& v = g.value(in);
-      any = any || v.kind == ValueKind::Parameter || m.values[in].requiresGrad;
+      any = any || g.value(in).kind == ValueKind::Parameter || dependsOnParam[in];
     }
-    for (ValueId out : node.outputs) m.values[out].requiresGrad = any && ir::isFloat(g.value(out).type.dtype);
+    for (ValueId out : node.outputs) dependsOnParam[out] = any && ir::isFloat(g.value(out).type.dtype);
+  }
+  std::vector<bool> reachesLoss(g.numValues(), false);
+  for (ValueId o : g.outputs()) reachesLoss[o] = true;
+  m.keepsTape.assign(g.numNodes(), false);
+  for (size_t i = n; i-- > 0;) {
+    const ir::Node& node = g.node(m.order[i]);
+    bool onPath = false;
+    for (ValueId out : node.outputs) onPath = onPath || (reachesLoss[out] && dependsOnParam[out]);
+    if (!onPath) continue;
+    for (size_t k = 0; k < node.inputs.size(); ++k) {
+      ValueId in = node.inputs[k];
+      if (in == kNone || !ir::inputTakesGradient(node, k)) continue;
+      const ir::Value& v = g.value(in);
+      if (v.kind == ValueKind::Parameter) m.keepsTape[m.order[i]] = true;
+      if (!dependsOnParam[in]) continue;
+      m.keepsTape[m.order[i]] = true;
+      reachesLoss[in] = true;
+      ValueLiveness& l = m.values[in];
+      l.gradLastUsePos = std::max<int64_t>(l.gradLastUsePos, static_cast<int64_t>(i));
+    }
+  }
+  for (ValueId v = 0; v < g.numValues(); ++v) {
+    ValueLiveness& l = m.values[v];
+    l.requiresGrad = dependsOnParam[v] && reachesLoss[v];
+    if (l.requiresGrad && l.gradLastUsePos < 0) l.gradLastUsePos = static_cast<int64_t>(n) - 1; // a graph output
   }
 
   // Tapes: which node saves what, and the extra state each node owns.
   std::vector<uint64_t> extraAt(n, 0), savedAt(n, 0);
   for (size_t i = 0; i < n; ++i) {
+    if (!m.keepsTape[m.order[i]]) continue;
     ir::SavedForBackward saved = ir::savedForBackward(g, g.node(m.order[i]));
     extraAt[i] = saved.extraBytes;
     for (ValueId v : saved.values) {
@@ -148,7 +176,7 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
       m.tapeBytes = add(m.tapeBytes, val.bytes);
     }
     addRange(fwd, l.producerPos, end, val.bytes);
-    if (l.requiresGrad && l.lastUsePos >= 0) addRange(bwd, l.producerPos, l.lastUsePos, val.bytes); // adjoint
+    if (l.requiresGrad) addRange(bwd, l.producerPos, l.gradLastUsePos, val.bytes); // adjoint
   }
   for (size_t i = 0; i < n; ++i) {
     addRange(fwd, static_cast<int64_t>(i), static_cast<int64_t>(n) - 1, extraAt[i]);
@@ -165,12 +193,12 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
   }
   m.storeAllPeakBytes = add(m.residentBytes, peak);
 
-  // Lower bounds. Working set of one op: forward = non-resident inputs + outputs (+ extra);
+  // Lower bounds. Working set of one op: forward = non-resident inputs + outputs;
   // backward = its tape + adjoints of its outputs and of its gradient-taking inputs.
   std::vector<int64_t> adj(n + 1, 0);
   for (ValueId v = 0; v < g.numValues(); ++v) {
     const ValueLiveness& l = m.values[v];
-    if (l.requiresGrad && l.lastUsePos >= 0) addRange(adj, l.producerPos, l.lastUsePos, g.value(v).bytes);
+    if (l.requiresGrad) addRange(adj, l.producerPos, l.gradLastUsePos, g.value(v).bytes);
   }
   std::vector<uint64_t> adjLive = prefixSums(adj, n);
   for (size_t i = 0; i < n; ++i) {
@@ -189,7 +217,8 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
     for (ValueId out : node.outputs)
       if (m.values[out].requiresGrad) bwdSet = add(bwdSet, g.value(out).bytes);
     for (ValueId in : node.inputs)
-      if (in != kNone && m.values[in].requiresGrad && once(in)) bwdSet = add(bwdSet, g.value(in).bytes);
+      if (in != kNone && m.values[in].requiresGrad && once(in) && m.keepsTape[m.order[i]])
+        bwdSet = add(bwdSet, g.value(in).bytes);
     uint64_t ws = std::max(fwdSet, bwdSet);
     if (ws > m.maxOpWorkingSetBytes || m.maxOpWorkingSetNode == kNone) {
       m.maxOpWorkingSetBytes = ws;

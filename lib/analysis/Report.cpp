@@ -39,6 +39,8 @@ Distribution distribution(std::vector<std::pair<uint64_t, ValueId>> samples, con
   return d;
 }
 
+uint64_t add(uint64_t a, uint64_t b) { return checkedAdd(a, b).value_or(UINT64_MAX); }
+
 std::string pct(double fraction) { return formatFixed(100.0 * fraction, 1) + "%"; }
 
 Compressibility judge(const AnalysisReport& r) {
@@ -48,19 +50,26 @@ Compressibility judge(const AnalysisReport& r) {
   const uint64_t dynamicPeak = m.storeAllPeakBytes - resident;
   const uint64_t dynamicBound = std::max<uint64_t>(m.lowerBoundBytes - resident, 1);
   c.potential = static_cast<double>(dynamicPeak) / static_cast<double>(dynamicBound);
-  const double frontierShare = r.activationBytes ? static_cast<double>(m.frontier.peakBytes) / static_cast<double>(r.activationBytes) : 1.0;
+  // The frontier includes graph inputs, so compare it with activations plus inputs.
+  const uint64_t tensorBytes = checkedAdd(r.activationBytes, r.inputBytes).value_or(UINT64_MAX);
+  const double frontierShare = tensorBytes ? static_cast<double>(m.frontier.peakBytes) / static_cast<double>(tensorBytes) : 1.0;
   const double residentShare = m.storeAllPeakBytes ? static_cast<double>(resident) / static_cast<double>(m.storeAllPeakBytes) : 1.0;
+  // The whole step can shrink at most to the lower bound: a graph whose memory is mostly
+  // resident weights gains little however compressible its activations are.
+  const double stepSaving = m.storeAllPeakBytes ? 1.0 - static_cast<double>(m.lowerBoundBytes) / static_cast<double>(m.storeAllPeakBytes) : 0.0;
 
-  if (c.potential >= 4.0 && frontierShare <= 0.25) c.verdict = "highly compressible";
-  else if (c.potential >= 2.0) c.verdict = "compressible";
-  else if (c.potential >= 1.25) c.verdict = "weakly compressible";
+  if (c.potential >= 4.0 && frontierShare <= 0.25 && stepSaving >= 0.30) c.verdict = "highly compressible";
+  else if (c.potential >= 2.0 && stepSaving >= 0.15) c.verdict = "compressible";
+  else if (c.potential >= 1.25 && stepSaving >= 0.05) c.verdict = "weakly compressible";
   else c.verdict = "not compressible";
 
   c.reasons.push_back("activation memory above resident could shrink up to " + formatFixed(c.potential, 2) +
                       "x: store-all needs " + formatBytes(dynamicPeak) + " beyond resident, the lower bound " +
                       formatBytes(dynamicBound));
-  c.reasons.push_back("the widest cut frontier holds " + pct(frontierShare) + " of all activation bytes (" +
-                      formatBytes(m.frontier.peakBytes) + " of " + formatBytes(r.activationBytes) + ")" +
+  c.reasons.push_back("at best the whole step's peak drops by " + pct(stepSaving) + ", from " +
+                      formatBytes(m.storeAllPeakBytes) + " to the lower bound " + formatBytes(m.lowerBoundBytes));
+  c.reasons.push_back("the widest cut frontier holds " + pct(frontierShare) + " of all activation and input bytes (" +
+                      formatBytes(m.frontier.peakBytes) + " of " + formatBytes(tensorBytes) + ")" +
                       (frontierShare <= 0.25 ? ", so checkpoints at cuts are cheap" : ", so every checkpoint is expensive"));
   if (r.skipLength.countAbove > 0)
     c.reasons.push_back(std::to_string(r.skipLength.countAbove) + " long skip" + (r.skipLength.countAbove == 1 ? "" : "s") +
@@ -70,7 +79,7 @@ Compressibility judge(const AnalysisReport& r) {
   else
     c.reasons.push_back("no long skips: values die soon after they are made (chain-like)");
   if (residentShare >= 0.5)
-    c.reasons.push_back("resident memory (parameters, gradients, inputs) is " + pct(residentShare) +
+    c.reasons.push_back("resident memory (parameters, gradients, constants, inputs) is " + pct(residentShare) +
                         " of the store-all peak; rematerialization cannot reduce it");
   if (r.nodes < 8) c.reasons.push_back("only " + std::to_string(r.nodes) + " nodes: too shallow to split into many stages");
   return c;
@@ -97,10 +106,10 @@ AnalysisReport analyzeGraph(const Graph& g, const AnalyzeOptions& options) {
   for (ValueId v = 0; v < g.numValues(); ++v) {
     const ir::Value& val = g.value(v);
     switch (val.kind) {
-    case ValueKind::Input: ++r.inputs; r.inputBytes += val.bytes; break;
-    case ValueKind::Parameter: ++r.parameters; r.parameterBytes += val.bytes; break;
-    case ValueKind::Constant: ++r.constants; r.constantBytes += val.bytes; break;
-    case ValueKind::Activation: ++r.activations; r.activationBytes += val.bytes; acts.push_back(v); break;
+    case ValueKind::Input: ++r.inputs; r.inputBytes = add(r.inputBytes, val.bytes); break;
+    case ValueKind::Parameter: ++r.parameters; r.parameterBytes = add(r.parameterBytes, val.bytes); break;
+    case ValueKind::Constant: ++r.constants; r.constantBytes = add(r.constantBytes, val.bytes); break;
+    case ValueKind::Activation: ++r.activations; r.activationBytes = add(r.activationBytes, val.bytes); acts.push_back(v); break;
     }
   }
   std::stable_sort(acts.begin(), acts.end(), [&](ValueId a, ValueId b) { return g.value(a).bytes > g.value(b).bytes; });

@@ -9,6 +9,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <spdlog/spdlog.h>
+
+#include <chrono>
 #include <cmath>
 #include <iomanip>
 #include <sstream>
@@ -179,15 +182,21 @@ std::string toText(const ir::Graph& g, const AnalysisReport& r, const std::strin
 int runAnalyze(const AnalyzeArgs& args, Io& io) {
   std::optional<analysis::OrderHeuristic> order;
   if (!args.order.empty()) order = analysis::parseOrder(args.order);
+  auto start = std::chrono::steady_clock::now();
   Expected<ir::Graph> graph = loadModel(args.model, /*withData=*/false);
   if (!graph) return reportError(io, graph.status());
+  auto imported = std::chrono::steady_clock::now();
+  spdlog::info("imported {}: {} nodes, {} values in {:.3f} s", args.model.path, graph->numNodes(), graph->numValues(),
+               std::chrono::duration<double>(imported - start).count());
   analysis::AnalyzeOptions options;
   options.order = order;
   AnalysisReport report = analysis::analyzeGraph(*graph, options);
+  spdlog::info("analysed in {:.3f} s", std::chrono::duration<double>(std::chrono::steady_clock::now() - imported).count());
   if (!args.dot.empty()) {
     Status s = writeOutput(io, args.dot, analysis::renderDot(*graph));
     if (!s) return reportError(io, s);
   }
+  if (args.dot == "-") return 0; // the DOT went to stdout; do not mix the report into it
   if (args.format == "json") io.out << toJson(*graph, report, args.model.path).dump(2) << "\n";
   else io.out << toText(*graph, report, args.model.path);
   return 0;
@@ -201,7 +210,7 @@ std::function<int(Io&)> setupAnalyze(CLI::App& app) {
   app.add_option("--format", args->format, "output format: text|json")->check(CLI::IsMember({"text", "json"}));
   app.add_option("--order", args->order, "order to report in detail: file|greedy|dfs (default: best store-all peak)")
       ->check(CLI::IsMember({"file", "greedy", "dfs"}));
-  app.add_option("--dot", args->dot, "write the graph as Graphviz DOT, shaded by activation size")->type_name("FILE");
+  app.add_option("--dot", args->dot, "write the graph as Graphviz DOT, shaded by activation size ('-': stdout, instead of the report)")->type_name("FILE");
   return [args](Io& io) { return runAnalyze(*args, io); };
 }
 

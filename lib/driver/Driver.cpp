@@ -121,7 +121,7 @@ Status writeOutput(Io& io, const std::string& path, const std::string& contents)
 
 int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   Io io{out, err};
-  CLI::App app{"tbp: compiles rematerialization schedules that make training fit in memory", "tbp"};
+  CLI::App app{"tbp: measures what a training step needs in memory and how far rematerialization can shrink it", "tbp"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("tbp ") + TBP_VERSION);
   int verbose = 0;

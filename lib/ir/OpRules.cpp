@@ -136,7 +136,15 @@ SavedForBackward savedForBackward(const Graph& g, const Node& n) {
   };
   switch (info.extra) {
   case ExtraSaved::None: break;
-  case ExtraSaved::Mask: saved.extraBytes = y ? numel(*y) : 0; break;
+  case ExtraSaved::Mask:
+    // A materialized mask output (ONNX Dropout's second output) is the saved mask itself.
+    if (n.outputs.size() >= 2) {
+      saved.values.push_back(n.outputs[1]);
+      std::sort(saved.values.begin(), saved.values.end());
+    } else if (y) {
+      saved.extraBytes = numel(*y);
+    }
+    break;
   case ExtraSaved::MaxIndices: saved.extraBytes = y ? mulSat(numel(*y), 8) : 0; break;
   case ExtraSaved::BatchStats: saved.extraBytes = mulSat(8, dim(x, 1)); break;
   case ExtraSaved::InstanceStats: saved.extraBytes = mulSat(8, mulSat(dim(x, 0), dim(x, 1))); break;

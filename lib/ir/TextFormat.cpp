@@ -102,15 +102,43 @@ double elementAsDouble(DType dtype, const std::string& data, size_t i) {
   return 0;
 }
 
+/// Reads element i of an integer tensor exactly (no detour through double).
+int64_t elementAsInt(DType dtype, const std::string& data, size_t i) {
+  auto read = [&](auto tag) {
+    using T = decltype(tag);
+    T v;
+    std::memcpy(&v, data.data() + i * sizeof(T), sizeof(T));
+    return static_cast<int64_t>(v);
+  };
+  switch (dtype) {
+  case DType::I8: return read(int8_t{});
+  case DType::I16: return read(int16_t{});
+  case DType::I32: return read(int32_t{});
+  case DType::I64: return read(int64_t{});
+  case DType::U8:
+  case DType::Bool: return read(uint8_t{});
+  case DType::U16: return read(uint16_t{});
+  case DType::U32: return read(uint32_t{});
+  default: return 0;
+  }
+}
+
+uint64_t elementAsUnsigned(const std::string& data, size_t i) {
+  uint64_t v;
+  std::memcpy(&v, data.data() + i * sizeof v, sizeof v);
+  return v;
+}
+
 std::string formatData(const Value& v) {
   if (!v.data || v.type.dtype == DType::F16 || v.type.dtype == DType::BF16) return {};
   uint64_t n = v.bytes / dtypeSize(v.type.dtype);
   if (n > kMaxPrintedElements || v.data->size() != v.bytes) return {};
   std::string s = " = [";
   for (size_t i = 0; i < n; ++i) {
-    double x = elementAsDouble(v.type.dtype, *v.data, i);
     s += i ? ", " : "";
-    s += isFloat(v.type.dtype) ? formatDouble(x) : std::to_string(static_cast<long long>(x));
+    if (isFloat(v.type.dtype)) s += formatDouble(elementAsDouble(v.type.dtype, *v.data, i));
+    else if (v.type.dtype == DType::U64) s += std::to_string(elementAsUnsigned(*v.data, i));
+    else s += std::to_string(elementAsInt(v.type.dtype, *v.data, i));
   }
   return s + "]";
 }
@@ -245,13 +273,18 @@ private:
     skipSpace();
     if (!consume('[')) return error("expected '[' to start constant data");
     std::vector<double> values;
+    std::vector<int64_t> ints;
+    const bool integral = !isFloat(type.dtype);
     skipSpace();
     if (!consume(']')) {
       while (true) {
-        double v;
+        double v = 0;
+        int64_t iv = 0;
         skipSpace();
-        if (!readNumber(v)) return error("expected a number in constant data");
+        if (integral ? !readInt(iv) : !readNumber(v))
+          return error(integral ? "expected an integer in constant data" : "expected a number in constant data");
         values.push_back(v);
+        ints.push_back(iv);
         skipSpace();
         if (consume(']')) break;
         if (!consume(',')) return error("expected ',' or ']' in constant data");
@@ -268,15 +301,15 @@ private:
       switch (type.dtype) {
       case DType::F32: write(static_cast<float>(values[i])); break;
       case DType::F64: write(values[i]); break;
-      case DType::I8: write(static_cast<int8_t>(values[i])); break;
-      case DType::I16: write(static_cast<int16_t>(values[i])); break;
-      case DType::I32: write(static_cast<int32_t>(values[i])); break;
-      case DType::I64: write(static_cast<int64_t>(values[i])); break;
+      case DType::I8: write(static_cast<int8_t>(ints[i])); break;
+      case DType::I16: write(static_cast<int16_t>(ints[i])); break;
+      case DType::I32: write(static_cast<int32_t>(ints[i])); break;
+      case DType::I64: write(ints[i]); break;
       case DType::U8:
-      case DType::Bool: write(static_cast<uint8_t>(values[i])); break;
-      case DType::U16: write(static_cast<uint16_t>(values[i])); break;
-      case DType::U32: write(static_cast<uint32_t>(values[i])); break;
-      case DType::U64: write(static_cast<uint64_t>(values[i])); break;
+      case DType::Bool: write(static_cast<uint8_t>(ints[i])); break;
+      case DType::U16: write(static_cast<uint16_t>(ints[i])); break;
+      case DType::U32: write(static_cast<uint32_t>(ints[i])); break;
+      case DType::U64: write(static_cast<uint64_t>(ints[i])); break;
       case DType::F16:
       case DType::BF16: return error("constant data for " + std::string(dtypeName(type.dtype)) + " is not supported in the text form");
       }
@@ -402,12 +435,18 @@ private:
       if (listKind == 'f') return AttrValue(floats);
       return AttrValue(ints);
     }
-    size_t start = pos_;
+    size_t start = pos_, startLine = line_, startLineStart = lineStart_;
     double v;
     if (!readNumber(v)) return error("expected an attribute value");
     std::string_view token = text_.substr(start, pos_ - start);
     if (token.find_first_of(".eEn") != std::string_view::npos) return AttrValue(v);
-    return AttrValue(static_cast<int64_t>(std::llround(v)));
+    // An integer: read it again exactly (values beyond 2^53 do not survive a double).
+    pos_ = start;
+    line_ = startLine;
+    lineStart_ = startLineStart;
+    int64_t i;
+    if (!readInt(i)) return error("integer attribute out of range");
+    return AttrValue(i);
   }
 
   // -- lexing helpers

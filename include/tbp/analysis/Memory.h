@@ -17,7 +17,10 @@ struct ValueLiveness {
   int64_t producerPos = -1;    ///< position of the producer in the order (-1: resident)
   int64_t lastUsePos = -1;     ///< position of the last user (-1: unused)
   int64_t firstSaverPos = -1;  ///< smallest position of a node whose tape saves it (-1: none)
-  bool requiresGrad = false;   ///< float activation that depends on a parameter
+  /// Float activation that depends on a parameter and whose gradient reaches the loss: it gets
+  /// an adjoint in the backward pass.
+  bool requiresGrad = false;
+  int64_t gradLastUsePos = -1; ///< last consumer that passes a gradient back to it (-1: none)
 };
 
 /// Live bytes across each cut of an order.
@@ -34,6 +37,9 @@ struct FrontierProfile {
 struct MemoryAnalysis {
   std::vector<ir::NodeId> order;       ///< the order analysed
   std::vector<ValueLiveness> values;   ///< indexed by ValueId
+  /// Indexed by NodeId: the node's backward runs (it lies on a gradient path from a parameter
+  /// to the loss), so autograd keeps its tape.
+  std::vector<bool> keepsTape;
   FrontierProfile frontier;            ///< live-frontier profile (forward only)
   uint64_t residentBytes = 0;          ///< parameters + parameter gradients + constants + inputs
   uint64_t parameterBytes = 0;         ///< trainable parameters

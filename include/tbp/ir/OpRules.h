@@ -18,8 +18,9 @@ struct SavedForBackward {
   uint64_t extraBytes = 0;     ///< masks, indices and statistics owned by the node
 };
 
-/// The saved set of `node`. Inputs that are absent, or that receive no gradient and are not
-/// needed to compute other gradients, are left out.
+/// The saved set of `node` by its op's rule. Absent inputs are left out, and an op none of
+/// whose float inputs can take a gradient saves nothing. Whether the node runs a backward at
+/// all (it lies on a gradient path) is the analysis' question, not this rule's.
 SavedForBackward savedForBackward(const Graph& graph, const Node& node);
 
 /// True when input `index` of `node` can receive a gradient (by the op's rule).

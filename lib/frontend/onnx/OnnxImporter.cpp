@@ -58,7 +58,7 @@ constexpr OnnxOp kOnnxOps[] = {
     {"LeakyRelu", Op::LeakyRelu}, {"Less", Op::Less}, {"LessOrEqual", Op::LessOrEqual},
     {"Log", Op::Log}, {"LogSoftmax", Op::LogSoftmax}, {"MatMul", Op::MatMul}, {"Max", Op::Max},
     {"MaxPool", Op::MaxPool}, {"Mean", Op::Mean}, {"Min", Op::Min}, {"Mod", Op::Mod},
-    {"Mul", Op::Mul}, {"Neg", Op::Neg}, {"NonZero", Op::NonZero}, {"Not", Op::Not},
+    {"Mul", Op::Mul}, {"Neg", Op::Neg}, {"Not", Op::Not},
     {"OneHot", Op::OneHot}, {"Or", Op::Or}, {"Pad", Op::Pad}, {"Pow", Op::Pow},
     {"PRelu", Op::PRelu}, {"Range", Op::Range}, {"Reciprocal", Op::Reciprocal},
     {"ReduceL2", Op::ReduceL2}, {"ReduceMax", Op::ReduceMax}, {"ReduceMean", Op::ReduceMean},
@@ -149,6 +149,21 @@ std::string explainParseFailure(const std::string& bytes) {
     }
   }
   return "not a valid ONNX protobuf (a nested message is malformed or truncated)";
+}
+
+/// Bytes of element data a TensorProto carries, without copying it.
+uint64_t storedBytes(const onnx::TensorProto& t, DType dtype) {
+  if (t.has_raw_data()) return t.raw_data().size();
+  uint64_t count = 0;
+  switch (dtype) {
+  case DType::F32: count = static_cast<uint64_t>(t.float_data_size()); break;
+  case DType::F64: count = static_cast<uint64_t>(t.double_data_size()); break;
+  case DType::I64: count = static_cast<uint64_t>(t.int64_data_size()); break;
+  case DType::U64:
+  case DType::U32: count = static_cast<uint64_t>(t.uint64_data_size()); break;
+  default: count = static_cast<uint64_t>(t.int32_data_size()); break;
+  }
+  return count * ir::dtypeSize(dtype);
 }
 
 /// Loads the element data of `tensor` as raw little-endian bytes.
@@ -275,6 +290,7 @@ public:
     TBP_RETURN_IF_ERROR(loadAllExternalData());
     TBP_RETURN_IF_ERROR(bindDims());
     TBP_RETURN_IF_ERROR(inferShapes());
+    elideIdentities();
     return buildGraph();
   }
 
@@ -311,7 +327,6 @@ private:
       return fail("ai.onnx opset " + std::to_string(opset) + " is out of range: tbp supports opsets " +
                   std::to_string(kMinOnnxOpset) + " to " + std::to_string(kMaxOnnxOpset) +
                   " (convert the model with onnx.version_converter)");
-    opset_ = opset;
     return Status::ok();
   }
 
@@ -481,6 +496,28 @@ private:
     return Status::ok();
   }
 
+  /// Removes Identity nodes (eval exports read shared initializers through them): consumers
+  /// read the Identity's input directly, so the copy is neither a node nor an activation.
+  /// Identities that produce a graph output stay.
+  void elideIdentities() {
+    auto& g = *model_.mutable_graph();
+    std::unordered_set<std::string> graphOutputs;
+    for (const auto& o : g.output()) graphOutputs.insert(o.name());
+    std::unordered_map<std::string, std::string> alias;
+    google::protobuf::RepeatedPtrField<onnx::NodeProto> kept;
+    for (auto& n : *g.mutable_node()) {
+      for (auto& in : *n.mutable_input()) {
+        auto it = alias.find(in);
+        if (it != alias.end()) in = it->second;
+      }
+      bool elide = isDefaultDomain(n.domain()) && n.op_type() == "Identity" && n.input_size() == 1 &&
+                   n.output_size() == 1 && !graphOutputs.count(n.output(0));
+      if (elide) alias[n.output(0)] = n.input(0);
+      else *kept.Add() = std::move(n);
+    }
+    g.mutable_node()->Swap(&kept);
+  }
+
   /// Type of value `name` after inference, or an error naming it and its producer.
   Expected<ir::TensorType> typeOf(const std::string& name, const std::string& role) {
     auto it = types_.find(name);
@@ -518,6 +555,10 @@ private:
     ir::TensorType type{*dtype, ir::Shape(t.dims().begin(), t.dims().end())};
     Expected<uint64_t> bytes = ir::checkedByteSize(type, where);
     if (!bytes) return fail(bytes.status().message());
+    uint64_t stored = storedBytes(t, *dtype);
+    if (stored != *bytes)
+      return fail(where + ": holds " + std::to_string(stored) + " bytes of data, its type " + type.str() + " needs " +
+                  std::to_string(*bytes));
     ir::TensorData data;
     if (options_.loadData) {
       Expected<std::string> raw = tensorBytes(t, *dtype, *bytes, where);
@@ -638,7 +679,6 @@ private:
   std::string path_;
   const OnnxImportOptions& options_;
   onnx::ModelProto model_;
-  int opset_ = 0;
   std::unordered_map<std::string, const onnx::TypeProto*> types_;
 };
 

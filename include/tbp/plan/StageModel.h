@@ -1,0 +1,67 @@
+#pragma once
+/// \file
+/// The stage model of DESIGN.md §4: an order of the forward ops cut into stages, with each
+/// stage's cost, input frontier, tape and transient working sets.
+
+#include "tbp/analysis/Memory.h"
+#include "tbp/ir/Graph.h"
+
+#include <vector>
+
+namespace tbp::plan {
+
+/// One stage: the ops at order positions [first, last].
+struct Stage {
+  uint32_t first = 0, last = 0;   ///< order positions (inclusive)
+  uint64_t forwardFlops = 0;      ///< FLOPs of one forward of the stage
+  uint64_t backwardFlops = 0;     ///< FLOPs of its backward (2x forward unless a rule is sharper)
+  uint64_t cost = 0;              ///< planner objective of one forward: FLOPs + elements produced
+  std::vector<ir::ValueId> inputFrontier; ///< F_k: activations/inputs made before, used at or after
+  uint64_t inputFrontierBytes = 0;        ///< x_k: bytes of F_k that are not resident
+  std::vector<ir::ValueId> tape;          ///< activations autograd saves in this stage
+  uint64_t tapeExtraBytes = 0;            ///< masks, indices and statistics of the stage
+  uint64_t tapeBytes = 0;                 ///< x̄_k: tape + extra bytes
+  std::vector<ir::ValueId> produced;      ///< activations produced in the stage
+  std::vector<ir::ValueId> newAdjoints;   ///< F_k values whose gradient B k creates
+  uint64_t forwardTransientBytes = 0;     ///< peak of tensors made inside, forward without grad
+  uint64_t forwardAllTransientBytes = 0;  ///< same, with autograd keeping the tape
+  uint64_t backwardTransientBytes = 0;    ///< peak of gradients made inside the backward
+};
+
+/// The stage model of one graph under one order.
+struct StageModel {
+  const ir::Graph* graph = nullptr;       ///< the graph (outlives the model)
+  std::vector<ir::NodeId> order;          ///< the forward order
+  std::vector<Stage> stages;              ///< stages 1..L are stages[0..L-1]
+  std::vector<ir::ValueId> outputFrontier;///< F_{L+1}: the graph outputs (the loss)
+  std::vector<uint64_t> valueBytes;       ///< bytes per value; 0 for resident ones
+  std::vector<bool> requiresGrad;         ///< per value
+  std::vector<int64_t> producerPos;       ///< per value: order position of the producer (-1)
+  std::vector<int64_t> lastUsePos;        ///< per value: last consumer position (-1)
+  std::vector<int64_t> gradLastUsePos;    ///< per value: last consumer passing a gradient (-1)
+  std::vector<bool> keepsTape;            ///< per node: it runs a backward and keeps a tape
+  uint64_t residentBytes = 0;             ///< parameters + gradients + constants + inputs
+  uint64_t onePassFlops = 0;              ///< forward FLOPs of one pass
+  uint64_t onePassCost = 0;               ///< planner cost of one pass
+
+  /// Number of stages L.
+  size_t size() const { return stages.size(); }
+  /// Stage k (1-based, as in the instruction stream).
+  const Stage& stage(size_t k) const { return stages[k - 1]; }
+  /// F_k for k in 1..L+1.
+  const std::vector<ir::ValueId>& frontier(size_t k) const {
+    return k <= stages.size() ? stages[k - 1].inputFrontier : outputFrontier;
+  }
+};
+
+/// Builds the model for `order` cut before each position in `cuts` (sorted, each in
+/// 1..n-1; an empty list gives one stage). Preconditions: `graph` verified, `order` topological.
+StageModel buildStageModel(const ir::Graph& graph, const std::vector<ir::NodeId>& order,
+                           const std::vector<uint32_t>& cuts);
+
+/// Cut positions for at most `maxStages` stages of roughly equal cost, each cut placed at the
+/// position with the smallest live frontier within its window (cheap cuts first).
+std::vector<uint32_t> chooseCuts(const ir::Graph& graph, const std::vector<ir::NodeId>& order,
+                                 size_t maxStages);
+
+} // namespace tbp::plan

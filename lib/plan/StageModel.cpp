@@ -1,0 +1,197 @@
+#include "tbp/plan/StageModel.h"
+
+#include "tbp/ir/OpRules.h"
+#include "tbp/support/Bytes.h"
+
+#include <algorithm>
+
+namespace tbp::plan {
+
+using ir::kNone;
+using ir::NodeId;
+using ir::ValueId;
+using ir::ValueKind;
+
+namespace {
+
+uint64_t add(uint64_t a, uint64_t b) { return checkedAdd(a, b).value_or(UINT64_MAX); }
+
+uint64_t elements(const ir::Value& v) {
+  uint64_t n = 1;
+  for (int64_t d : v.type.shape) n = checkedMul(n, static_cast<uint64_t>(d)).value_or(UINT64_MAX);
+  return n;
+}
+
+} // namespace
+
+StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
+                           const std::vector<uint32_t>& cuts) {
+  StageModel m;
+  m.graph = &g;
+  m.order = order;
+  const size_t n = order.size();
+  const size_t numValues = g.numValues();
+  analysis::MemoryAnalysis mem = analysis::analyzeMemory(g, order);
+  m.residentBytes = mem.residentBytes;
+  m.valueBytes.resize(numValues);
+  m.requiresGrad.resize(numValues);
+  m.producerPos.resize(numValues);
+  m.lastUsePos.resize(numValues);
+  m.gradLastUsePos.resize(numValues);
+  m.keepsTape = mem.keepsTape;
+  for (ValueId v = 0; v < numValues; ++v) {
+    const ir::Value& val = g.value(v);
+    m.valueBytes[v] = val.kind == ValueKind::Activation ? val.bytes : 0;
+    m.requiresGrad[v] = mem.values[v].requiresGrad;
+    m.producerPos[v] = mem.values[v].producerPos;
+    m.lastUsePos[v] = mem.values[v].lastUsePos;
+    m.gradLastUsePos[v] = mem.values[v].gradLastUsePos;
+  }
+
+  // Stage boundaries and the stage of every position.
+  std::vector<uint32_t> starts{0};
+  for (uint32_t c : cuts)
+    if (c > starts.back() && c < n) starts.push_back(c);
+  const size_t L = starts.size();
+  m.stages.resize(L);
+  std::vector<uint32_t> stageOf(n);
+  for (size_t k = 0; k < L; ++k) {
+    Stage& s = m.stages[k];
+    s.first = starts[k];
+    s.last = static_cast<uint32_t>((k + 1 < L ? starts[k + 1] : n) - 1);
+    for (uint32_t p = s.first; p <= s.last; ++p) stageOf[p] = static_cast<uint32_t>(k);
+  }
+
+  // Frontiers: a value made before stage k (graph inputs count) and used at or after it.
+  std::vector<bool> isOutput(numValues, false);
+  for (ValueId o : g.outputs()) isOutput[o] = true;
+  for (ValueId v = 0; v < numValues; ++v) {
+    const ir::Value& val = g.value(v);
+    if (val.kind != ValueKind::Activation && val.kind != ValueKind::Input) continue;
+    if (m.lastUsePos[v] < 0 && !isOutput[v]) continue;
+    size_t from = val.kind == ValueKind::Input ? 0 : stageOf[static_cast<size_t>(m.producerPos[v])] + 1;
+    size_t to = isOutput[v] ? L : stageOf[static_cast<size_t>(m.lastUsePos[v])];
+    for (size_t k = from; k <= to && k < L; ++k) m.stages[k].inputFrontier.push_back(v);
+    if (isOutput[v]) m.outputFrontier.push_back(v);
+  }
+
+  for (size_t k = 0; k < L; ++k) {
+    Stage& s = m.stages[k];
+    for (ValueId v : s.inputFrontier) s.inputFrontierBytes = add(s.inputFrontierBytes, m.valueBytes[v]);
+    std::vector<bool> inFrontier;  // small stages: linear scans are fine
+    auto contains = [](const std::vector<ValueId>& list, ValueId v) {
+      return std::find(list.begin(), list.end(), v) != list.end();
+    };
+    const std::vector<ValueId>& next = m.frontier(k + 2);
+
+    // Per-op quantities inside the stage.
+    const size_t ops = s.last - s.first + 1;
+    std::vector<uint64_t> extraAt(ops, 0);
+    std::vector<int64_t> fwdDiff(ops + 1, 0), allDiff(ops + 1, 0), bwdDiff(ops + 1, 0);
+    auto range = [](std::vector<int64_t>& diff, int64_t a, int64_t b, uint64_t bytes) {
+      if (a > b || bytes == 0) return;
+      diff[static_cast<size_t>(a)] += static_cast<int64_t>(bytes);
+      diff[static_cast<size_t>(b) + 1] -= static_cast<int64_t>(bytes);
+    };
+    std::vector<ValueId> tape;
+    for (uint32_t p = s.first; p <= s.last; ++p) {
+      const ir::Node& node = g.node(order[p]);
+      s.forwardFlops = add(s.forwardFlops, ir::estimateFlops(g, node));
+      ir::SavedForBackward saved = m.keepsTape[order[p]] ? ir::savedForBackward(g, node) : ir::SavedForBackward{};
+      extraAt[p - s.first] = saved.extraBytes;
+      s.tapeExtraBytes = add(s.tapeExtraBytes, saved.extraBytes);
+      for (ValueId v : saved.values)
+        if (g.value(v).kind == ValueKind::Activation && !contains(tape, v)) tape.push_back(v);
+      for (ValueId out : node.outputs) {
+        s.produced.push_back(out);
+        s.cost = add(s.cost, elements(g.value(out)));
+      }
+    }
+    std::sort(tape.begin(), tape.end());
+    s.tape = tape;
+    s.tapeBytes = s.tapeExtraBytes;
+    for (ValueId v : tape) s.tapeBytes = add(s.tapeBytes, m.valueBytes[v]);
+    s.backwardFlops = add(s.forwardFlops, s.forwardFlops);
+    s.cost = add(s.cost, s.forwardFlops);
+
+    // Transients. Forward: tensors made in the stage, live from their producer to their last
+    // use inside the stage (to the end when they leave the stage). With autograd, taped ones
+    // stay to the end and extras accumulate.
+    for (ValueId v : s.produced) {
+      int64_t a = m.producerPos[v] - s.first;
+      int64_t lastIn = contains(next, v) || m.lastUsePos[v] > static_cast<int64_t>(s.last)
+                           ? static_cast<int64_t>(ops) - 1
+                           : std::max(m.lastUsePos[v], m.producerPos[v]) - s.first;
+      range(fwdDiff, a, lastIn, m.valueBytes[v]);
+      bool taped = std::binary_search(tape.begin(), tape.end(), v);
+      range(allDiff, a, taped ? static_cast<int64_t>(ops) - 1 : lastIn, m.valueBytes[v]);
+    }
+    for (size_t i = 0; i < ops; ++i) range(allDiff, static_cast<int64_t>(i), static_cast<int64_t>(ops) - 1, extraAt[i]);
+    // Backward: gradients of values made or consumed here that are not already held as
+    // adjoints of F_{k+1}; each lives from its producer (or the stage start) to its last use
+    // inside the stage.
+    for (ValueId v : s.produced) {
+      if (!m.requiresGrad[v] || m.gradLastUsePos[v] > static_cast<int64_t>(s.last)) continue;
+      range(bwdDiff, m.producerPos[v] - s.first, m.gradLastUsePos[v] - s.first, m.valueBytes[v]);
+    }
+    for (ValueId v : s.inputFrontier) {
+      if (!m.requiresGrad[v]) continue;
+      if (m.gradLastUsePos[v] < static_cast<int64_t>(s.first) || m.gradLastUsePos[v] > static_cast<int64_t>(s.last)) continue;
+      s.newAdjoints.push_back(v);
+      range(bwdDiff, 0, m.gradLastUsePos[v] - s.first, m.valueBytes[v]);
+    }
+    int64_t f = 0, a = 0, b = 0;
+    for (size_t i = 0; i < ops; ++i) {
+      f += fwdDiff[i];
+      a += allDiff[i];
+      b += bwdDiff[i];
+      s.forwardTransientBytes = std::max<uint64_t>(s.forwardTransientBytes, static_cast<uint64_t>(std::max<int64_t>(f, 0)));
+      s.forwardAllTransientBytes = std::max<uint64_t>(s.forwardAllTransientBytes, static_cast<uint64_t>(std::max<int64_t>(a, 0)));
+      s.backwardTransientBytes = std::max<uint64_t>(s.backwardTransientBytes, static_cast<uint64_t>(std::max<int64_t>(b, 0)));
+    }
+    (void)inFrontier;
+    m.onePassFlops = add(m.onePassFlops, s.forwardFlops);
+    m.onePassCost = add(m.onePassCost, s.cost);
+  }
+  return m;
+}
+
+std::vector<uint32_t> chooseCuts(const ir::Graph& g, const std::vector<NodeId>& order, size_t maxStages) {
+  const size_t n = order.size();
+  if (maxStages == 0 || n <= maxStages) {
+    std::vector<uint32_t> all;
+    for (uint32_t p = 1; p < n; ++p) all.push_back(p);
+    return all;
+  }
+  analysis::FrontierProfile profile = analysis::frontierProfile(g, order);
+  // Cumulative cost (FLOPs + elements produced) to balance stages.
+  std::vector<long double> cumulative(n + 1, 0);
+  for (size_t p = 0; p < n; ++p) {
+    const ir::Node& node = g.node(order[p]);
+    uint64_t c = ir::estimateFlops(g, node);
+    for (ValueId out : node.outputs) c = add(c, elements(g.value(out)));
+    cumulative[p + 1] = cumulative[p] + static_cast<long double>(c) + 1.0L;
+  }
+  const long double total = cumulative[n];
+  const size_t window = std::max<size_t>(1, n / (2 * maxStages));
+  std::vector<uint32_t> cuts;
+  size_t p = 1;
+  for (size_t j = 1; j < maxStages; ++j) {
+    long double target = total * static_cast<long double>(j) / static_cast<long double>(maxStages);
+    while (p < n && cumulative[p] < target) ++p;
+    size_t lo = std::max<size_t>(cuts.empty() ? 1 : cuts.back() + 1, p > window ? p - window : 1);
+    size_t hi = std::min(n - 1, p + window);
+    if (lo > hi) continue;
+    size_t best = lo;
+    // A cut before position c is the frontier after position c-1.
+    for (size_t c = lo; c <= hi; ++c) {
+      uint64_t here = profile.bytes[c - 1], bestBytes = profile.bytes[best - 1];
+      size_t dc = c > p ? c - p : p - c, db = best > p ? best - p : p - best;
+      if (here < bestBytes || (here == bestBytes && dc < db)) best = c;
+    }
+    cuts.push_back(static_cast<uint32_t>(best));
+  }
+  return cuts;
+}
+
+} // namespace tbp::plan
