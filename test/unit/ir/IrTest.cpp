@@ -190,3 +190,17 @@ TEST_CASE("losses are appended once") {
   CHECK(g.node(g.numNodes() - 1).op == Op::CrossEntropyLoss);
   CHECK(m.value(*m.findValue("loss_target")).type == TensorType{DType::F32, {4, 16}});
 }
+
+TEST_CASE("integers survive the text form exactly") {
+  Graph g = parseOk(R"(graph big {
+    input %x : f32[4]
+    const %ends : i64[2] = [9223372036854775807, -9223372036854775807]
+    %y : f32[4] = Slice(%x, %ends, %ends) {huge=9007199254740993}
+    output %y
+  })");
+  std::string printed = printGraph(g);
+  CHECK(printed.find("[9223372036854775807, -9223372036854775807]") != std::string::npos);
+  CHECK(printed.find("huge=9007199254740993") != std::string::npos);
+  CHECK(g.node(0).attrInt("huge", 0) == 9007199254740993LL);
+  CHECK(printGraph(parseOk(printed)) == printed);
+}
