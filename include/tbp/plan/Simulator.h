@@ -1,0 +1,77 @@
+#pragma once
+/// \file
+/// The memory simulator: the single source of truth for the predicted peak and the recompute
+/// cost of an instruction stream (DESIGN.md §4).
+///
+/// It tracks every tensor once, however many holders share it: the current forward state
+/// (the frontier the last forward produced), checkpoints (F_k held by `F_ck k` until `B k`),
+/// tapes (saved tensors of `F_all k` until `B k`) and adjoints. Memory at an instruction is
+/// resident + held tensors + live adjoints + the instruction's transient working set.
+
+#include "tbp/plan/Schedule.h"
+#include "tbp/plan/StageModel.h"
+
+#include <vector>
+
+namespace tbp::plan {
+
+/// What a simulation found.
+struct SimResult {
+  uint64_t peakBytes = 0;           ///< predicted peak of the whole step
+  size_t peakInstruction = 0;       ///< index of the instruction where it occurs
+  uint64_t forwardFlops = 0;        ///< forward FLOPs executed (recomputation included)
+  uint64_t forwardCost = 0;         ///< planner cost executed (FLOPs + elements produced)
+  double recomputeRatio = 1.0;      ///< forwardFlops / forward FLOPs of one pass
+  std::vector<uint64_t> timeline;   ///< peak bytes during each instruction
+  size_t checkpointsMax = 0;        ///< most checkpoints held at once
+};
+
+/// Step-by-step simulation, for the simulator itself and for exhaustive searches.
+class SimState {
+public:
+  /// A state before the first instruction.
+  explicit SimState(const StageModel& model);
+
+  /// Applies one instruction; on an invalid one returns BadInput saying why and leaves the state
+  /// unusable. `peakDuring` receives the memory while it runs.
+  Status apply(const Instruction& instr, uint64_t& peakDuring);
+  /// Bytes held now (resident included), between instructions.
+  uint64_t heldBytes() const;
+  /// True when every stage has been backwarded.
+  bool finished() const { return nextBackward_ == 0 && lossDone_; }
+  /// Next stage to backward (L down to 1; 0 when done).
+  size_t nextBackward() const { return nextBackward_; }
+  /// Whether stage k's tape / checkpoint is held.
+  bool hasTape(size_t k) const { return tape_[k]; }
+  bool hasCheckpoint(size_t k) const { return checkpoint_[k]; }
+  /// The stage whose input frontier is the current state (0: none).
+  size_t current() const { return current_; }
+  bool lossDone() const { return lossDone_; }
+  /// Checkpoints held now.
+  size_t checkpoints() const { return checkpoints_; }
+
+private:
+  void acquire(const std::vector<ir::ValueId>& values);
+  void release(const std::vector<ir::ValueId>& values);
+  void acquireExtra(size_t k);
+  void releaseExtra(size_t k);
+  bool available(ir::ValueId v) const;
+
+  const StageModel* model_;
+  std::vector<uint32_t> refs_;   ///< holders per value
+  std::vector<bool> adjoint_;    ///< live gradient per value
+  uint64_t liveBytes_ = 0;
+  uint64_t adjointBytes_ = 0;
+  uint64_t extraBytes_ = 0;
+  std::vector<bool> tape_, checkpoint_, backwarded_;
+  size_t current_ = 0;           ///< F_current_ is held as the current state (0: none)
+  size_t nextBackward_;
+  size_t checkpoints_ = 0;
+  bool lossDone_ = false;
+};
+
+/// Simulates `stream` on `model`. Fails (BadInput) naming the first bad instruction:
+/// `instruction 7 (F_n 4): ...`.
+Expected<SimResult> simulate(const StageModel& model, const Stream& stream);
+
+} // namespace tbp::plan

@@ -1,0 +1,463 @@
+#include "tbp/plan/Planners.h"
+
+#include "tbp/support/Bytes.h"
+#include "tbp/support/Hash.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <set>
+#include <unordered_set>
+
+namespace tbp::plan {
+
+namespace {
+
+struct PlannerName {
+  PlannerKind kind;
+  const char* name;
+};
+constexpr PlannerName kPlannerNames[] = {{PlannerKind::StoreAll, "store-all"},
+                                         {PlannerKind::Sqrt, "sqrt"},
+                                         {PlannerKind::IntervalTree, "interval-tree"},
+                                         {PlannerKind::Revolve, "revolve"},
+                                         {PlannerKind::Optimal, "optimal"}};
+
+/// Splits stages 1..L into `parts` contiguous, non-empty ranges of roughly equal forward cost.
+std::vector<std::pair<uint32_t, uint32_t>> splitByCost(const StageModel& m, size_t parts) {
+  const uint32_t L = static_cast<uint32_t>(m.size());
+  parts = std::max<size_t>(1, std::min<size_t>(parts, L));
+  auto weight = [&](uint32_t k) { return static_cast<long double>(m.stage(k).cost) + 1.0L; };
+  long double total = 0;
+  for (uint32_t k = 1; k <= L; ++k) total += weight(k);
+  std::vector<std::pair<uint32_t, uint32_t>> ranges;
+  uint32_t start = 1;
+  long double acc = 0;
+  for (size_t p = 0; p < parts; ++p) {
+    uint32_t end = start;
+    acc += weight(start);
+    if (p + 1 == parts) {
+      end = L;
+    } else {
+      const long double target = total * static_cast<long double>(p + 1) / static_cast<long double>(parts);
+      const uint32_t lastAllowed = L - static_cast<uint32_t>(parts - 1 - p); // leave a stage per later part
+      while (end < lastAllowed && acc + weight(end + 1) / 2 < target) acc += weight(++end);
+    }
+    ranges.push_back({start, end});
+    start = end + 1;
+  }
+  return ranges;
+}
+
+void emitStoreAll(Stream& out, uint32_t a, uint32_t b, size_t L) {
+  for (uint32_t k = a; k <= b; ++k) out.push_back(fall(k));
+  if (b == L) out.push_back(loss());
+  for (uint32_t k = b + 1; k-- > a;) out.push_back(bwd(k));
+}
+
+/// Advances from F_a (a checkpoint already, or the current state) through stage b without
+/// autograd, leaving F_{b+1} as the current state.
+void emitAdvance(Stream& out, uint32_t a, uint32_t b, bool inputIsCheckpoint) {
+  out.push_back(inputIsCheckpoint ? fn(a) : fck(a));
+  for (uint32_t k = a + 1; k <= b; ++k) out.push_back(fn(k));
+}
+
+Candidate makeCandidate(const StageModel& m, Stream stream, Params params) {
+  Expected<SimResult> sim = simulate(m, stream);
+  TBP_CHECK(sim.hasValue()); // planners only emit valid streams; a failure here is a bug
+  return Candidate{std::move(stream), std::move(*sim), std::move(params)};
+}
+
+// ------------------------------------------------------------------------------ interval tree
+
+struct TreeEmitter {
+  const std::vector<std::pair<uint32_t, uint32_t>>& blocks;
+  size_t maxDepth;
+  size_t L;
+  Stream& out;
+
+  void run(size_t lo, size_t hi, size_t depth, bool inputIsCheckpoint) {
+    uint32_t a = blocks[lo].first, b = blocks[hi].second;
+    if (lo == hi || depth >= maxDepth) {
+      emitStoreAll(out, a, b, L);
+      return;
+    }
+    size_t mid = (lo + hi) / 2;
+    emitAdvance(out, a, blocks[mid].second, inputIsCheckpoint);
+    run(mid + 1, hi, depth + 1, false);
+    run(lo, mid, depth + 1, true);
+  }
+};
+
+// ------------------------------------------------------------------------------ revolve
+
+struct RevolveTable {
+  std::vector<std::vector<uint64_t>> t;     // t[l][s]
+  std::vector<std::vector<uint32_t>> split; // best advance m for (l, s)
+
+  RevolveTable(size_t maxL, size_t maxS) : t(maxL + 1, std::vector<uint64_t>(maxS + 1, 0)), split(maxL + 1, std::vector<uint32_t>(maxS + 1, 0)) {
+    for (size_t l = 2; l <= maxL; ++l) {
+      t[l][1] = l * (l - 1) / 2;
+      for (size_t s = 2; s <= maxS; ++s) {
+        uint64_t best = UINT64_MAX;
+        uint32_t bestM = 1;
+        for (size_t m = 1; m < l; ++m) {
+          uint64_t c = m + t[l - m][s - 1] + t[m][s];
+          if (c < best) {
+            best = c;
+            bestM = static_cast<uint32_t>(m);
+          }
+        }
+        t[l][s] = best;
+        split[l][s] = bestM;
+      }
+    }
+  }
+};
+
+struct RevolveEmitter {
+  const RevolveTable& table;
+  size_t L;
+  Stream& out;
+
+  void run(uint32_t a, uint32_t b, size_t s, bool inputIsCheckpoint) {
+    if (a == b) {
+      emitStoreAll(out, a, a, L);
+      return;
+    }
+    size_t l = b - a + 1;
+    if (s <= 1) {
+      for (uint32_t i = b; i > a; --i) {
+        emitAdvance(out, a, i - 1, inputIsCheckpoint);
+        inputIsCheckpoint = true;
+        emitStoreAll(out, i, i, L);
+      }
+      emitStoreAll(out, a, a, L);
+      return;
+    }
+    uint32_t m = table.split[l][s];
+    emitAdvance(out, a, a + m - 1, inputIsCheckpoint);
+    run(a + m, b, s - 1, false);
+    run(a, a + m - 1, s, true);
+  }
+};
+
+// ------------------------------------------------------------------------------ optimal
+
+/// Rotor-style dynamic program over the stage chain (docs/theory.md). Memory is counted in
+/// slots, every quantity rounded up, so a schedule's slot count bounds its simulated peak.
+class OptimalDp {
+public:
+  OptimalDp(const StageModel& m, uint64_t slotBytes, size_t slots) : m_(m), q_(std::max<uint64_t>(slotBytes, 1)), M_(slots), L_(m.size()) {
+    prepare();
+    solve();
+  }
+
+  /// The schedule for slot budget `mem`, or an empty stream when none fits.
+  Stream stream(size_t mem) const {
+    Stream out;
+    if (cost(Mode::Ckpt, 1, L_, mem) == kInf) return out;
+    emit(out, Mode::Ckpt, 1, static_cast<uint32_t>(L_), mem);
+    return out;
+  }
+  size_t slots() const { return M_; }
+
+private:
+  enum class Mode : uint8_t { Ckpt = 0, CurAll = 1, CurN = 2 };
+  static constexpr double kInf = std::numeric_limits<double>::infinity();
+  static constexpr int16_t kNone = -2, kFall = -1; // choice codes; >= 1 is a split stage
+
+  uint64_t slotsOf(uint64_t bytes) const { return (bytes + q_ - 1) / q_; }
+
+  void prepare() {
+    auto bytesOf = [&](const std::vector<ir::ValueId>& vs) {
+      uint64_t b = 0;
+      for (ir::ValueId v : vs) b += m_.valueBytes[v];
+      return b;
+    };
+    auto setMinus = [](std::vector<ir::ValueId> a, const std::vector<ir::ValueId>& b) {
+      std::vector<ir::ValueId> out;
+      std::vector<ir::ValueId> sb(b);
+      std::sort(sb.begin(), sb.end());
+      for (ir::ValueId v : a)
+        if (!std::binary_search(sb.begin(), sb.end(), v)) out.push_back(v);
+      return out;
+    };
+    X_.assign(L_ + 2, 0);
+    Tin_.assign(L_ + 2, 0);
+    Tout_.assign(L_ + 2, 0);
+    Ofree_.assign(L_ + 2, 0);
+    AD_.assign(L_ + 2, 0);
+    ff_.assign(L_ + 2, 0);
+    fa_.assign(L_ + 2, 0);
+    bb_.assign(L_ + 2, 0);
+    cost_.assign(L_ + 2, 0);
+    for (size_t k = 1; k <= L_ + 1; ++k) {
+      const auto& F = m_.frontier(k);
+      X_[k] = slotsOf(bytesOf(F));
+      uint64_t ad = 0;
+      for (ir::ValueId v : F)
+        if (m_.requiresGrad[v]) ad += m_.valueBytes[v];
+      AD_[k] = slotsOf(ad);
+    }
+    for (size_t k = 1; k <= L_; ++k) {
+      const Stage& s = m_.stage(k);
+      const auto& F = m_.frontier(k);
+      std::vector<ir::ValueId> tapeOut = setMinus(s.tape, F);
+      Tin_[k] = slotsOf(bytesOf(s.tape) - bytesOf(tapeOut));
+      Tout_[k] = slotsOf(bytesOf(tapeOut) + s.tapeExtraBytes);
+      Ofree_[k] = slotsOf(bytesOf(setMinus(m_.frontier(k + 1), s.tape)));
+      ff_[k] = slotsOf(s.forwardTransientBytes);
+      fa_[k] = slotsOf(s.forwardAllTransientBytes);
+      bb_[k] = slotsOf(s.backwardTransientBytes);
+      cost_[k] = static_cast<double>(s.cost);
+    }
+  }
+
+  size_t index(Mode mode, size_t i, size_t j, size_t mem) const {
+    return ((static_cast<size_t>(mode) * (L_ + 1) + i) * (L_ + 1) + j) * (M_ + 1) + mem;
+  }
+  double cost(Mode mode, size_t i, size_t j, size_t mem) const { return table_[index(mode, i, j, mem)]; }
+
+  /// Input bytes inside the budget for a subproblem starting at stage i in `mode`.
+  uint64_t inputInside(Mode mode, size_t i) const {
+    switch (mode) {
+    case Mode::Ckpt: return 0;
+    case Mode::CurAll: return Ofree_[i - 1];
+    case Mode::CurN: return X_[i];
+    }
+    return 0;
+  }
+  /// Adjoint bytes held while stages i..j run forward: none before the loss is seeded.
+  uint64_t adjointBefore(size_t j) const { return j == L_ ? 0 : AD_[j + 1]; }
+
+  void solve() {
+    table_.assign(3 * (L_ + 1) * (L_ + 1) * (M_ + 1), kInf);
+    choice_.assign(table_.size(), kNone);
+    const Mode modes[] = {Mode::Ckpt, Mode::CurAll, Mode::CurN};
+    for (size_t len = 1; len <= L_; ++len) {
+      for (size_t i = 1; i + len - 1 <= L_; ++i) {
+        size_t j = i + len - 1;
+        for (Mode mode : modes) {
+          const uint64_t phi = inputInside(mode, i);
+          const uint64_t keep = mode == Mode::Ckpt ? 0 : std::min(phi, Tin_[i]);
+          const uint64_t a = adjointBefore(j);
+          const uint64_t persistent = mode == Mode::Ckpt ? 0 : phi;
+          for (size_t mem = 0; mem <= M_; ++mem) {
+            double best = kInf;
+            int16_t pick = kNone;
+            // F_all i, then the rest (or B i directly when i == j).
+            if (a + phi + fa_[i] <= mem) {
+              if (i == j) {
+                uint64_t adjAtB = i == L_ ? AD_[L_ + 1] : AD_[i + 1];
+                if (adjAtB + keep + Tout_[i] + bb_[i] <= mem) {
+                  best = cost_[i];
+                  pick = kFall;
+                }
+              } else if (keep + Tout_[i] <= mem && AD_[i + 1] + keep + Tout_[i] + bb_[i] <= mem) {
+                double inner = cost(Mode::CurAll, i + 1, j, mem - keep - Tout_[i]);
+                if (inner < kInf && cost_[i] + inner < best) {
+                  best = cost_[i] + inner;
+                  pick = kFall;
+                }
+              }
+            }
+            // Checkpoint F_i, advance to stage k without autograd, solve k..j, then i..k-1.
+            if (i < j && persistent <= mem) {
+              const size_t rest = mem - persistent;
+              uint64_t advancePeak = a + phi + ff_[i];
+              double advanceCost = cost_[i];
+              for (size_t k = i + 1; k <= j; ++k) {
+                if (k > i + 1) {
+                  advancePeak = std::max(advancePeak, a + persistent + X_[k - 1] + ff_[k - 1]);
+                  advanceCost += cost_[k - 1];
+                }
+                if (advancePeak > mem) break;
+                double right = cost(Mode::CurN, k, j, rest);
+                if (right == kInf) continue;
+                double left = cost(Mode::Ckpt, i, k - 1, rest);
+                if (left == kInf) continue;
+                double c = advanceCost + right + left;
+                if (c < best) {
+                  best = c;
+                  pick = static_cast<int16_t>(k);
+                }
+              }
+            }
+            table_[index(mode, i, j, mem)] = best;
+            choice_[index(mode, i, j, mem)] = pick;
+          }
+        }
+      }
+    }
+  }
+
+  void emit(Stream& out, Mode mode, uint32_t i, uint32_t j, size_t mem) const {
+    int16_t pick = choice_[index(mode, i, j, mem)];
+    TBP_CHECK(pick != kNone);
+    const uint64_t phi = inputInside(mode, i);
+    const uint64_t keep = mode == Mode::Ckpt ? 0 : std::min(phi, Tin_[i]);
+    if (pick == kFall) {
+      out.push_back(fall(i));
+      if (i == j) {
+        if (i == L_) out.push_back(loss());
+      } else {
+        emit(out, Mode::CurAll, i + 1, j, mem - keep - Tout_[i]);
+      }
+      out.push_back(bwd(i));
+      return;
+    }
+    const uint32_t k = static_cast<uint32_t>(pick);
+    const size_t rest = mem - (mode == Mode::Ckpt ? 0 : phi);
+    emitAdvance(out, i, k - 1, mode == Mode::Ckpt);
+    emit(out, Mode::CurN, k, j, rest);
+    emit(out, Mode::Ckpt, i, k - 1, rest);
+  }
+
+  const StageModel& m_;
+  uint64_t q_;
+  size_t M_, L_;
+  std::vector<uint64_t> X_, Tin_, Tout_, Ofree_, AD_, ff_, fa_, bb_;
+  std::vector<double> cost_;
+  std::vector<double> table_;
+  std::vector<int16_t> choice_;
+};
+
+void addUnique(std::vector<Candidate>& out, std::unordered_set<uint64_t>& seen, const StageModel& m, Stream stream, Params params) {
+  if (stream.empty()) return;
+  Hasher h;
+  for (const Instruction& i : stream) h.add(static_cast<int64_t>(static_cast<uint32_t>(i.kind) << 24 | i.stage));
+  if (!seen.insert(h.digest()).second) return;
+  out.push_back(makeCandidate(m, std::move(stream), std::move(params)));
+}
+
+} // namespace
+
+const char* plannerName(PlannerKind kind) {
+  for (const PlannerName& p : kPlannerNames)
+    if (p.kind == kind) return p.name;
+  return "?";
+}
+
+std::optional<PlannerKind> parsePlanner(std::string_view name) {
+  for (const PlannerName& p : kPlannerNames)
+    if (name == p.name) return p.kind;
+  return std::nullopt;
+}
+
+uint64_t revolveForwardSteps(uint64_t l, uint64_t s) {
+  if (l <= 1) return 0;
+  auto binom = [](uint64_t n, uint64_t k) -> uint64_t {
+    if (k > n) return 0;
+    long double r = 1;
+    for (uint64_t i = 1; i <= k; ++i) r = r * static_cast<long double>(n - k + i) / static_cast<long double>(i);
+    return static_cast<uint64_t>(std::llround(r));
+  };
+  uint64_t r = 0;
+  while (binom(s + r, s) < l) ++r;
+  return r * l - (r == 0 ? 0 : binom(s + r, r - 1));
+}
+
+Stream storeAllStream(size_t stages) {
+  Stream out;
+  emitStoreAll(out, 1, static_cast<uint32_t>(stages), stages);
+  return out;
+}
+
+Stream sqrtStream(const StageModel& m, size_t segments) {
+  auto ranges = splitByCost(m, segments);
+  Stream out;
+  for (size_t s = 0; s + 1 < ranges.size(); ++s) emitAdvance(out, ranges[s].first, ranges[s].second, false);
+  emitStoreAll(out, ranges.back().first, ranges.back().second, m.size());
+  for (size_t s = ranges.size() - 1; s-- > 0;) emitStoreAll(out, ranges[s].first, ranges[s].second, m.size());
+  return out;
+}
+
+Stream intervalTreeStream(const StageModel& m, size_t blocks, size_t maxDepth) {
+  auto ranges = splitByCost(m, blocks);
+  Stream out;
+  TreeEmitter{ranges, maxDepth, m.size(), out}.run(0, ranges.size() - 1, 0, false);
+  return out;
+}
+
+Stream revolveStream(size_t stages, size_t snapshots) {
+  snapshots = std::max<size_t>(1, std::min(snapshots, stages));
+  RevolveTable table(stages, snapshots);
+  Stream out;
+  RevolveEmitter{table, stages, out}.run(1, static_cast<uint32_t>(stages), snapshots, false);
+  return out;
+}
+
+std::vector<Candidate> candidates(const StageModel& m, PlannerKind kind, const PlanOptions& options) {
+  std::vector<Candidate> out;
+  std::unordered_set<uint64_t> seen;
+  const size_t L = m.size();
+  switch (kind) {
+  case PlannerKind::StoreAll:
+    addUnique(out, seen, m, storeAllStream(L), {});
+    break;
+  case PlannerKind::Sqrt: {
+    size_t segments = std::max<size_t>(1, static_cast<size_t>(std::lround(std::sqrt(static_cast<double>(L)))));
+    addUnique(out, seen, m, sqrtStream(m, segments), {{"segments", std::to_string(segments)}});
+    break;
+  }
+  case PlannerKind::IntervalTree:
+    for (size_t blocks = 1; blocks <= L; ++blocks) {
+      size_t depthLimit = 0;
+      while ((size_t{1} << depthLimit) < blocks) ++depthLimit;
+      for (size_t depth = 0; depth <= depthLimit; ++depth)
+        addUnique(out, seen, m, intervalTreeStream(m, blocks, depth),
+                  {{"blocks", std::to_string(blocks)}, {"block_size", std::to_string((L + blocks - 1) / blocks)}, {"depth", std::to_string(depth)}});
+    }
+    break;
+  case PlannerKind::Revolve:
+    for (size_t s = 1; s <= L; ++s) addUnique(out, seen, m, revolveStream(L, s), {{"snapshots", std::to_string(s)}});
+    break;
+  case PlannerKind::Optimal: {
+    Expected<SimResult> storeAll = simulate(m, storeAllStream(L));
+    TBP_CHECK(storeAll.hasValue());
+    uint64_t range = storeAll->peakBytes - m.residentBytes;
+    size_t slots = std::max<size_t>(1, options.memorySlots);
+    uint64_t q = options.slotBytes ? options.slotBytes : std::max<uint64_t>(1, (range + slots - 1) / slots);
+    // Enough slots to reach store-all with every term rounded up.
+    size_t M = static_cast<size_t>(std::min<uint64_t>((range + q - 1) / q + 4 * L + 4, 4 * slots + 64));
+    OptimalDp dp(m, q, M);
+    for (size_t mem = 0; mem <= M; ++mem)
+      addUnique(out, seen, m, dp.stream(mem), {{"slot_bytes", std::to_string(q)}, {"slots", std::to_string(mem)}});
+    if (!options.portfolio) break;
+    for (PlannerKind other : {PlannerKind::StoreAll, PlannerKind::Sqrt, PlannerKind::IntervalTree, PlannerKind::Revolve})
+      for (Candidate& c : candidates(m, other, options)) {
+        c.params.insert(c.params.begin(), {"from", plannerName(other)});
+        addUnique(out, seen, m, std::move(c.stream), std::move(c.params));
+      }
+    break;
+  }
+  }
+  return out;
+}
+
+Expected<Plan> chooseCandidate(std::vector<Candidate> cands, PlannerKind kind, std::optional<uint64_t> budget) {
+  TBP_CHECK(!cands.empty());
+  Plan plan{kind, {}, UINT64_MAX};
+  const Candidate* best = nullptr;
+  for (const Candidate& c : cands) {
+    plan.minFeasibleBytes = std::min(plan.minFeasibleBytes, c.sim.peakBytes);
+    if (budget && c.sim.peakBytes > *budget) continue;
+    if (!best || c.sim.forwardCost < best->sim.forwardCost ||
+        (c.sim.forwardCost == best->sim.forwardCost && c.sim.peakBytes < best->sim.peakBytes))
+      best = &c;
+  }
+  if (!best)
+    return Status(ErrorCode::Infeasible, "no " + std::string(plannerName(kind)) + " schedule fits the budget of " +
+                                             formatBytes(*budget) + " (" + std::to_string(*budget) +
+                                             " bytes); the smallest feasible budget is " + formatBytes(plan.minFeasibleBytes) +
+                                             " (" + std::to_string(plan.minFeasibleBytes) + " bytes)");
+  plan.chosen = *best;
+  return plan;
+}
+
+Expected<Plan> planForBudget(const StageModel& m, PlannerKind kind, std::optional<uint64_t> budget, const PlanOptions& options) {
+  return chooseCandidate(candidates(m, kind, options), kind, budget);
+}
+
+} // namespace tbp::plan

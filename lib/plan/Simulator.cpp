@@ -1,0 +1,194 @@
+#include "tbp/plan/Simulator.h"
+
+#include "tbp/support/Bytes.h"
+
+#include <algorithm>
+#include <charconv>
+
+namespace tbp::plan {
+
+using ir::ValueId;
+
+std::string formatInstruction(const Instruction& instr) {
+  switch (instr.kind) {
+  case InstrKind::ForwardCheckpoint: return "F_ck " + std::to_string(instr.stage);
+  case InstrKind::ForwardNone: return "F_n " + std::to_string(instr.stage);
+  case InstrKind::ForwardAll: return "F_all " + std::to_string(instr.stage);
+  case InstrKind::Loss: return "Loss";
+  case InstrKind::Backward: return "B " + std::to_string(instr.stage);
+  }
+  return "?";
+}
+
+Expected<Instruction> parseInstruction(std::string_view text) {
+  if (text == "Loss") return loss();
+  struct Prefix {
+    std::string_view name;
+    InstrKind kind;
+  };
+  static constexpr Prefix kPrefixes[] = {{"F_ck ", InstrKind::ForwardCheckpoint}, {"F_n ", InstrKind::ForwardNone},
+                                         {"F_all ", InstrKind::ForwardAll}, {"B ", InstrKind::Backward}};
+  for (const Prefix& p : kPrefixes) {
+    if (text.substr(0, p.name.size()) != p.name) continue;
+    std::string_view number = text.substr(p.name.size());
+    uint32_t stage = 0;
+    auto [ptr, ec] = std::from_chars(number.data(), number.data() + number.size(), stage);
+    if (ec != std::errc() || ptr != number.data() + number.size() || stage == 0) break;
+    return Instruction{p.kind, stage};
+  }
+  return badInput("'" + std::string(text) + "' is not an instruction (F_ck k, F_n k, F_all k, Loss, B k)");
+}
+
+SimState::SimState(const StageModel& model)
+    : model_(&model), refs_(model.valueBytes.size(), 0), adjoint_(model.valueBytes.size(), false),
+      tape_(model.size() + 2, false), checkpoint_(model.size() + 2, false), backwarded_(model.size() + 2, false),
+      current_(1), nextBackward_(model.size()) {
+  acquire(model.frontier(1)); // the graph inputs (and nothing else) start as the current state
+}
+
+bool SimState::available(ValueId v) const {
+  return refs_[v] > 0 || model_->graph->value(v).kind != ir::ValueKind::Activation;
+}
+
+void SimState::acquire(const std::vector<ValueId>& values) {
+  for (ValueId v : values)
+    if (refs_[v]++ == 0) liveBytes_ += model_->valueBytes[v];
+}
+
+void SimState::release(const std::vector<ValueId>& values) {
+  for (ValueId v : values) {
+    TBP_CHECK(refs_[v] > 0);
+    if (--refs_[v] == 0) liveBytes_ -= model_->valueBytes[v];
+  }
+}
+
+void SimState::acquireExtra(size_t k) { extraBytes_ += model_->stage(k).tapeExtraBytes; }
+void SimState::releaseExtra(size_t k) { extraBytes_ -= model_->stage(k).tapeExtraBytes; }
+
+uint64_t SimState::heldBytes() const {
+  return model_->residentBytes + liveBytes_ + adjointBytes_ + extraBytes_;
+}
+
+Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
+  const size_t L = model_->size();
+  const size_t k = instr.stage;
+  if (instr.kind != InstrKind::Loss && (k < 1 || k > L))
+    return badInput("stage " + std::to_string(k) + " does not exist (the schedule has " + std::to_string(L) + " stages)");
+  auto releaseCurrent = [this] {
+    if (current_) release(model_->frontier(current_));
+    current_ = 0;
+  };
+
+  if (instr.isForward()) {
+    if (backwarded_[k]) return badInput("stage " + std::to_string(k) + " was already backwarded");
+    if (instr.kind == InstrKind::ForwardAll && tape_[k]) return badInput("the tape of stage " + std::to_string(k) + " is already held");
+    if (instr.kind == InstrKind::ForwardCheckpoint && checkpoint_[k])
+      return badInput("stage " + std::to_string(k) + " is already checkpointed");
+    for (ValueId v : model_->frontier(k))
+      if (!available(v))
+        return badInput("input '" + model_->graph->value(v).name + "' of stage " + std::to_string(k) +
+                        " is not held: no checkpoint, tape or current state has it");
+    for (ValueId v : model_->frontier(k + 1))
+      if (refs_[v] > 0 && !std::binary_search(model_->frontier(k).begin(), model_->frontier(k).end(), v))
+        return badInput("output '" + model_->graph->value(v).name + "' of stage " + std::to_string(k) +
+                        " is still held; recomputing it would keep two copies");
+    const Stage& s = model_->stage(k);
+    // Hold the input frontier while the stage runs, whatever held it before.
+    acquire(model_->frontier(k));
+    releaseCurrent();
+    uint64_t transient = instr.kind == InstrKind::ForwardAll ? s.forwardAllTransientBytes : s.forwardTransientBytes;
+    peakDuring = heldBytes() + transient;
+    if (instr.kind == InstrKind::ForwardCheckpoint) {
+      acquire(model_->frontier(k));
+      checkpoint_[k] = true;
+      ++checkpoints_;
+    }
+    if (instr.kind == InstrKind::ForwardAll) {
+      acquire(s.tape);
+      acquireExtra(k);
+      tape_[k] = true;
+    }
+    acquire(model_->frontier(k + 1));
+    current_ = k + 1;
+    release(model_->frontier(k));
+    return Status::ok();
+  }
+
+  if (instr.kind == InstrKind::Loss) {
+    if (lossDone_) return badInput("the loss was already seeded");
+    if (!tape_[L]) return badInput("Loss needs the tape of the last stage " + std::to_string(L) + " (run F_all " + std::to_string(L) + " first)");
+    if (current_ != L + 1) return badInput("Loss needs the output of stage " + std::to_string(L) + " as the current state");
+    releaseCurrent();
+    for (ValueId v : model_->outputFrontier)
+      if (model_->requiresGrad[v] && !adjoint_[v]) {
+        adjoint_[v] = true;
+        adjointBytes_ += model_->valueBytes[v];
+      }
+    lossDone_ = true;
+    peakDuring = heldBytes();
+    return Status::ok();
+  }
+
+  // Backward.
+  if (!lossDone_) return badInput("B " + std::to_string(k) + " comes before Loss");
+  if (k != nextBackward_)
+    return badInput("stages are backwarded from the last to the first; stage " + std::to_string(nextBackward_) + " is next");
+  if (!tape_[k]) return badInput("B " + std::to_string(k) + " needs the tape of stage " + std::to_string(k) + " (run F_all " + std::to_string(k) + " first)");
+  const Stage& s = model_->stage(k);
+  releaseCurrent();
+  peakDuring = heldBytes() + s.backwardTransientBytes;
+  for (ValueId v : s.produced)
+    if (adjoint_[v]) {
+      adjoint_[v] = false;
+      adjointBytes_ -= model_->valueBytes[v];
+    }
+  for (ValueId v : s.newAdjoints)
+    if (!adjoint_[v]) {
+      adjoint_[v] = true;
+      adjointBytes_ += model_->valueBytes[v];
+    }
+  release(s.tape);
+  releaseExtra(k);
+  tape_[k] = false;
+  if (checkpoint_[k]) {
+    release(model_->frontier(k));
+    checkpoint_[k] = false;
+    --checkpoints_;
+  }
+  backwarded_[k] = true;
+  --nextBackward_;
+  return Status::ok();
+}
+
+Expected<SimResult> simulate(const StageModel& model, const Stream& stream) {
+  SimResult r;
+  SimState state(model);
+  r.timeline.reserve(stream.size());
+  uint64_t peak = state.heldBytes();
+  for (size_t i = 0; i < stream.size(); ++i) {
+    const Instruction& instr = stream[i];
+    uint64_t during = 0;
+    Status s = state.apply(instr, during);
+    if (!s) return s.withContext("instruction " + std::to_string(i + 1) + " (" + formatInstruction(instr) + ")");
+    if (instr.isForward()) {
+      r.forwardFlops = checkedAdd(r.forwardFlops, model.stage(instr.stage).forwardFlops).value_or(UINT64_MAX);
+      r.forwardCost = checkedAdd(r.forwardCost, model.stage(instr.stage).cost).value_or(UINT64_MAX);
+    }
+    r.checkpointsMax = std::max(r.checkpointsMax, state.checkpoints());
+    r.timeline.push_back(during);
+    if (during > peak) {
+      peak = during;
+      r.peakInstruction = i;
+    }
+  }
+  if (!state.finished()) {
+    if (!state.lossDone()) return badInput("the stream ends before Loss: the backward sweep never starts");
+    return badInput("the stream ends before stage " + std::to_string(state.nextBackward()) + " is backwarded");
+  }
+  r.peakBytes = peak;
+  r.recomputeRatio = model.onePassFlops ? static_cast<double>(r.forwardFlops) / static_cast<double>(model.onePassFlops)
+                                        : static_cast<double>(r.forwardCost) / static_cast<double>(std::max<uint64_t>(model.onePassCost, 1));
+  return r;
+}
+
+} // namespace tbp::plan

@@ -1,0 +1,252 @@
+#include "../TestGraphs.h"
+
+#include "tbp/analysis/Memory.h"
+#include "tbp/analysis/Order.h"
+#include "tbp/plan/Planners.h"
+#include "tbp/plan/Simulator.h"
+#include "tbp/plan/StageModel.h"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <map>
+#include <queue>
+
+using namespace tbp;
+using namespace tbp::plan;
+using tbp::testing::randomDag;
+using tbp::testing::reluChain;
+using tbp::testing::uniformBlockChain;
+
+namespace {
+
+std::vector<uint32_t> everyPosition(size_t n, size_t step = 1) {
+  std::vector<uint32_t> cuts;
+  for (size_t p = step; p < n; p += step) cuts.push_back(static_cast<uint32_t>(p));
+  return cuts;
+}
+
+StageModel fineModel(const ir::Graph& g, analysis::OrderHeuristic h = analysis::OrderHeuristic::File) {
+  std::vector<ir::NodeId> order = analysis::computeOrder(g, h);
+  return buildStageModel(g, order, everyPosition(order.size()));
+}
+
+size_t forwardSteps(const Stream& s) {
+  size_t n = 0;
+  for (const Instruction& i : s) n += i.kind == InstrKind::ForwardCheckpoint || i.kind == InstrKind::ForwardNone;
+  return n;
+}
+
+/// Exhaustive search: the cheapest valid stream whose every instruction fits `budget`
+/// (Dijkstra over simulator states; the state fully determines memory).
+std::optional<uint64_t> bruteForce(const StageModel& m, uint64_t budget) {
+  const size_t L = m.size();
+  REQUIRE(L <= 6);
+  auto key = [&](const SimState& s) {
+    uint64_t k = s.current() | (s.nextBackward() << 4) | (uint64_t{s.lossDone()} << 8);
+    for (size_t i = 1; i <= L; ++i) k |= (uint64_t{s.hasCheckpoint(i)} << (9 + i)) | (uint64_t{s.hasTape(i)} << (20 + i));
+    return k;
+  };
+  using Entry = std::pair<uint64_t, size_t>; // cost, state index
+  std::vector<SimState> states{SimState(m)};
+  std::map<uint64_t, uint64_t> best{{key(states[0]), 0}};
+  std::priority_queue<Entry, std::vector<Entry>, std::greater<>> queue;
+  queue.push({0, 0});
+  while (!queue.empty()) {
+    auto [cost, index] = queue.top();
+    queue.pop();
+    SimState state = states[index];
+    if (best[key(state)] < cost) continue;
+    if (state.finished()) return cost;
+    std::vector<Instruction> moves{loss(), bwd(static_cast<uint32_t>(std::max<size_t>(state.nextBackward(), 1)))};
+    for (uint32_t k = 1; k <= L; ++k) moves.insert(moves.end(), {fck(k), fn(k), fall(k)});
+    for (const Instruction& move : moves) {
+      SimState next = state;
+      uint64_t during = 0;
+      if (!next.apply(move, during).isOk() || during > budget) continue;
+      uint64_t c = cost + (move.isForward() ? m.stage(move.stage).cost : 0);
+      uint64_t k = key(next);
+      auto it = best.find(k);
+      if (it != best.end() && it->second <= c) continue;
+      best[k] = c;
+      states.push_back(next);
+      queue.push({c, states.size() - 1});
+    }
+  }
+  return std::nullopt;
+}
+
+} // namespace
+
+TEST_CASE("store-all simulation agrees with the analysis estimate") {
+  for (unsigned seed = 1; seed <= 60; ++seed) {
+    ir::Graph g = randomDag(seed, 30);
+    for (analysis::OrderHeuristic h : analysis::kAllOrders) {
+      std::vector<ir::NodeId> order = analysis::computeOrder(g, h);
+      analysis::MemoryAnalysis mem = analysis::analyzeMemory(g, order);
+      StageModel m = buildStageModel(g, order, everyPosition(order.size()));
+      Expected<SimResult> sim = simulate(m, storeAllStream(m.size()));
+      REQUIRE_MESSAGE(sim.hasValue(), sim.status().message());
+      CAPTURE(seed);
+      CHECK(sim->peakBytes == mem.storeAllPeakBytes);
+      CHECK(sim->recomputeRatio == doctest::Approx(1.0));
+    }
+  }
+}
+
+TEST_CASE("the simulator names the first bad instruction") {
+  ir::Graph g = reluChain(3);
+  StageModel m = fineModel(g); // stages: Mul, Relu, Relu, Relu, SumLoss
+  REQUIRE(m.size() == 5);
+  auto error = [&](Stream s) { return simulate(m, s).status().message(); };
+  CHECK(error({fall(1), fall(2), bwd(2)}) == "instruction 3 (B 2): B 2 comes before Loss");
+  CHECK(error({fn(2)}) == "instruction 1 (F_n 2): input 'a0' of stage 2 is not held: no checkpoint, tape or current state has it");
+  CHECK(error({fall(1), fall(2), fall(3), fall(4), loss()}) ==
+        "instruction 5 (Loss): Loss needs the tape of the last stage 5 (run F_all 5 first)");
+  Stream ok = storeAllStream(5);
+  CHECK(simulate(m, ok).hasValue());
+  Stream early(ok.begin(), ok.end() - 1);
+  CHECK(error(early) == "the stream ends before stage 1 is backwarded");
+  Stream outOfOrder = ok;
+  std::swap(outOfOrder[6], outOfOrder[7]);
+  CHECK(error(outOfOrder).find("stages are backwarded from the last to the first; stage 5 is next") != std::string::npos);
+  CHECK(error({fall(9)}) == "instruction 1 (F_all 9): stage 9 does not exist (the schedule has 5 stages)");
+  CHECK(error({fall(1), fall(1)}).find("the tape of stage 1 is already held") != std::string::npos);
+  CHECK(parseInstruction("F_ck 12")->stage == 12u);
+  CHECK_FALSE(parseInstruction("F_x 1").hasValue());
+  CHECK_FALSE(parseInstruction("B 0").hasValue());
+  CHECK(formatInstruction(fck(3)) == "F_ck 3");
+}
+
+TEST_CASE("revolve reproduces Griewank's t(l, s)") {
+  CHECK(revolveForwardSteps(100, 5) == 316u);
+  CHECK(revolveForwardSteps(1000, 10) == 3636u);
+  CHECK(forwardSteps(revolveStream(100, 5)) == 316u);
+  CHECK(forwardSteps(revolveStream(1000, 10)) == 3636u);
+  for (size_t l = 1; l <= 40; ++l)
+    for (size_t s = 1; s <= 6; ++s) {
+      CAPTURE(l);
+      CAPTURE(s);
+      CHECK(forwardSteps(revolveStream(l, s)) == revolveForwardSteps(l, s));
+    }
+  // The streams are valid and hold at most s checkpoints.
+  ir::Graph g = reluChain(18);
+  StageModel m = fineModel(g);
+  for (size_t s = 1; s <= 6; ++s) {
+    Expected<SimResult> sim = simulate(m, revolveStream(m.size(), s));
+    REQUIRE_MESSAGE(sim.hasValue(), sim.status().message());
+    CHECK(sim->checkpointsMax <= s);
+  }
+}
+
+TEST_CASE("every planner's stream validates and fits; optimal is never worse; peaks shrink with budgets") {
+  for (unsigned seed = 1; seed <= 120; ++seed) {
+    ir::Graph g = seed % 3 == 0 ? reluChain(4 + static_cast<int>(seed % 17)) : randomDag(seed, 12 + static_cast<int>(seed % 20));
+    StageModel m = fineModel(g, seed % 2 ? analysis::OrderHeuristic::Greedy : analysis::OrderHeuristic::File);
+    uint64_t storeAll = simulate(m, storeAllStream(m.size()))->peakBytes;
+    std::map<PlannerKind, std::vector<Candidate>> all;
+    for (PlannerKind k : kAllPlanners) all[k] = candidates(m, k);
+    std::map<PlannerKind, uint64_t> previousPeak;
+    for (int percent = 100; percent >= 20; percent -= 5) {
+      uint64_t budget = m.residentBytes + (storeAll - m.residentBytes) * static_cast<uint64_t>(percent) / 100;
+      std::optional<uint64_t> optimalCost;
+      std::map<PlannerKind, std::optional<uint64_t>> costs;
+      for (PlannerKind k : kAllPlanners) {
+        CAPTURE(seed);
+        CAPTURE(percent);
+        CAPTURE(plannerName(k));
+        Expected<Plan> plan = chooseCandidate(all[k], k, budget);
+        if (!plan) {
+          CHECK(plan.status().code() == ErrorCode::Infeasible);
+          CHECK(plan.status().message().find("smallest feasible budget") != std::string::npos);
+          continue;
+        }
+        CHECK(plan->chosen.sim.peakBytes <= budget);
+        Expected<SimResult> again = simulate(m, plan->chosen.stream);
+        REQUIRE(again.hasValue());
+        CHECK(again->peakBytes == plan->chosen.sim.peakBytes);
+        if (previousPeak.count(k)) CHECK(plan->chosen.sim.peakBytes <= previousPeak[k]);
+        previousPeak[k] = plan->chosen.sim.peakBytes;
+        costs[k] = plan->chosen.sim.forwardCost;
+      }
+      for (auto& [k, c] : costs) {
+        if (!c) continue;
+        CAPTURE(plannerName(k));
+        REQUIRE(costs[PlannerKind::Optimal].has_value());
+        CHECK(*costs[PlannerKind::Optimal] <= *c);
+      }
+    }
+  }
+}
+
+// Revolve counts s snapshots plus a working state that every restore copies into, and its
+// memory is the same at every moment. In tbp's stage model a backward can run straight from a
+// checkpoint, and memory only has to fit at each instruction, so at Revolve's own peak the
+// dynamic program can need fewer forward steps than Griewank's t(l, s) (docs/theory.md) but
+// never more.
+TEST_CASE("on uniform chains the dynamic program alone follows Revolve's t(l, s)") {
+  for (int stages : {6, 10, 16}) {
+    ir::Graph g = uniformBlockChain(stages);
+    std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
+    // Four ops per block; the loss rides in the last stage.
+    std::vector<uint32_t> cuts = everyPosition(order.size() - 1, 4);
+    StageModel m = buildStageModel(g, order, cuts);
+    REQUIRE(m.size() == static_cast<size_t>(stages));
+    PlanOptions dpOnly;
+    dpOnly.portfolio = false;
+    dpOnly.slotBytes = 4;
+    std::vector<Candidate> dp = candidates(m, PlannerKind::Optimal, dpOnly);
+    for (size_t s = 1; s <= 4; ++s) {
+      Expected<SimResult> rev = simulate(m, revolveStream(m.size(), s));
+      REQUIRE(rev.hasValue());
+      Expected<Plan> plan = chooseCandidate(dp, PlannerKind::Optimal, rev->peakBytes);
+      REQUIRE_MESSAGE(plan.hasValue(), plan.status().message());
+      CAPTURE(stages);
+      CAPTURE(s);
+      CHECK(forwardSteps(plan->chosen.stream) <= revolveForwardSteps(m.size(), s));
+    }
+  }
+}
+
+TEST_CASE("on small chains the dynamic program equals exhaustive search") {
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 40; ++trial) {
+    // Chains of 2..5 ops with random widths: Relu saves its output, Mul its inputs.
+    int n = 2 + static_cast<int>(rng() % 4);
+    std::string t = "graph c {\n  input %x : f32[8]\n  param %w : f32[8]\n  %a0 : f32[8] = Mul(%x, %w)\n";
+    for (int i = 1; i < n; ++i) {
+      const char* op = rng() % 2 ? "Relu" : "Tanh";
+      t += "  %a" + std::to_string(i) + " : f32[8] = " + op + "(%a" + std::to_string(i - 1) + ")\n";
+    }
+    t += "  %loss : f32[] = SumLoss(%a" + std::to_string(n - 1) + ")\n  output %loss\n}\n";
+    ir::Graph g = tbp::testing::parseOk(t);
+    StageModel m = fineModel(g);
+    PlanOptions dpOnly;
+    dpOnly.portfolio = false;
+    dpOnly.slotBytes = 4;
+    std::vector<Candidate> dp = candidates(m, PlannerKind::Optimal, dpOnly);
+    uint64_t storeAll = simulate(m, storeAllStream(m.size()))->peakBytes;
+    for (uint64_t budget = m.residentBytes; budget <= storeAll; budget += 4) {
+      std::optional<uint64_t> exhaustive = bruteForce(m, budget);
+      Expected<Plan> plan = chooseCandidate(dp, PlannerKind::Optimal, budget);
+      CAPTURE(trial);
+      CAPTURE(budget);
+      CHECK(exhaustive.has_value() == plan.hasValue());
+      if (exhaustive && plan) CHECK(plan->chosen.sim.forwardCost == *exhaustive);
+    }
+  }
+}
+
+TEST_CASE("coarsening keeps cuts at small frontiers and balanced stages") {
+  ir::Graph g = reluChain(200, 64);
+  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
+  std::vector<uint32_t> cuts = chooseCuts(g, order, 16);
+  CHECK(cuts.size() == 15u);
+  CHECK(std::is_sorted(cuts.begin(), cuts.end()));
+  StageModel m = buildStageModel(g, order, cuts);
+  CHECK(m.size() == 16u);
+  size_t ops = 0;
+  for (const Stage& s : m.stages) ops += s.last - s.first + 1;
+  CHECK(ops == order.size());
+  CHECK(simulate(m, storeAllStream(m.size())).hasValue());
+}
