@@ -58,5 +58,8 @@ Status writeOutput(Io& io, const std::string& path, const std::string& contents)
 std::function<int(Io&)> setupAnalyze(CLI::App& app);
 std::function<int(Io&)> setupDump(CLI::App& app);
 std::function<int(Io&)> setupOps(CLI::App& app);
+std::function<int(Io&)> setupPlan(CLI::App& app);
+std::function<int(Io&)> setupValidate(CLI::App& app);
+std::function<int(Io&)> setupCompare(CLI::App& app);
 
 } // namespace tbp::driver

@@ -21,6 +21,9 @@ namespace fs = std::filesystem;
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
       {"analyze", "report shapes, activation sizes, live frontiers, lower bounds and compressibility", setupAnalyze},
+      {"plan", "compile a rematerialization schedule that fits a memory budget", setupPlan},
+      {"validate", "check a schedule file against its model", setupValidate},
+      {"compare", "report what changed between two schedule files; exit 1 past a threshold", setupCompare},
       {"dump", "print the imported graph in tbp's text IR", setupDump},
       {"ops", "list the ONNX op types tbp imports", setupOps},
   };
@@ -121,7 +124,7 @@ Status writeOutput(Io& io, const std::string& path, const std::string& contents)
 
 int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   Io io{out, err};
-  CLI::App app{"tbp: measures what a training step needs in memory and how far rematerialization can shrink it", "tbp"};
+  CLI::App app{"tbp: compiles rematerialization schedules that make a training step fit a memory budget", "tbp"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("tbp ") + TBP_VERSION);
   int verbose = 0;

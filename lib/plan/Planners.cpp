@@ -456,6 +456,12 @@ Expected<Plan> chooseCandidate(std::vector<Candidate> cands, PlannerKind kind, s
   return plan;
 }
 
+uint64_t minFeasibleBytes(const std::vector<Candidate>& cands) {
+  uint64_t best = UINT64_MAX;
+  for (const Candidate& c : cands) best = std::min(best, c.sim.peakBytes);
+  return best;
+}
+
 Expected<Plan> planForBudget(const StageModel& m, PlannerKind kind, std::optional<uint64_t> budget, const PlanOptions& options) {
   return chooseCandidate(candidates(m, kind, options), kind, budget);
 }

@@ -78,10 +78,8 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
   for (size_t k = 0; k < L; ++k) {
     Stage& s = m.stages[k];
     for (ValueId v : s.inputFrontier) s.inputFrontierBytes = add(s.inputFrontierBytes, m.valueBytes[v]);
-    std::vector<bool> inFrontier;  // small stages: linear scans are fine
-    auto contains = [](const std::vector<ValueId>& list, ValueId v) {
-      return std::find(list.begin(), list.end(), v) != list.end();
-    };
+    // Frontiers are sorted by value id.
+    auto contains = [](const std::vector<ValueId>& list, ValueId v) { return std::binary_search(list.begin(), list.end(), v); };
     const std::vector<ValueId>& next = m.frontier(k + 2);
 
     // Per-op quantities inside the stage.
@@ -101,13 +99,14 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       extraAt[p - s.first] = saved.extraBytes;
       s.tapeExtraBytes = add(s.tapeExtraBytes, saved.extraBytes);
       for (ValueId v : saved.values)
-        if (g.value(v).kind == ValueKind::Activation && !contains(tape, v)) tape.push_back(v);
+        if (g.value(v).kind == ValueKind::Activation) tape.push_back(v);
       for (ValueId out : node.outputs) {
         s.produced.push_back(out);
         s.cost = add(s.cost, elements(g.value(out)));
       }
     }
     std::sort(tape.begin(), tape.end());
+    tape.erase(std::unique(tape.begin(), tape.end()), tape.end());
     s.tape = tape;
     s.tapeBytes = s.tapeExtraBytes;
     for (ValueId v : tape) s.tapeBytes = add(s.tapeBytes, m.valueBytes[v]);
@@ -149,7 +148,6 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       s.forwardAllTransientBytes = std::max<uint64_t>(s.forwardAllTransientBytes, static_cast<uint64_t>(std::max<int64_t>(a, 0)));
       s.backwardTransientBytes = std::max<uint64_t>(s.backwardTransientBytes, static_cast<uint64_t>(std::max<int64_t>(b, 0)));
     }
-    (void)inFrontier;
     m.onePassFlops = add(m.onePassFlops, s.forwardFlops);
     m.onePassCost = add(m.onePassCost, s.cost);
   }
@@ -180,8 +178,8 @@ std::vector<uint32_t> chooseCuts(const ir::Graph& g, const std::vector<NodeId>& 
     long double target = total * static_cast<long double>(j) / static_cast<long double>(maxStages);
     while (p < n && cumulative[p] < target) ++p;
     size_t lo = std::max<size_t>(cuts.empty() ? 1 : cuts.back() + 1, p > window ? p - window : 1);
-    size_t hi = std::min(n - 1, p + window);
-    if (lo > hi) continue;
+    size_t hi = std::min(n - 1, std::max(lo, p + window));
+    if (lo > hi) break; // no positions left for more cuts
     size_t best = lo;
     // A cut before position c is the frontier after position c-1.
     for (size_t c = lo; c <= hi; ++c) {

@@ -67,6 +67,9 @@ struct Plan {
 /// budget when none fits.
 Expected<Plan> chooseCandidate(std::vector<Candidate> cands, PlannerKind kind, std::optional<uint64_t> budget);
 
+/// The smallest predicted peak among `cands`.
+uint64_t minFeasibleBytes(const std::vector<Candidate>& cands);
+
 /// candidates() + chooseCandidate().
 Expected<Plan> planForBudget(const StageModel& model, PlannerKind kind, std::optional<uint64_t> budget,
                              const PlanOptions& options = {});

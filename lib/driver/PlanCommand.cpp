@@ -1,0 +1,285 @@
+// `tbp plan`, `tbp validate`, `tbp compare`: schedules that fit a memory budget.
+
+#include "Commands.h"
+
+#include "tbp/analysis/Memory.h"
+#include "tbp/analysis/Order.h"
+#include "tbp/plan/Planners.h"
+#include "tbp/schedule/ScheduleFile.h"
+#include "tbp/support/Bytes.h"
+#include "tbp/support/FileIO.h"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+#include <sstream>
+
+namespace tbp::driver {
+
+namespace {
+
+using nlohmann::ordered_json;
+using Clock = std::chrono::steady_clock;
+
+double secondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+struct PlanArgs {
+  ModelOptions model;
+  std::string budget;
+  std::string planner = "optimal";
+  std::string output;
+  std::string format = "text";
+  std::string timeline;
+  std::string order;
+  size_t maxStages = 64;
+  size_t memorySlots = 256;
+};
+
+/// The graph cut into stages, with what the reports need about it.
+struct Prepared {
+  analysis::OrderHeuristic order;
+  analysis::MemoryAnalysis memory; // op-level liveness under the order
+  plan::StageModel model;
+  uint64_t storeAllPeak = 0;       // simulated, at stage granularity
+};
+
+Prepared prepare(const ir::Graph& graph, const std::string& orderName, size_t maxStages) {
+  std::optional<analysis::OrderHeuristic> forced = analysis::parseOrder(orderName);
+  std::optional<Prepared> best;
+  for (analysis::OrderHeuristic h : analysis::kAllOrders) {
+    if (forced && *forced != h) continue;
+    std::vector<ir::NodeId> order = analysis::computeOrder(graph, h);
+    analysis::MemoryAnalysis memory = analysis::analyzeMemory(graph, order);
+    if (best && memory.storeAllPeakBytes >= best->memory.storeAllPeakBytes) continue;
+    std::vector<uint32_t> cuts = plan::chooseCuts(graph, order, maxStages);
+    plan::StageModel model = plan::buildStageModel(graph, order, cuts);
+    uint64_t storeAll = plan::simulate(model, plan::storeAllStream(model.size()))->peakBytes;
+    best = Prepared{h, std::move(memory), std::move(model), storeAll};
+  }
+  return std::move(*best);
+}
+
+schedule::ScheduleFile toFile(const ir::Graph& graph, const Prepared& p, const plan::Plan& chosen, std::optional<uint64_t> budget) {
+  schedule::ScheduleFile f;
+  f.graphFingerprint = schedule::fingerprint(graph);
+  f.graphName = graph.name();
+  f.planner = plan::plannerName(chosen.planner);
+  f.plannerParams = chosen.chosen.params;
+  f.budgetBytes = budget;
+  f.orderHeuristic = analysis::orderName(p.order);
+  f.order.assign(p.model.order.begin(), p.model.order.end());
+  for (const plan::Stage& s : p.model.stages) f.stages.push_back({s.first, s.last, s.forwardFlops, s.inputFrontierBytes, s.tapeBytes});
+  f.instructions = chosen.chosen.stream;
+  f.predictedPeakBytes = chosen.chosen.sim.peakBytes;
+  f.peakInstruction = chosen.chosen.sim.peakInstruction + 1;
+  f.recomputeRatio = chosen.chosen.sim.recomputeRatio;
+  f.forwardFlops = chosen.chosen.sim.forwardFlops;
+  f.residentBytes = p.model.residentBytes;
+  f.storeAllPeakBytes = p.storeAllPeak;
+  f.lowerBoundBytes = p.memory.lowerBoundBytes;
+  return f;
+}
+
+double gapOf(uint64_t peak, uint64_t bound) { return bound ? static_cast<double>(peak) / static_cast<double>(bound) - 1.0 : 0.0; }
+
+std::string budgetText(std::optional<uint64_t> budget, const Budget* parsed, uint64_t storeAll) {
+  if (!budget) return "none (store-all)";
+  std::string s = formatBytes(*budget) + " (" + std::to_string(*budget) + " bytes";
+  if (parsed && parsed->isFraction) s += ", " + formatFixed(parsed->fraction * 100, 0) + "% of the store-all peak " + formatBytes(storeAll);
+  return s + ")";
+}
+
+int runPlan(const PlanArgs& args, Io& io) {
+  auto start = Clock::now();
+  Expected<ir::Graph> graph = loadModel(args.model, /*withData=*/false);
+  if (!graph) return reportError(io, graph.status());
+  std::optional<plan::PlannerKind> single = plan::parsePlanner(args.planner);
+  std::optional<Budget> parsedBudget;
+  if (!args.budget.empty()) {
+    Expected<Budget> b = parseBudget(args.budget);
+    if (!b) return reportError(io, b.status());
+    parsedBudget = *b;
+  }
+  Prepared p = prepare(*graph, args.order, args.maxStages);
+  spdlog::info("stage model: {} ops in {} stages ({} order) in {:.3f} s", p.model.order.size(), p.model.size(),
+               analysis::orderName(p.order), secondsSince(start));
+  std::optional<uint64_t> budget;
+  if (parsedBudget) budget = parsedBudget->resolve(p.storeAllPeak);
+  plan::PlanOptions options;
+  options.memorySlots = args.memorySlots;
+
+  std::vector<plan::PlannerKind> kinds;
+  if (single) kinds.push_back(*single);
+  else for (plan::PlannerKind k : plan::kAllPlanners) kinds.push_back(k);
+  // Without a budget there is nothing to trade: plan store-all.
+  if (!budget && single) kinds = {plan::PlannerKind::StoreAll};
+
+  struct Row {
+    plan::PlannerKind kind;
+    Expected<plan::Plan> plan;
+    uint64_t minFeasible;
+    double seconds;
+  };
+  std::vector<Row> rows;
+  for (plan::PlannerKind k : kinds) {
+    auto t = Clock::now();
+    std::vector<plan::Candidate> cands = plan::candidates(p.model, k, options);
+    uint64_t minFeasible = plan::minFeasibleBytes(cands);
+    Expected<plan::Plan> result = plan::chooseCandidate(std::move(cands), k, budget);
+    rows.push_back({k, std::move(result), minFeasible, secondsSince(t)});
+  }
+
+  const Row& main = rows.back().kind == plan::PlannerKind::Optimal || rows.size() == 1 ? rows.back() : rows.front();
+  size_t stageOps = 0;
+  for (const plan::Stage& s : p.model.stages) stageOps = std::max<size_t>(stageOps, s.last - s.first + 1);
+
+  if (rows.size() > 1) {
+    // --planner all: side by side.
+    if (args.format == "json") {
+      ordered_json j = ordered_json::array();
+      for (const Row& r : rows) {
+        ordered_json e{{"planner", plan::plannerName(r.kind)}, {"budget_bytes", budget ? ordered_json(*budget) : ordered_json(nullptr)}};
+        if (r.plan) {
+          e["predicted_peak_bytes"] = r.plan->chosen.sim.peakBytes;
+          e["recompute_ratio"] = std::round(r.plan->chosen.sim.recomputeRatio * 1e6) / 1e6;
+        } else {
+          e["infeasible"] = true;
+        }
+        e["min_feasible_bytes"] = r.minFeasible;
+        e["plan_time_s"] = std::round(r.seconds * 1e4) / 1e4;
+        j.push_back(e);
+      }
+      io.out << j.dump(2) << "\n";
+    } else {
+      io.out << "model   " << args.model.path << " (graph '" << graph->name() << "'), " << p.model.order.size() << " ops in "
+             << p.model.size() << " stages, " << analysis::orderName(p.order) << " order\n";
+      io.out << "budget  " << budgetText(budget, parsedBudget ? &*parsedBudget : nullptr, p.storeAllPeak) << "\n\n";
+      auto cell = [](const std::string& s, size_t w) { return s.size() >= w ? s + " " : s + std::string(w - s.size(), ' '); };
+      io.out << "  " << cell("planner", 16) << cell("predicted peak", 17) << cell("recompute", 12) << cell("smallest feasible", 20) << "plan time\n";
+      for (const Row& r : rows) {
+        io.out << "  " << cell(plan::plannerName(r.kind), 16)
+               << cell(r.plan ? formatBytes(r.plan->chosen.sim.peakBytes) : "infeasible", 17)
+               << cell(r.plan ? formatFixed(r.plan->chosen.sim.recomputeRatio, 3) : "-", 12)
+               << cell(formatBytes(r.minFeasible), 20) << formatFixed(r.seconds, 3) << " s\n";
+      }
+    }
+    if (!main.plan) return reportError(io, main.plan.status());
+  } else {
+    if (!main.plan) return reportError(io, main.plan.status());
+    const plan::Candidate& c = main.plan->chosen;
+    if (args.format == "json") {
+      ordered_json j{{"planner", plan::plannerName(main.kind)},
+                     {"budget_bytes", budget ? ordered_json(*budget) : ordered_json(nullptr)},
+                     {"predicted_peak_bytes", c.sim.peakBytes},
+                     {"recompute_ratio", std::round(c.sim.recomputeRatio * 1e6) / 1e6},
+                     {"lower_bound_bytes", p.memory.lowerBoundBytes},
+                     {"gap", std::round(gapOf(c.sim.peakBytes, p.memory.lowerBoundBytes) * 1e6) / 1e6},
+                     {"min_feasible_bytes", main.plan->minFeasibleBytes},
+                     {"store_all_peak_bytes", p.storeAllPeak},
+                     {"ops", p.model.order.size()},
+                     {"stages", p.model.size()},
+                     {"instructions", c.stream.size()},
+                     {"plan_time_s", std::round(main.seconds * 1e4) / 1e4}};
+      io.out << j.dump(2) << "\n";
+    } else {
+      io.out << "plan             " << plan::plannerName(main.kind) << " for " << args.model.path << " (graph '" << graph->name() << "')\n";
+      io.out << "budget           " << budgetText(budget, parsedBudget ? &*parsedBudget : nullptr, p.storeAllPeak) << "\n";
+      io.out << "stages           " << p.model.size() << " stages over " << p.model.order.size() << " ops, "
+             << analysis::orderName(p.order) << " order";
+      if (p.model.size() < p.model.order.size())
+        io.out << "; coarsened at cheap cuts, at most " << stageOps << " ops a stage";
+      io.out << "\n";
+      io.out << "predicted peak   " << formatBytes(c.sim.peakBytes) << " (" << c.sim.peakBytes << " bytes) at instruction "
+             << c.sim.peakInstruction + 1 << " of " << c.stream.size() << " (" << plan::formatInstruction(c.stream[c.sim.peakInstruction]) << ")\n";
+      io.out << "recompute ratio  " << formatFixed(c.sim.recomputeRatio, 3) << " (forward FLOPs executed / one forward pass)\n";
+      io.out << "lower bound      " << formatBytes(p.memory.lowerBoundBytes) << "; gap " << formatFixed(100 * gapOf(c.sim.peakBytes, p.memory.lowerBoundBytes), 1)
+             << "%; smallest feasible at this granularity " << formatBytes(main.plan->minFeasibleBytes) << "\n";
+      io.out << "store-all peak   " << formatBytes(p.storeAllPeak) << "; saved " << formatFixed(100.0 * (1.0 - static_cast<double>(c.sim.peakBytes) / static_cast<double>(std::max<uint64_t>(p.storeAllPeak, 1))), 1) << "%\n";
+      io.out << "planned in       " << formatFixed(main.seconds, 3) << " s\n";
+    }
+  }
+  const plan::Plan& chosen = *main.plan;
+  if (!args.timeline.empty()) {
+    std::string title = std::string("tbp plan ") + plan::plannerName(chosen.planner) + ": " + graph->name();
+    Status s = writeOutput(io, args.timeline, schedule::renderTimelineSvg(p.model, chosen.chosen.sim, budget, p.memory.lowerBoundBytes, title));
+    if (!s) return reportError(io, s);
+  }
+  if (!args.output.empty()) {
+    Status s = writeOutput(io, args.output, schedule::writeSchedule(toFile(*graph, p, chosen, budget)));
+    if (!s) return reportError(io, s);
+  }
+  return 0;
+}
+
+Expected<schedule::ScheduleFile> loadSchedule(const std::string& path) {
+  Expected<std::string> text = readFile(path);
+  if (!text) return text.status();
+  return schedule::readSchedule(*text, path);
+}
+
+} // namespace
+
+std::function<int(Io&)> setupPlan(CLI::App& app) {
+  auto args = std::make_shared<PlanArgs>();
+  addModelOptions(app, args->model);
+  app.add_option("--budget", args->budget, "peak memory of the training step: 4GB, 4GiB, 512MB, bytes, or 60% of store-all")->type_name("SIZE");
+  app.add_option("--planner", args->planner, "store-all|sqrt|interval-tree|revolve|optimal, or all side by side")
+      ->check(CLI::IsMember({"store-all", "sqrt", "interval-tree", "revolve", "optimal", "all"}));
+  app.add_option("-o,--output", args->output, "write the schedule file (JSON)")->type_name("FILE");
+  app.add_option("--format", args->format, "report format: text|json")->check(CLI::IsMember({"text", "json"}));
+  app.add_option("--timeline", args->timeline, "write the memory timeline as SVG")->type_name("FILE.svg");
+  app.add_option("--order", args->order, "order heuristic: file|greedy|dfs (default: best store-all peak)")
+      ->check(CLI::IsMember({"file", "greedy", "dfs"}));
+  app.add_option("--max-stages", args->maxStages, "coarsen the order into at most N stages (default 64)")->check(CLI::Range(1, 4096));
+  app.add_option("--memory-slots", args->memorySlots, "memory granularity of the optimal planner (default 256)")->check(CLI::Range(8, 4096));
+  return [args](Io& io) { return runPlan(*args, io); };
+}
+
+std::function<int(Io&)> setupValidate(CLI::App& app) {
+  struct Args {
+    ModelOptions model;
+    std::string schedule;
+  };
+  auto args = std::make_shared<Args>();
+  addModelOptions(app, args->model);
+  app.add_option("SCHEDULE", args->schedule, "schedule file written by tbp plan -o")->required();
+  return [args](Io& io) {
+    Expected<ir::Graph> graph = loadModel(args->model, /*withData=*/false);
+    if (!graph) return reportError(io, graph.status());
+    Expected<schedule::ScheduleFile> file = loadSchedule(args->schedule);
+    if (!file) return reportError(io, file.status());
+    Status s = schedule::validateSchedule(*file, *graph, args->schedule);
+    if (!s) return reportError(io, s);
+    io.out << args->schedule << ": valid " << file->planner << " schedule for " << args->model.path << ": " << file->stages.size()
+           << " stages, " << file->instructions.size() << " instructions, predicted peak " << formatBytes(file->predictedPeakBytes);
+    if (file->budgetBytes) io.out << " within the budget " << formatBytes(*file->budgetBytes);
+    io.out << "\n";
+    return 0;
+  };
+}
+
+std::function<int(Io&)> setupCompare(CLI::App& app) {
+  struct Args {
+    std::string a, b, format = "text";
+    std::optional<double> maxPeak, maxRecompute;
+  };
+  auto args = std::make_shared<Args>();
+  app.add_option("A", args->a, "baseline schedule")->required();
+  app.add_option("B", args->b, "new schedule")->required();
+  app.add_option("--max-peak-increase", args->maxPeak, "exit 1 when the predicted peak rises more than PCT percent")->type_name("PCT");
+  app.add_option("--max-recompute-increase", args->maxRecompute, "exit 1 when the recompute ratio rises more than PCT percent")->type_name("PCT");
+  app.add_option("--format", args->format, "text|json|markdown")->check(CLI::IsMember({"text", "json", "markdown"}));
+  return [args](Io& io) {
+    Expected<schedule::ScheduleFile> a = loadSchedule(args->a);
+    if (!a) return reportError(io, a.status());
+    Expected<schedule::ScheduleFile> b = loadSchedule(args->b);
+    if (!b) return reportError(io, b.status());
+    schedule::Comparison c = schedule::compareSchedules(*a, *b, args->maxPeak, args->maxRecompute);
+    io.out << schedule::renderComparison(c, args->format, args->a, args->b);
+    return c.crossed.empty() ? 0 : exitCodeOf(ErrorCode::CheckFailed);
+  };
+}
+
+} // namespace tbp::driver
