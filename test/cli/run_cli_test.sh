@@ -37,11 +37,19 @@ matches() { # expected actual
   local exp="$1" act="$2"
   if ! grep -q '{{ANY}}' "$exp"; then cmp -s "$exp" "$act"; return; fi
   [ "$(wc -l < "$exp")" = "$(wc -l < "$act")" ] || return 1
-  paste -d '\n' "$exp" "$act" | while IFS= read -r e && IFS= read -r a; do
-    local re
-    re="$(printf '%s' "$e" | sed -e 's/[][\.*^$/+?(){}|]/\\&/g' -e 's/\\{\\{ANY\\}\\}/.*/g')"
-    printf '%s\n' "$a" | grep -qx -- "$re" || exit 1
-  done
+  # Line by line: the literal pieces between {{ANY}} markers must appear in order, the first at
+  # the start of the line and the last at its end.
+  paste -d '\n' "$exp" "$act" | awk '
+    NR % 2 == 1 { pattern = $0; next }
+    {
+      line = $0; n = split(pattern, parts, /\{\{ANY\}\}/); pos = 1
+      for (i = 1; i <= n; i++) {
+        rest = substr(line, pos)
+        if (i == 1) { if (substr(rest, 1, length(parts[i])) != parts[i]) exit 1; pos += length(parts[i]); continue }
+        if (i == n) { if (length(parts[i]) > length(rest) || substr(rest, length(rest) - length(parts[i]) + 1) != parts[i]) exit 1; continue }
+        k = index(rest, parts[i]); if (k == 0) exit 1; pos += k - 1 + length(parts[i])
+      }
+    }'
 }
 
 status=0

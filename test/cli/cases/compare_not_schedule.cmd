@@ -1,0 +1,1 @@
+compare onnx/mlp.onnx onnx/mlp.onnx

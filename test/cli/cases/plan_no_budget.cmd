@@ -1,0 +1,1 @@
+plan onnx/mlp.onnx --dim batch=64

@@ -1,0 +1,1 @@
+validate onnx/gpt2_tiny_op17_train.onnx --dim batch=2 --dim seq=16 onnx/mlp.onnx

@@ -1,0 +1,1 @@
+plan onnx/gpt2_tiny_op17_train.onnx --dim batch=2 --dim seq=16 --budget 75% -o "$TBP_TMP/p.json" >/dev/null && sed -i 's/"predicted_peak_bytes": \([0-9]*\)/"predicted_peak_bytes": 1\1/' "$TBP_TMP/p.json" && "$TBP" validate onnx/gpt2_tiny_op17_train.onnx --dim batch=2 --dim seq=16 "$TBP_TMP/p.json"

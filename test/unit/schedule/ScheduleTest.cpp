@@ -1,0 +1,101 @@
+#include "../TestGraphs.h"
+
+#include "tbp/analysis/Order.h"
+#include "tbp/schedule/ScheduleFile.h"
+
+#include <doctest/doctest.h>
+
+using namespace tbp;
+using namespace tbp::schedule;
+
+namespace {
+
+struct Fixture {
+  ir::Graph graph = tbp::testing::randomDag(11, 40);
+  plan::StageModel model;
+  ScheduleFile file;
+
+  explicit Fixture(plan::PlannerKind kind = plan::PlannerKind::Optimal, int percent = 70) {
+    std::vector<ir::NodeId> order = analysis::computeOrder(graph, analysis::OrderHeuristic::Greedy);
+    model = plan::buildStageModel(graph, order, plan::chooseCuts(graph, order, 16));
+    uint64_t storeAll = plan::simulate(model, plan::storeAllStream(model.size()))->peakBytes;
+    uint64_t budget = model.residentBytes + (storeAll - model.residentBytes) * static_cast<uint64_t>(percent) / 100;
+    Expected<plan::Plan> p = plan::planForBudget(model, kind, budget);
+    REQUIRE_MESSAGE(p.hasValue(), p.status().message());
+    file.graphFingerprint = fingerprint(graph);
+    file.graphName = graph.name();
+    file.planner = plan::plannerName(kind);
+    file.plannerParams = p->chosen.params;
+    file.budgetBytes = budget;
+    file.orderHeuristic = "greedy";
+    file.order.assign(order.begin(), order.end());
+    for (const plan::Stage& s : model.stages) file.stages.push_back({s.first, s.last, s.forwardFlops, s.inputFrontierBytes, s.tapeBytes});
+    file.instructions = p->chosen.stream;
+    file.predictedPeakBytes = p->chosen.sim.peakBytes;
+    file.peakInstruction = p->chosen.sim.peakInstruction + 1;
+    file.recomputeRatio = p->chosen.sim.recomputeRatio;
+    file.forwardFlops = p->chosen.sim.forwardFlops;
+    file.residentBytes = model.residentBytes;
+    file.storeAllPeakBytes = storeAll;
+    file.lowerBoundBytes = model.residentBytes;
+  }
+};
+
+} // namespace
+
+TEST_CASE("schedule files round-trip byte for byte and validate") {
+  Fixture f;
+  std::string text = writeSchedule(f.file);
+  Expected<ScheduleFile> back = readSchedule(text, "p.json");
+  REQUIRE_MESSAGE(back.hasValue(), back.status().message());
+  CHECK(writeSchedule(*back) == text);
+  CHECK(back->instructions == f.file.instructions);
+  CHECK(validateSchedule(*back, f.graph, "p.json").isOk());
+}
+
+TEST_CASE("validation catches edits and other graphs") {
+  Fixture f;
+  ScheduleFile edited = f.file;
+  edited.predictedPeakBytes += 1;
+  CHECK(validateSchedule(edited, f.graph, "p.json").message().find("the file was edited") != std::string::npos);
+  edited = f.file;
+  edited.instructions.pop_back();
+  CHECK(validateSchedule(edited, f.graph, "p.json").message().find("invalid instruction stream") != std::string::npos);
+  edited = f.file;
+  edited.budgetBytes = edited.predictedPeakBytes - 1;
+  CHECK(validateSchedule(edited, f.graph, "p.json").message().find("is below the predicted peak") != std::string::npos);
+  edited = f.file;
+  std::swap(edited.order[0], edited.order[1]);
+  Status s = validateSchedule(edited, f.graph, "p.json");
+  CHECK_FALSE(s.isOk());
+  ir::Graph other = tbp::testing::randomDag(12, 40);
+  CHECK(validateSchedule(f.file, other, "p.json").message().find("planned for another graph") != std::string::npos);
+  CHECK(readSchedule("{", "x.json").status().message().rfind("x.json: not a JSON document", 0) == 0);
+  CHECK(readSchedule("{\"format\": \"tbp.schedule\", \"version\": 2}", "x.json").status().message().find("version 2 is not supported") != std::string::npos);
+  CHECK(readSchedule("{\"format\": \"tbp.schedule\", \"version\": 1}", "x.json").status().message().find("malformed schedule") != std::string::npos);
+}
+
+TEST_CASE("compare reports changes and crosses thresholds") {
+  Fixture loose(plan::PlannerKind::Optimal, 95), tight(plan::PlannerKind::Optimal, 75);
+  Comparison same = compareSchedules(loose.file, loose.file, 0.0, 0.0);
+  CHECK(same.crossed.empty());
+  CHECK(same.instructionsDiffering == 0u);
+  Comparison c = compareSchedules(loose.file, tight.file, 0.0, 0.0);
+  CHECK(c.peakB <= c.peakA);
+  if (c.recomputeB > c.recomputeA) CHECK(c.crossed.size() == 1u);
+  Comparison back = compareSchedules(tight.file, loose.file, 0.0, std::nullopt);
+  if (back.peakB > back.peakA) CHECK(back.crossed.size() == 1u);
+  std::string md = renderComparison(c, "markdown", "a", "b");
+  CHECK(md.find("| predicted peak |") != std::string::npos);
+  CHECK(renderComparison(c, "json", "a", "b").find("\"regression\"") != std::string::npos);
+}
+
+TEST_CASE("the timeline is an SVG with the budget line") {
+  Fixture f;
+  Expected<plan::SimResult> sim = plan::simulate(f.model, f.file.instructions);
+  REQUIRE(sim.hasValue());
+  std::string svg = renderTimelineSvg(f.model, *sim, f.file.budgetBytes, f.file.lowerBoundBytes, "t");
+  CHECK(svg.rfind("<svg", 0) == 0);
+  CHECK(svg.find("budget ") != std::string::npos);
+  CHECK(svg.find("</svg>") != std::string::npos);
+}
