@@ -84,18 +84,24 @@ Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
     if (instr.kind == InstrKind::ForwardAll && tape_[k]) return badInput("the tape of stage " + std::to_string(k) + " is already held");
     if (instr.kind == InstrKind::ForwardCheckpoint && checkpoint_[k])
       return badInput("stage " + std::to_string(k) + " is already checkpointed");
-    for (ValueId v : model_->frontier(k))
-      if (!available(v))
-        return badInput("input '" + model_->graph->value(v).name + "' of stage " + std::to_string(k) +
-                        " is not held: no checkpoint, tape or current state has it");
-    for (ValueId v : model_->frontier(k + 1))
-      if (refs_[v] > 0 && !std::binary_search(model_->frontier(k).begin(), model_->frontier(k).end(), v))
+    const Stage& s = model_->stage(k);
+    // The input is held when it is the current state or a checkpoint; otherwise every tensor
+    // must be held by something (a tape, say).
+    if (current_ != k && !checkpoint_[k])
+      for (ValueId v : model_->frontier(k))
+        if (!available(v))
+          return badInput("input '" + model_->graph->value(v).name + "' of stage " + std::to_string(k) +
+                          " is not held: no checkpoint, tape or current state has it");
+    for (ValueId v : s.born)
+      if (refs_[v] > 0)
         return badInput("output '" + model_->graph->value(v).name + "' of stage " + std::to_string(k) +
                         " is still held; recomputing it would keep two copies");
-    const Stage& s = model_->stage(k);
-    // Hold the input frontier while the stage runs, whatever held it before.
-    acquire(model_->frontier(k));
-    releaseCurrent();
+    const bool fromCurrent = current_ == k;
+    if (!fromCurrent) {
+      // Hold the input frontier while the stage runs, whatever held it before.
+      acquire(model_->frontier(k));
+      releaseCurrent();
+    }
     uint64_t transient = instr.kind == InstrKind::ForwardAll ? s.forwardAllTransientBytes : s.forwardTransientBytes;
     peakDuring = heldBytes() + transient;
     if (instr.kind == InstrKind::ForwardCheckpoint) {
@@ -108,9 +114,10 @@ Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
       acquireExtra(k);
       tape_[k] = true;
     }
-    acquire(model_->frontier(k + 1));
+    // The state moves from F_k to F_{k+1}: add what the stage made, drop what it consumed.
+    acquire(s.born);
+    release(s.dying);
     current_ = k + 1;
-    release(model_->frontier(k));
     return Status::ok();
   }
 

@@ -4,6 +4,7 @@
 #include "tbp/support/Bytes.h"
 
 #include <algorithm>
+#include <iterator>
 
 namespace tbp::plan {
 
@@ -81,6 +82,8 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
     // Frontiers are sorted by value id.
     auto contains = [](const std::vector<ValueId>& list, ValueId v) { return std::binary_search(list.begin(), list.end(), v); };
     const std::vector<ValueId>& next = m.frontier(k + 2);
+    std::set_difference(next.begin(), next.end(), s.inputFrontier.begin(), s.inputFrontier.end(), std::back_inserter(s.born));
+    std::set_difference(s.inputFrontier.begin(), s.inputFrontier.end(), next.begin(), next.end(), std::back_inserter(s.dying));
 
     // Per-op quantities inside the stage.
     const size_t ops = s.last - s.first + 1;

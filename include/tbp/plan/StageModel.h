@@ -22,6 +22,8 @@ struct Stage {
   uint64_t tapeExtraBytes = 0;            ///< masks, indices and statistics of the stage
   uint64_t tapeBytes = 0;                 ///< x̄_k: tape + extra bytes
   std::vector<ir::ValueId> produced;      ///< activations produced in the stage
+  std::vector<ir::ValueId> born;          ///< F_{k+1} \ F_k (sorted): what the stage adds to the state
+  std::vector<ir::ValueId> dying;         ///< F_k \ F_{k+1} (sorted): what it consumes for good
   std::vector<ir::ValueId> newAdjoints;   ///< F_k values whose gradient B k creates
   uint64_t forwardTransientBytes = 0;     ///< peak of tensors made inside, forward without grad
   uint64_t forwardAllTransientBytes = 0;  ///< same, with autograd keeping the tape

@@ -140,7 +140,7 @@ TEST_CASE("revolve reproduces Griewank's t(l, s)") {
 }
 
 TEST_CASE("every planner's stream validates and fits; optimal is never worse; peaks shrink with budgets") {
-  for (unsigned seed = 1; seed <= 120; ++seed) {
+  for (unsigned seed = 1; seed <= 200; ++seed) {
     ir::Graph g = seed % 3 == 0 ? reluChain(4 + static_cast<int>(seed % 17)) : randomDag(seed, 12 + static_cast<int>(seed % 20));
     StageModel m = fineModel(g, seed % 2 ? analysis::OrderHeuristic::Greedy : analysis::OrderHeuristic::File);
     uint64_t storeAll = simulate(m, storeAllStream(m.size()))->peakBytes;
