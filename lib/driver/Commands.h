@@ -1,7 +1,10 @@
 #pragma once
 // Private to the driver: the subcommand table and the helpers the commands share.
 
+#include "tbp/analysis/Memory.h"
+#include "tbp/analysis/Order.h"
 #include "tbp/ir/Graph.h"
+#include "tbp/plan/StageModel.h"
 #include "tbp/ir/Loss.h"
 #include "tbp/support/Status.h"
 
@@ -48,6 +51,19 @@ void addModelOptions(CLI::App& app, ModelOptions& options);
 /// not).
 Expected<ir::Graph> loadModel(const ModelOptions& options, bool withData, bool withLoss = true);
 
+/// A graph cut into stages under the best (or the requested) order, with the figures that
+/// plan and run report.
+struct PreparedStages {
+  analysis::OrderHeuristic order;
+  analysis::MemoryAnalysis memory; ///< op-level liveness under the order (lower bound)
+  plan::StageModel model;
+  uint64_t storeAllPeak = 0;       ///< simulated store-all peak at stage granularity
+};
+
+/// Picks the order (`orderName`, or the heuristic with the lowest store-all peak), coarsens it
+/// into at most `maxStages` stages and builds the stage model.
+PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, size_t maxStages);
+
 /// Prints `status` as `tbp: error: message` and returns its exit code.
 int reportError(Io& io, const Status& status);
 
@@ -61,5 +77,6 @@ std::function<int(Io&)> setupOps(CLI::App& app);
 std::function<int(Io&)> setupPlan(CLI::App& app);
 std::function<int(Io&)> setupValidate(CLI::App& app);
 std::function<int(Io&)> setupCompare(CLI::App& app);
+std::function<int(Io&)> setupRun(CLI::App& app);
 
 } // namespace tbp::driver

@@ -5,6 +5,7 @@
 #include "tbp/frontend/onnx/OnnxImporter.h"
 #include "tbp/ir/TextFormat.h"
 #include "tbp/ir/Verify.h"
+#include "tbp/plan/Planners.h"
 #include "tbp/support/FileIO.h"
 #include "tbp/support/Logging.h"
 
@@ -23,6 +24,7 @@ const std::vector<Command>& commands() {
       {"analyze", "report shapes, activation sizes, live frontiers, lower bounds and compressibility", setupAnalyze},
       {"plan", "compile a rematerialization schedule that fits a memory budget", setupPlan},
       {"validate", "check a schedule file against its model", setupValidate},
+      {"run", "run a real training step under a schedule with LibTorch; measure and verify it", setupRun},
       {"compare", "report what changed between two schedule files; exit 1 past a threshold", setupCompare},
       {"dump", "print the imported graph in tbp's text IR", setupDump},
       {"ops", "list the ONNX op types tbp imports", setupOps},
@@ -107,6 +109,22 @@ Expected<ir::Graph> loadModel(const ModelOptions& options, bool withData, bool w
     TBP_RETURN_IF_ERROR(ir::appendLoss(*graph, *loss, options.path));
   }
   return std::move(*graph);
+}
+
+PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, size_t maxStages) {
+  std::optional<analysis::OrderHeuristic> forced = analysis::parseOrder(orderName);
+  std::optional<PreparedStages> best;
+  for (analysis::OrderHeuristic h : analysis::kAllOrders) {
+    if (forced && *forced != h) continue;
+    std::vector<ir::NodeId> order = analysis::computeOrder(graph, h);
+    analysis::MemoryAnalysis memory = analysis::analyzeMemory(graph, order);
+    if (best && memory.storeAllPeakBytes >= best->memory.storeAllPeakBytes) continue;
+    std::vector<uint32_t> cuts = plan::chooseCuts(graph, order, maxStages);
+    plan::StageModel model = plan::buildStageModel(graph, order, cuts);
+    uint64_t storeAll = plan::simulate(model, plan::storeAllStream(model.size()))->peakBytes;
+    best = PreparedStages{h, std::move(memory), std::move(model), storeAll};
+  }
+  return std::move(*best);
 }
 
 int reportError(Io& io, const Status& status) {

@@ -37,31 +37,7 @@ struct PlanArgs {
   size_t memorySlots = 256;
 };
 
-/// The graph cut into stages, with what the reports need about it.
-struct Prepared {
-  analysis::OrderHeuristic order;
-  analysis::MemoryAnalysis memory; // op-level liveness under the order
-  plan::StageModel model;
-  uint64_t storeAllPeak = 0;       // simulated, at stage granularity
-};
-
-Prepared prepare(const ir::Graph& graph, const std::string& orderName, size_t maxStages) {
-  std::optional<analysis::OrderHeuristic> forced = analysis::parseOrder(orderName);
-  std::optional<Prepared> best;
-  for (analysis::OrderHeuristic h : analysis::kAllOrders) {
-    if (forced && *forced != h) continue;
-    std::vector<ir::NodeId> order = analysis::computeOrder(graph, h);
-    analysis::MemoryAnalysis memory = analysis::analyzeMemory(graph, order);
-    if (best && memory.storeAllPeakBytes >= best->memory.storeAllPeakBytes) continue;
-    std::vector<uint32_t> cuts = plan::chooseCuts(graph, order, maxStages);
-    plan::StageModel model = plan::buildStageModel(graph, order, cuts);
-    uint64_t storeAll = plan::simulate(model, plan::storeAllStream(model.size()))->peakBytes;
-    best = Prepared{h, std::move(memory), std::move(model), storeAll};
-  }
-  return std::move(*best);
-}
-
-schedule::ScheduleFile toFile(const ir::Graph& graph, const Prepared& p, const plan::Plan& chosen, std::optional<uint64_t> budget) {
+schedule::ScheduleFile toFile(const ir::Graph& graph, const PreparedStages& p, const plan::Plan& chosen, std::optional<uint64_t> budget) {
   schedule::ScheduleFile f;
   f.graphFingerprint = schedule::fingerprint(graph);
   f.graphName = graph.name();
@@ -102,7 +78,7 @@ int runPlan(const PlanArgs& args, Io& io) {
     if (!b) return reportError(io, b.status());
     parsedBudget = *b;
   }
-  Prepared p = prepare(*graph, args.order, args.maxStages);
+  PreparedStages p = prepare(*graph, args.order, args.maxStages);
   spdlog::info("stage model: {} ops in {} stages ({} order) in {:.3f} s", p.model.order.size(), p.model.size(),
                analysis::orderName(p.order), secondsSince(start));
   std::optional<uint64_t> budget;

@@ -1,0 +1,58 @@
+#pragma once
+/// \file
+/// The runtime: one real training step through LibTorch under a schedule (DESIGN.md §4–5).
+/// This header has no LibTorch types; builds without LibTorch get a runtime that says so.
+
+#include "tbp/plan/Simulator.h"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tbp::runtime {
+
+/// How to run the step.
+struct RunOptions {
+  std::string device = "cpu"; ///< cpu | cuda
+  uint64_t seed = 0;          ///< seeds inputs, targets and parameters without data
+  int threads = 0;            ///< intra-op threads (0: LibTorch's default)
+  int steps = 1;              ///< measured steps
+  int warmup = 0;             ///< unmeasured steps before them
+  bool verify = false;        ///< also run store-all and compare every gradient
+  double rtol = 1e-4;         ///< verification: relative tolerance (fp32)
+  double atol = 1e-5;         ///< verification: absolute tolerance (fp32)
+};
+
+/// Gradient verification against plain store-all autograd.
+struct GradCheck {
+  bool passed = false;
+  double maxAbsError = 0;
+  double maxRelError = 0;
+  std::string worstParameter;
+  double lossDifference = 0;
+};
+
+/// What a run measured.
+struct RunReport {
+  double loss = 0;                  ///< loss of the (last) step
+  uint64_t measuredPeakBytes = 0;   ///< peak live tensor bytes through the counting allocator
+  size_t measuredPeakInstruction = 0; ///< 0-based index of the instruction where it occurred
+  uint64_t peakRssBytes = 0;        ///< process peak RSS
+  double stepTimeS = 0;             ///< median step time
+  double forwardS = 0, recomputeS = 0, backwardS = 0; ///< split of the median step
+  std::optional<GradCheck> gradCheck; ///< with RunOptions::verify
+};
+
+/// True when this build has the LibTorch runtime.
+bool available();
+
+/// The op types of `graph` the runtime has no kernel for, sorted, with counts ("Conv x20").
+std::vector<std::string> missingKernels(const ir::Graph& graph);
+
+/// Runs `stream` (valid for `model`) as a training step: forward, loss, backward; parameters
+/// without data are initialized from the seed. Errors: BadInput for ops without kernels,
+/// Internal for LibTorch failures, Usage for an unavailable device.
+Expected<RunReport> runTrainingStep(const ir::Graph& graph, const plan::StageModel& model, const plan::Stream& stream,
+                                    const RunOptions& options);
+
+} // namespace tbp::runtime

@@ -1,0 +1,16 @@
+// The runtime of builds without LibTorch: it says so.
+
+#include "tbp/runtime/Runtime.h"
+
+namespace tbp::runtime {
+
+bool available() { return false; }
+
+std::vector<std::string> missingKernels(const ir::Graph&) { return {}; }
+
+Expected<RunReport> runTrainingStep(const ir::Graph&, const plan::StageModel&, const plan::Stream&, const RunOptions&) {
+  return Status(ErrorCode::Internal,
+                "this build of tbp has no LibTorch runtime; install libtorch-dev and rebuild with -DTBP_WITH_TORCH=ON");
+}
+
+} // namespace tbp::runtime

@@ -1,0 +1,96 @@
+#include "../TestGraphs.h"
+
+#include "tbp/analysis/Order.h"
+#include "tbp/frontend/onnx/OnnxImporter.h"
+#include "tbp/plan/Planners.h"
+#include "tbp/runtime/Runtime.h"
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+using namespace tbp;
+
+namespace {
+
+plan::StageModel stages(const ir::Graph& g) {
+  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
+  return plan::buildStageModel(g, order, plan::chooseCuts(g, order, 64));
+}
+
+ir::Graph mlp(int64_t batch) {
+  frontend::OnnxImportOptions options;
+  options.dims["batch"] = batch;
+  Expected<ir::Graph> g = frontend::importOnnxFile(std::string(TBP_SOURCE_DIR) + "/test/fixtures/onnx/mlp.onnx", options);
+  REQUIRE_MESSAGE(g.hasValue(), g.status().message());
+  REQUIRE(ir::appendLoss(*g, ir::LossKind::Mean, "mlp").isOk());
+  return std::move(*g);
+}
+
+} // namespace
+
+TEST_CASE("every planner's schedule gives store-all's gradients, bit for bit") {
+  REQUIRE(runtime::available());
+  for (unsigned seed : {3u, 5u, 8u}) {
+    ir::Graph g = tbp::testing::randomDag(seed, 24);
+    plan::StageModel m = stages(g);
+    uint64_t storeAll = plan::simulate(m, plan::storeAllStream(m.size()))->peakBytes;
+    for (plan::PlannerKind k : plan::kAllPlanners)
+      for (int pct : {90, 70, 50}) {
+        uint64_t budget = m.residentBytes + (storeAll - m.residentBytes) * static_cast<uint64_t>(pct) / 100;
+        Expected<plan::Plan> p = plan::planForBudget(m, k, budget);
+        if (!p) continue;
+        runtime::RunOptions options;
+        options.verify = true;
+        options.seed = seed;
+        Expected<runtime::RunReport> r = runtime::runTrainingStep(g, m, p->chosen.stream, options);
+        CAPTURE(seed);
+        CAPTURE(plan::plannerName(k));
+        CAPTURE(pct);
+        REQUIRE_MESSAGE(r.hasValue(), r.status().message());
+        REQUIRE(r->gradCheck.has_value());
+        CHECK(r->gradCheck->passed);
+        CHECK(r->gradCheck->maxAbsError == 0.0);
+        CHECK(std::isfinite(r->loss));
+      }
+  }
+}
+
+TEST_CASE("on the MLP the measured peak is the simulator's prediction") {
+  ir::Graph g = mlp(4096);
+  plan::StageModel m = stages(g);
+  uint64_t storeAll = plan::simulate(m, plan::storeAllStream(m.size()))->peakBytes;
+  for (int pct : {100, 90, 80, 70}) {
+    uint64_t budget = storeAll * static_cast<uint64_t>(pct) / 100;
+    Expected<plan::Plan> p = plan::planForBudget(m, plan::PlannerKind::Optimal, budget);
+    REQUIRE_MESSAGE(p.hasValue(), p.status().message());
+    runtime::RunOptions options;
+    options.verify = true;
+    Expected<runtime::RunReport> r = runtime::runTrainingStep(g, m, p->chosen.stream, options);
+    REQUIRE_MESSAGE(r.hasValue(), r.status().message());
+    CAPTURE(pct);
+    CHECK(r->gradCheck->passed);
+    double error = std::fabs(static_cast<double>(r->measuredPeakBytes) - static_cast<double>(p->chosen.sim.peakBytes)) /
+                   static_cast<double>(p->chosen.sim.peakBytes);
+    CHECK(error < 0.01);
+    CHECK(r->measuredPeakBytes <= budget + budget / 100);
+  }
+}
+
+TEST_CASE("ops without kernels are reported, not run") {
+  ir::Graph g = tbp::testing::parseOk(R"(graph c {
+    input %x : f32[1,3,8,8]
+    param %w : f32[4,3,3,3]
+    %y : f32[1,4,6,6] = Conv(%x, %w)
+    %l : f32[] = SumLoss(%y)
+    output %l
+  })");
+  CHECK(runtime::missingKernels(g) == std::vector<std::string>{"Conv x1"});
+  plan::StageModel m = stages(g);
+  Expected<runtime::RunReport> r = runtime::runTrainingStep(g, m, plan::storeAllStream(m.size()), {});
+  CHECK(r.status().code() == ErrorCode::BadInput);
+  CHECK(r.status().message() == "the runtime has no kernel yet for: Conv x1");
+  runtime::RunOptions cuda;
+  cuda.device = "cuda";
+  CHECK(runtime::runTrainingStep(g, m, plan::storeAllStream(m.size()), cuda).status().code() == ErrorCode::Usage);
+}
