@@ -136,8 +136,9 @@ struct Tape {
 
 class Step {
 public:
-  Step(const ir::Graph& g, const plan::StageModel& m, std::vector<at::Tensor>& values, std::vector<ValueId> params)
-      : g_(g), m_(m), vals_(values), params_(std::move(params)), tapes_(m.size() + 2), ckpts_(m.size() + 2) {}
+  Step(const ir::Graph& g, const plan::StageModel& m, std::vector<at::Tensor>& values, std::vector<ValueId> params, uint64_t seed)
+      : g_(g), m_(m), vals_(values), params_(std::move(params)), tapes_(m.size() + 2), ckpts_(m.size() + 2),
+        rngState_(m.size() + 2), generator_(at::detail::createCPUGenerator(seed ^ 0x5eedULL)) {}
 
   /// Runs the stream; returns the loss. Fills the measured timeline and the phase times.
   double run(const plan::Stream& stream, std::vector<uint64_t>* timeline, double* fwd, double* recompute, double* bwd) {
@@ -197,6 +198,15 @@ private:
         vals_[v] = leaf;
       }
     }
+    // Stochastic ops draw from a per-step generator whose state is captured on a stage's first
+    // forward and restored on every replay, so recomputation reproduces it bit for bit.
+    // (Only stages with a stochastic op keep a state: it is a tensor, and it counts.)
+    const bool firstForward = !forwardedOnce_[k];
+    forwardedOnce_[k] = true;
+    if (stochastic(s)) {
+      if (firstForward) rngState_[k] = generator_.get_state();
+      else generator_.set_state(rngState_[k]);
+    }
     {
       c10::optional<at::NoGradGuard> noGrad;
       if (!withGrad) noGrad.emplace();
@@ -205,7 +215,8 @@ private:
         const ir::Node& node = g_.node(m_.order[p]);
         inputs.clear();
         for (ValueId in : node.inputs) inputs.push_back(in == ir::kNone ? at::Tensor() : vals_[in]);
-        std::vector<at::Tensor> outs = kernelFor(node.op)(g_, node, inputs);
+        KernelContext context{&generator_, firstForward, &vals_};
+        std::vector<at::Tensor> outs = kernelFor(node.op)(context, g_, node, inputs);
         for (size_t o = 0; o < node.outputs.size() && o < outs.size(); ++o) vals_[node.outputs[o]] = outs[o];
         // Free values whose last use was this op and that leave nothing behind.
         for (ValueId in : node.inputs)
@@ -252,6 +263,12 @@ private:
         if (id == v && t.defined() && t.numel() > 0) t.set_data(at::empty({0}, t.options()));
       return;
     }
+  }
+
+  bool stochastic(const plan::Stage& s) const {
+    for (uint32_t p = s.first; p <= s.last; ++p)
+      if (g_.node(m_.order[p]).op == ir::Op::Dropout) return true;
+    return false;
   }
 
   bool heldByCheckpoint(ValueId v) const {
@@ -325,6 +342,9 @@ private:
   std::vector<Tape> tapes_;
   std::vector<std::vector<at::Tensor>> ckpts_;
   std::map<ValueId, at::Tensor> adj_;
+  std::vector<at::Tensor> rngState_;
+  std::vector<bool> forwardedOnce_ = std::vector<bool>(m_.size() + 2, false);
+  at::Generator generator_;
   size_t current_ = 1;
 };
 
@@ -374,7 +394,7 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
     auto runOnce = [&](const plan::Stream& s, std::vector<uint64_t>* timeline, double* fwd, double* rec, double* bwd) {
       for (ValueId p : params) base[p].mutable_grad() = at::Tensor();
       std::vector<at::Tensor> vals = base;
-      Step step(g, m, vals, params);
+      Step step(g, m, vals, params, options.seed);
       return step.run(s, timeline, fwd, rec, bwd);
     };
     RunReport report;

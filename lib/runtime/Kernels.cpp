@@ -24,7 +24,7 @@ std::vector<int64_t> constInts(const Graph& g, const Node& n, size_t index) {
   return out;
 }
 
-Tensors gemm(const Graph&, const Node& n, const Tensors& in) {
+Tensors gemm(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
   at::Tensor a = n.attrInt("transA", 0) ? in[0].t() : in[0];
   at::Tensor b = n.attrInt("transB", 0) ? in[1].t() : in[1];
   const double alpha = n.attrFloat("alpha", 1.0), beta = n.attrFloat("beta", 1.0);
@@ -33,22 +33,22 @@ Tensors gemm(const Graph&, const Node& n, const Tensors& in) {
   at::Tensor y = at::mm(a, b);
   return one(alpha == 1.0 ? y : y * alpha);
 }
-Tensors matmul(const Graph&, const Node&, const Tensors& in) { return one(at::matmul(in[0], in[1])); }
-Tensors add(const Graph&, const Node&, const Tensors& in) { return one(in[0] + in[1]); }
-Tensors sub(const Graph&, const Node&, const Tensors& in) { return one(in[0] - in[1]); }
-Tensors mul(const Graph&, const Node&, const Tensors& in) { return one(in[0] * in[1]); }
-Tensors div(const Graph&, const Node&, const Tensors& in) { return one(in[0] / in[1]); }
-Tensors relu(const Graph&, const Node&, const Tensors& in) { return one(at::relu(in[0])); }
-Tensors tanh(const Graph&, const Node&, const Tensors& in) { return one(at::tanh(in[0])); }
-Tensors sigmoid(const Graph&, const Node&, const Tensors& in) { return one(at::sigmoid(in[0])); }
-Tensors exp(const Graph&, const Node&, const Tensors& in) { return one(at::exp(in[0])); }
-Tensors neg(const Graph&, const Node&, const Tensors& in) { return one(at::neg(in[0])); }
-Tensors sqrt(const Graph&, const Node&, const Tensors& in) { return one(at::sqrt(in[0])); }
-Tensors erf(const Graph&, const Node&, const Tensors& in) { return one(at::erf(in[0])); }
-Tensors identity(const Graph&, const Node&, const Tensors& in) { return one(in[0]); }
-Tensors softmax(const Graph&, const Node& n, const Tensors& in) { return one(at::softmax(in[0], n.attrInt("axis", -1))); }
-Tensors logSoftmax(const Graph&, const Node& n, const Tensors& in) { return one(at::log_softmax(in[0], n.attrInt("axis", -1))); }
-Tensors layerNorm(const Graph&, const Node& n, const Tensors& in) {
+Tensors matmul(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::matmul(in[0], in[1])); }
+Tensors add(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(in[0] + in[1]); }
+Tensors sub(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(in[0] - in[1]); }
+Tensors mul(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(in[0] * in[1]); }
+Tensors div(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(in[0] / in[1]); }
+Tensors relu(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::relu(in[0])); }
+Tensors tanh(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::tanh(in[0])); }
+Tensors sigmoid(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::sigmoid(in[0])); }
+Tensors exp(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::exp(in[0])); }
+Tensors neg(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::neg(in[0])); }
+Tensors sqrt(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::sqrt(in[0])); }
+Tensors erf(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::erf(in[0])); }
+Tensors identity(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(in[0]); }
+Tensors softmax(const KernelContext&, const Graph&, const Node& n, const Tensors& in) { return one(at::softmax(in[0], n.attrInt("axis", -1))); }
+Tensors logSoftmax(const KernelContext&, const Graph&, const Node& n, const Tensors& in) { return one(at::log_softmax(in[0], n.attrInt("axis", -1))); }
+Tensors layerNorm(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
   int64_t axis = n.attrInt("axis", -1);
   int64_t rank = in[0].dim();
   if (axis < 0) axis += rank;
@@ -56,29 +56,29 @@ Tensors layerNorm(const Graph&, const Node& n, const Tensors& in) {
   at::Tensor bias = in.size() > 2 ? in[2] : at::Tensor();
   return one(at::layer_norm(in[0], shape, in[1], bias, n.attrFloat("epsilon", 1e-5)));
 }
-Tensors reshape(const Graph& g, const Node& n, const Tensors& in) {
+Tensors reshape(const KernelContext&, const Graph& g, const Node& n, const Tensors& in) {
   std::vector<int64_t> shape = constInts(g, n, 1);
   for (size_t i = 0; i < shape.size(); ++i)
     if (shape[i] == 0 && !n.attrInt("allowzero", 0)) shape[i] = in[0].size(static_cast<int64_t>(i));
   return one(in[0].reshape(shape));
 }
-Tensors transpose(const Graph&, const Node& n, const Tensors& in) {
+Tensors transpose(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
   std::vector<int64_t> perm = n.attrInts("perm");
   if (perm.empty())
     for (int64_t i = in[0].dim() - 1; i >= 0; --i) perm.push_back(i);
   return one(in[0].permute(perm).contiguous());
 }
-Tensors flatten(const Graph&, const Node& n, const Tensors& in) {
+Tensors flatten(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
   int64_t axis = n.attrInt("axis", 1);
   if (axis < 0) axis += in[0].dim();
   int64_t outer = 1;
   for (int64_t i = 0; i < axis; ++i) outer *= in[0].size(i);
   return one(in[0].reshape({outer, -1}));
 }
-Tensors sumLoss(const Graph&, const Node&, const Tensors& in) { return one(in[0].sum()); }
-Tensors meanLoss(const Graph&, const Node&, const Tensors& in) { return one(in[0].mean()); }
-Tensors mseLoss(const Graph&, const Node&, const Tensors& in) { return one((in[0] - in[1]).pow(2).mean()); }
-Tensors crossEntropy(const Graph&, const Node&, const Tensors& in) {
+Tensors sumLoss(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(in[0].sum()); }
+Tensors meanLoss(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(in[0].mean()); }
+Tensors mseLoss(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one((in[0] - in[1]).pow(2).mean()); }
+Tensors crossEntropy(const KernelContext&, const Graph&, const Node&, const Tensors& in) {
   int64_t classes = in[0].size(-1);
   at::Tensor logp = at::log_softmax(in[0].reshape({-1, classes}), -1);
   return one(at::nll_loss(logp, in[1].reshape({-1})));
