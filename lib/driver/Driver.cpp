@@ -118,7 +118,11 @@ PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, siz
     if (forced && *forced != h) continue;
     std::vector<ir::NodeId> order = analysis::computeOrder(graph, h);
     analysis::MemoryAnalysis memory = analysis::analyzeMemory(graph, order);
-    if (best && memory.storeAllPeakBytes >= best->memory.storeAllPeakBytes) continue;
+    // The same choice as `tbp analyze`: lowest store-all peak, then lowest frontier peak.
+    if (best && (memory.storeAllPeakBytes > best->memory.storeAllPeakBytes ||
+                 (memory.storeAllPeakBytes == best->memory.storeAllPeakBytes &&
+                  memory.frontier.peakBytes >= best->memory.frontier.peakBytes)))
+      continue;
     std::vector<uint32_t> cuts = plan::chooseCuts(graph, order, maxStages);
     plan::StageModel model = plan::buildStageModel(graph, order, cuts);
     uint64_t storeAll = plan::simulate(model, plan::storeAllStream(model.size()))->peakBytes;

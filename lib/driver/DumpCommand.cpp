@@ -16,7 +16,7 @@ std::function<int(Io&)> setupDump(CLI::App& app) {
   auto args = std::make_shared<Args>();
   addModelOptions(app, args->model);
   app.add_option("-o,--output", args->output, "write to FILE instead of stdout")->type_name("FILE");
-  app.add_flag("--with-loss", args->withLoss, "append the loss (--loss) as analyze does");
+  app.add_flag("--with-loss", args->withLoss, "append the loss (--loss) as analyze, plan and run do");
   return [args](Io& io) {
     Expected<ir::Graph> graph = loadModel(args->model, /*withData=*/true, args->withLoss);
     if (!graph) return reportError(io, graph.status());

@@ -2,13 +2,17 @@
 
 #include "Commands.h"
 
+#include "tbp/frontend/onnx/OnnxImporter.h"
 #include "tbp/plan/Planners.h"
 #include "tbp/runtime/Runtime.h"
 #include "tbp/support/Bytes.h"
+#include "tbp/support/FileIO.h"
+#include "tbp/support/Npy.h"
 
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <filesystem>
 
 namespace tbp::driver {
 
@@ -21,8 +25,44 @@ struct RunArgs {
   std::string order;
   std::string format = "text";
   size_t maxStages = 64;
+  std::vector<std::string> inputs;
+  std::string saveGrads;
   runtime::RunOptions run;
 };
+
+/// `--input NAME=FILE` (.npy or ONNX TensorProto .pb).
+Status readInputs(const std::vector<std::string>& specs, std::map<std::string, NpyArray>& out) {
+  for (const std::string& spec : specs) {
+    size_t eq = spec.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
+      return usageError("--input '" + spec + "': expected NAME=FILE with a .npy or .pb file");
+    std::string name = spec.substr(0, eq), file = spec.substr(eq + 1);
+    std::string ext = file.size() > 4 ? file.substr(file.size() - 4) : "";
+    Expected<NpyArray> array = ext == ".npy" ? readNpy(file)
+                               : file.size() > 3 && file.substr(file.size() - 3) == ".pb" ? frontend::readTensorProtoFile(file)
+                                                                                         : Expected<NpyArray>(usageError("--input " + spec + ": the file must end in .npy or .pb"));
+    if (!array) return array.status();
+    out[name] = std::move(*array);
+  }
+  return Status::ok();
+}
+
+/// `--save-grads DIR`: one .npy per parameter and manifest.json, each written atomically.
+Status saveGradients(const std::string& dir, const runtime::RunReport& r) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return usageError("--save-grads " + dir + ": cannot create the folder");
+  nlohmann::ordered_json manifest;
+  manifest["parameters"] = nlohmann::ordered_json::array();
+  for (size_t i = 0; i < r.gradients.size(); ++i) {
+    const runtime::HostGradient& g = r.gradients[i];
+    std::string file = "grad_" + std::to_string(i) + ".npy";
+    TBP_RETURN_IF_ERROR(writeFileAtomic(dir + "/" + file, encodeNpy(g.array)));
+    manifest["parameters"].push_back({{"name", g.name}, {"file", file}, {"shape", g.array.shape}});
+  }
+  manifest["loss"] = r.loss;
+  return writeFileAtomic(dir + "/manifest.json", manifest.dump(2) + "\n");
+}
 
 double round6(double v) { return std::round(v * 1e6) / 1e6; }
 
@@ -39,8 +79,18 @@ int runRun(const RunArgs& args, Io& io) {
     for (const std::string& s : missing) list += (list.empty() ? "" : ", ") + s;
     return reportError(io, badInput(args.model.path + ": the runtime has no kernel yet for " + list));
   }
+  runtime::RunOptions options = args.run;
+  if (Status s = readInputs(args.inputs, options.inputs); !s) return reportError(io, s);
+  options.keepGradients = !args.saveGrads.empty();
   std::optional<uint64_t> budget;
   PreparedStages p = prepare(*graph, args.order, args.maxStages);
+  // Optimizer state is resident, and the update needs its scratch: plan with both.
+  uint64_t largestParameter = 0;
+  for (const ir::Value& v : graph->values())
+    if (v.kind == ir::ValueKind::Parameter) largestParameter = std::max(largestParameter, v.bytes);
+  p.model.residentBytes += runtime::optimizerStateBytes(options.optimizer, graph->bytesOfKind(ir::ValueKind::Parameter));
+  p.model.finalTransientBytes = runtime::optimizerTransientBytes(options.optimizer, largestParameter);
+  p.storeAllPeak = plan::simulate(p.model, plan::storeAllStream(p.model.size()))->peakBytes;
   if (!args.budget.empty()) {
     Expected<Budget> b = parseBudget(args.budget);
     if (!b) return reportError(io, b.status());
@@ -50,8 +100,10 @@ int runRun(const RunArgs& args, Io& io) {
   Expected<plan::Plan> chosen = plan::planForBudget(p.model, kind, budget);
   if (!chosen) return reportError(io, chosen.status());
   const plan::Candidate& c = chosen->chosen;
-  Expected<runtime::RunReport> r = runtime::runTrainingStep(*graph, p.model, c.stream, args.run);
+  Expected<runtime::RunReport> r = runtime::runTrainingStep(*graph, p.model, c.stream, options);
   if (!r) return reportError(io, r.status().withContext(args.model.path));
+  if (!args.saveGrads.empty())
+    if (Status s = saveGradients(args.saveGrads, *r); !s) return reportError(io, s);
   const double error = c.sim.peakBytes ? (static_cast<double>(r->measuredPeakBytes) - static_cast<double>(c.sim.peakBytes)) /
                                              static_cast<double>(c.sim.peakBytes)
                                        : 0.0;
@@ -123,6 +175,11 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
   app.add_option("--steps", args->run.steps, "measured steps (median time)")->check(CLI::Range(1, 100000));
   app.add_option("--warmup", args->run.warmup, "unmeasured steps first")->check(CLI::Range(0, 100000));
   app.add_option("--format", args->format, "text|json")->check(CLI::IsMember({"text", "json"}));
+  app.add_option("--optimizer", args->run.optimizer, "none|sgd|adam: update the parameters after backward")
+      ->check(CLI::IsMember({"none", "sgd", "adam"}));
+  app.add_option("--lr", args->run.lr, "learning rate (default 1e-3)");
+  app.add_option("--input", args->inputs, "feed a graph input from a file, NAME=FILE (.npy or ONNX TensorProto .pb)")->type_name("NAME=FILE");
+  app.add_option("--save-grads", args->saveGrads, "write the first step's parameter gradients as .npy files and manifest.json")->type_name("DIR");
   return [args](Io& io) { return runRun(*args, io); };
 }
 

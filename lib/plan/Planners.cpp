@@ -7,7 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <set>
-#include <unordered_set>
+#include <unordered_map>
 
 namespace tbp::plan {
 
@@ -323,11 +323,16 @@ private:
   std::vector<int16_t> choice_;
 };
 
-void addUnique(std::vector<Candidate>& out, std::unordered_set<uint64_t>& seen, const StageModel& m, Stream stream, Params params) {
+/// Adds a candidate unless the same stream is there already (hash first, then a full compare).
+void addUnique(std::vector<Candidate>& out, std::unordered_multimap<uint64_t, size_t>& seen, const StageModel& m, Stream stream,
+               Params params) {
   if (stream.empty()) return;
   Hasher h;
   for (const Instruction& i : stream) h.add(static_cast<int64_t>(static_cast<uint32_t>(i.kind) << 24 | i.stage));
-  if (!seen.insert(h.digest()).second) return;
+  auto [first, last] = seen.equal_range(h.digest());
+  for (auto it = first; it != last; ++it)
+    if (out[it->second].stream == stream) return;
+  seen.emplace(h.digest(), out.size());
   out.push_back(makeCandidate(m, std::move(stream), std::move(params)));
 }
 
@@ -390,7 +395,7 @@ Stream revolveStream(size_t stages, size_t snapshots) {
 
 std::vector<Candidate> candidates(const StageModel& m, PlannerKind kind, const PlanOptions& options) {
   std::vector<Candidate> out;
-  std::unordered_set<uint64_t> seen;
+  std::unordered_multimap<uint64_t, size_t> seen;
   const size_t L = m.size();
   switch (kind) {
   case PlannerKind::StoreAll:

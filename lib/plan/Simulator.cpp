@@ -192,6 +192,12 @@ Expected<SimResult> simulate(const StageModel& model, const Stream& stream) {
     if (!state.lossDone()) return badInput("the stream ends before Loss: the backward sweep never starts");
     return badInput("the stream ends before stage " + std::to_string(state.nextBackward()) + " is backwarded");
   }
+  // The optimizer update runs after the last instruction, over the resident state alone.
+  uint64_t update = state.heldBytes() + model.finalTransientBytes;
+  if (update > peak) {
+    peak = update;
+    r.peakInstruction = stream.size() - 1;
+  }
   r.peakBytes = peak;
   r.recomputeRatio = model.onePassFlops ? static_cast<double>(r.forwardFlops) / static_cast<double>(model.onePassFlops)
                                         : static_cast<double>(r.forwardCost) / static_cast<double>(std::max<uint64_t>(model.onePassCost, 1));

@@ -101,11 +101,42 @@ at::ScalarType scalarType(ir::DType d) {
   }
 }
 
-/// Parameters, constants and inputs: from the model's data, else seeded.
-at::Tensor materialize(const ir::Graph& g, const plan::StageModel& m, ValueId id, at::Generator& gen) {
+/// The numpy dtype string of an IR dtype.
+std::string npyDescr(ir::DType d) {
+  switch (d) {
+  case ir::DType::F32: return "<f4";
+  case ir::DType::F64: return "<f8";
+  case ir::DType::F16: return "<f2";
+  case ir::DType::I8: return "|i1";
+  case ir::DType::I16: return "<i2";
+  case ir::DType::I32: return "<i4";
+  case ir::DType::I64: return "<i8";
+  case ir::DType::U8: return "|u1";
+  case ir::DType::U16: return "<u2";
+  case ir::DType::U32: return "<u4";
+  case ir::DType::U64: return "<u8";
+  case ir::DType::Bool: return "|b1";
+  case ir::DType::BF16: return "<V2";
+  }
+  return "";
+}
+
+/// Parameters, constants and inputs: from a given array or the model's data, else seeded.
+Expected<at::Tensor> materialize(const ir::Graph& g, const plan::StageModel& m, ValueId id, at::Generator& gen,
+                                 const std::map<std::string, NpyArray>& given) {
   const ir::Value& v = g.value(id);
   std::vector<int64_t> shape(v.type.shape.begin(), v.type.shape.end());
   at::TensorOptions opts = at::TensorOptions().dtype(scalarType(v.type.dtype));
+  auto it = given.find(v.name);
+  if (it != given.end()) {
+    const NpyArray& a = it->second;
+    if (a.descr != npyDescr(v.type.dtype) || a.shape != shape)
+      return badInput("--input " + v.name + ": the file holds " + a.descr + " " + ir::formatShape(a.shape) + ", the model needs " +
+                      npyDescr(v.type.dtype) + " " + ir::formatShape(v.type.shape));
+    at::Tensor t = at::empty(shape, opts);
+    std::memcpy(t.data_ptr(), a.data.data(), a.data.size());
+    return t;
+  }
   if (v.data && v.data->size() == v.bytes) {
     at::Tensor t = at::empty(shape, opts);
     std::memcpy(t.data_ptr(), v.data->data(), v.bytes);
@@ -114,7 +145,7 @@ at::Tensor materialize(const ir::Graph& g, const plan::StageModel& m, ValueId id
   if (ir::isFloat(v.type.dtype)) {
     at::Tensor t = at::randn(shape, gen, opts.dtype(at::kFloat));
     if (v.kind == ir::ValueKind::Parameter) t = t * (1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(shape.empty() ? 1 : shape.back(), 1))));
-    return t.to(scalarType(v.type.dtype));
+    return at::Tensor(t.to(scalarType(v.type.dtype)));
   }
   // Integer inputs: labels for cross entropy lie in [0, classes); others are small indices.
   int64_t high = 2;
@@ -124,7 +155,7 @@ at::Tensor materialize(const ir::Graph& g, const plan::StageModel& m, ValueId id
       high = std::max<int64_t>(g.value(n.inputs[0]).type.shape.back(), 1);
   }
   (void)m;
-  return at::randint(0, high, shape, gen, opts);
+  return at::Tensor(at::randint(0, high, shape, gen, opts));
 }
 
 // ------------------------------------------------------------------ the step
@@ -380,37 +411,119 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
   try {
     CountingAllocator& counter = CountingAllocator::instance();
     if (options.threads > 0) at::set_num_threads(options.threads);
+    for (const auto& [name, array] : options.inputs) {
+      auto id = g.findValue(name);
+      if (!id || g.value(*id).kind != ir::ValueKind::Input)
+        return usageError("--input " + name + ": the model has no graph input of that name");
+    }
     at::Generator gen = at::detail::createCPUGenerator(options.seed);
     std::vector<at::Tensor> base(g.numValues());
     std::vector<ValueId> params;
     for (ValueId v = 0; v < g.numValues(); ++v) {
       if (g.value(v).kind == ir::ValueKind::Activation) continue;
-      base[v] = materialize(g, m, v, gen);
+      Expected<at::Tensor> t = materialize(g, m, v, gen, options.inputs);
+      if (!t) return t.status();
+      base[v] = *t;
       if (g.value(v).kind == ir::ValueKind::Parameter) {
         base[v].requires_grad_(true);
         params.push_back(v);
       }
     }
+    // Optimizer state is resident for the whole step, as the simulator counts it.
+    std::vector<std::pair<at::Tensor, at::Tensor>> moments;
+    if (options.optimizer == "adam")
+      for (ValueId p : params) moments.emplace_back(at::zeros_like(base[p]), at::zeros_like(base[p]));
+    int adamStep = 0;
+    auto optimizerStep = [&] {
+      at::NoGradGuard noGrad;
+      if (options.optimizer == "none") return;
+      ++adamStep;
+      for (size_t i = 0; i < params.size(); ++i) {
+        at::Tensor p = base[params[i]].detach();
+        at::Tensor grad = base[params[i]].grad();
+        if (!grad.defined()) continue;
+        if (options.optimizer == "sgd") {
+          p.add_(grad, -options.lr);
+          continue;
+        }
+        const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+        auto& [m1, m2] = moments[i];
+        m1.mul_(b1).add_(grad, 1 - b1);
+        m2.mul_(b2).addcmul_(grad, grad, 1 - b2);
+        const double c1 = 1 - std::pow(b1, adamStep), c2 = 1 - std::pow(b2, adamStep);
+        at::Tensor denom = (m2 / c2).sqrt_().add_(eps);
+        p.addcdiv_(m1, denom, -options.lr / c1);
+      }
+    };
+    auto hostGradients = [&] {
+      std::vector<HostGradient> out;
+      for (ValueId p : params) {
+        at::Tensor grad = base[p].grad().defined() ? base[p].grad() : at::zeros_like(base[p]);
+        grad = grad.contiguous();
+        NpyArray a{npyDescr(g.value(p).type.dtype), g.value(p).type.shape, std::string(grad.nbytes(), '\0')};
+        std::memcpy(a.data.data(), grad.data_ptr(), grad.nbytes());
+        out.push_back({g.value(p).name, std::move(a)});
+      }
+      return out;
+    };
     auto runOnce = [&](const plan::Stream& s, std::vector<uint64_t>* timeline, double* fwd, double* rec, double* bwd) {
       for (ValueId p : params) base[p].mutable_grad() = at::Tensor();
       std::vector<at::Tensor> vals = base;
       Step step(g, m, vals, params, options.seed);
       return step.run(s, timeline, fwd, rec, bwd);
     };
-    RunReport report;
-    for (int w = 0; w < options.warmup; ++w) {
+
+    // The reference first (host copies only, so it costs the measured steps nothing).
+    std::vector<HostGradient> reference;
+    double referenceLoss = 0;
+    if (options.verify) {
       double a = 0, b = 0, c = 0;
-      runOnce(stream, nullptr, &a, &b, &c);
+      referenceLoss = runOnce(plan::storeAllStream(m.size()), nullptr, &a, &b, &c);
+      reference = hostGradients();
     }
+
+    RunReport report;
     std::vector<double> times;
     std::vector<std::array<double, 3>> splits;
     uint64_t peak = 0;
-    for (int s = 0; s < std::max(options.steps, 1); ++s) {
+    const int total = options.warmup + std::max(options.steps, 1);
+    for (int s = 0; s < total; ++s) {
       std::vector<uint64_t> timeline;
       double fwd = 0, rec = 0, bwd = 0;
       auto t0 = Clock::now();
-      report.loss = runOnce(stream, &timeline, &fwd, &rec, &bwd);
-      times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+      double loss = runOnce(stream, &timeline, &fwd, &rec, &bwd);
+      if (s == 0) {
+        // The first step starts from the initial parameters: it is the one verified and saved.
+        if (options.keepGradients || options.verify) report.gradients = hostGradients();
+        if (options.verify) {
+          GradCheck check;
+          check.passed = true;
+          check.lossDifference = std::fabs(referenceLoss - loss);
+          for (size_t i = 0; i < params.size(); ++i) {
+            at::Tensor got = at::from_blob(report.gradients[i].array.data.data(), base[params[i]].sizes(), base[params[i]].options().requires_grad(false));
+            at::Tensor ref = at::from_blob(reference[i].array.data.data(), base[params[i]].sizes(), base[params[i]].options().requires_grad(false));
+            double absErr = (got - ref).abs().max().item<double>();
+            double scale = ref.abs().max().item<double>();
+            double relErr = scale > 0 ? absErr / scale : absErr;
+            if (absErr > check.maxAbsError) {
+              check.maxAbsError = absErr;
+              check.worstParameter = g.value(params[i]).name;
+            }
+            check.maxRelError = std::max(check.maxRelError, relErr);
+            if (absErr > options.atol + options.rtol * scale) check.passed = false;
+          }
+          if (check.lossDifference > options.atol + options.rtol * std::fabs(referenceLoss)) check.passed = false;
+          report.gradCheck = check;
+        }
+        if (!options.keepGradients) report.gradients.clear();
+      }
+      counter.resetPeak();
+      optimizerStep();
+      if (!timeline.empty()) timeline.back() = std::max(timeline.back(), counter.peak());
+      double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+      if (s < options.warmup) continue;
+      report.loss = loss;
+      times.push_back(seconds);
       splits.push_back({fwd, rec, bwd});
       for (size_t i = 0; i < timeline.size(); ++i)
         if (timeline[i] > peak) {
@@ -427,31 +540,6 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
     report.recomputeS = splits[med][1];
     report.backwardS = splits[med][2];
     report.measuredPeakBytes = peak;
-
-    if (options.verify) {
-      std::vector<at::Tensor> grads;
-      for (ValueId p : params) grads.push_back(base[p].grad().defined() ? base[p].grad().clone() : at::zeros_like(base[p]));
-      double a = 0, b = 0, c = 0;
-      double refLoss = runOnce(plan::storeAllStream(m.size()), nullptr, &a, &b, &c);
-      GradCheck check;
-      check.passed = true;
-      check.lossDifference = std::fabs(refLoss - report.loss);
-      for (size_t i = 0; i < params.size(); ++i) {
-        at::Tensor ref = base[params[i]].grad().defined() ? base[params[i]].grad() : at::zeros_like(base[params[i]]);
-        double absErr = (grads[i] - ref).abs().max().item<double>();
-        double scale = ref.abs().max().item<double>();
-        double relErr = scale > 0 ? absErr / scale : absErr;
-        if (absErr > check.maxAbsError) {
-          check.maxAbsError = absErr;
-          check.worstParameter = g.value(params[i]).name;
-        }
-        check.maxRelError = std::max(check.maxRelError, relErr);
-        if (absErr > options.atol + options.rtol * scale) check.passed = false;
-      }
-      if (check.lossDifference > options.atol + options.rtol * std::fabs(refLoss)) check.passed = false;
-      report.gradCheck = check;
-    }
-    (void)counter;
     report.peakRssBytes = peakRss();
     return report;
   } catch (const std::exception& e) {

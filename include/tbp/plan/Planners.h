@@ -75,7 +75,7 @@ Expected<Plan> planForBudget(const StageModel& model, PlannerKind kind, std::opt
                              const PlanOptions& options = {});
 
 /// Griewank's minimal number of forward steps to reverse a chain of `l` steps with `s`
-/// snapshots: t(l, s) = r·l − C(s+r+1, r−1) with r the least integer with C(s+r, s) ≥ l.
+/// snapshots: t(l, s) = r·l − C(s+r, r−1) with r the least integer with C(s+r, s) ≥ l.
 uint64_t revolveForwardSteps(uint64_t l, uint64_t s);
 
 /// The planners' streams, exposed for tests.

@@ -14,7 +14,7 @@ namespace tbp::plan {
 struct Stage {
   uint32_t first = 0, last = 0;   ///< order positions (inclusive)
   uint64_t forwardFlops = 0;      ///< FLOPs of one forward of the stage
-  uint64_t backwardFlops = 0;     ///< FLOPs of its backward (2x forward unless a rule is sharper)
+  uint64_t backwardFlops = 0;     ///< FLOPs of its backward (estimated as 2x forward)
   uint64_t cost = 0;              ///< planner objective of one forward: FLOPs + elements produced
   std::vector<ir::ValueId> inputFrontier; ///< F_k: activations/inputs made before, used at or after
   uint64_t inputFrontierBytes = 0;        ///< x_k: bytes of F_k that are not resident
@@ -42,7 +42,8 @@ struct StageModel {
   std::vector<int64_t> lastUsePos;        ///< per value: last consumer position (-1)
   std::vector<int64_t> gradLastUsePos;    ///< per value: last consumer passing a gradient (-1)
   std::vector<bool> keepsTape;            ///< per node: it runs a backward and keeps a tape
-  uint64_t residentBytes = 0;             ///< parameters + gradients + constants + inputs
+  uint64_t residentBytes = 0;             ///< parameters + gradients + constants + inputs (+ optimizer state)
+  uint64_t finalTransientBytes = 0;       ///< scratch of the optimizer update after the last B
   uint64_t onePassFlops = 0;              ///< forward FLOPs of one pass
   uint64_t onePassCost = 0;               ///< planner cost of one pass
 

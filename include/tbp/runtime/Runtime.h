@@ -4,6 +4,9 @@
 /// This header has no LibTorch types; builds without LibTorch get a runtime that says so.
 
 #include "tbp/plan/Simulator.h"
+#include "tbp/support/Npy.h"
+
+#include <map>
 
 #include <optional>
 #include <string>
@@ -21,6 +24,22 @@ struct RunOptions {
   bool verify = false;        ///< also run store-all and compare every gradient
   double rtol = 1e-4;         ///< verification: relative tolerance (fp32)
   double atol = 1e-5;         ///< verification: absolute tolerance (fp32)
+  std::string optimizer = "none"; ///< none | sgd | adam: the parameter update after backward
+  double lr = 1e-3;           ///< learning rate of the optimizer
+  std::map<std::string, NpyArray> inputs; ///< graph inputs by name (`--input NAME=FILE`)
+  bool keepGradients = false; ///< return the first step's parameter gradients (`--save-grads`)
+};
+
+/// Bytes the optimizer keeps resident for `params` bytes of parameters (Adam: two moments).
+uint64_t optimizerStateBytes(const std::string& optimizer, uint64_t parameterBytes);
+/// Peak scratch of one optimizer update: Adam needs one temporary the size of the largest
+/// parameter; SGD updates in place.
+uint64_t optimizerTransientBytes(const std::string& optimizer, uint64_t largestParameterBytes);
+
+/// A parameter gradient copied to the host.
+struct HostGradient {
+  std::string name;           ///< the model's parameter name
+  NpyArray array;             ///< its values (`<f4` for fp32 parameters)
 };
 
 /// Gradient verification against plain store-all autograd.
@@ -41,6 +60,7 @@ struct RunReport {
   double stepTimeS = 0;             ///< median step time
   double forwardS = 0, recomputeS = 0, backwardS = 0; ///< split of the median step
   std::optional<GradCheck> gradCheck; ///< with RunOptions::verify
+  std::vector<HostGradient> gradients; ///< with RunOptions::keepGradients, in value-id order
 };
 
 /// True when this build has the LibTorch runtime.

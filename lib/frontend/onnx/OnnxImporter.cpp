@@ -692,6 +692,25 @@ Expected<ir::Graph> importOnnxFile(const std::string& path, const OnnxImportOpti
   }
 }
 
+Expected<NpyArray> readTensorProtoFile(const std::string& path) {
+  Expected<std::string> bytes = readFile(path);
+  if (!bytes) return bytes.status();
+  onnx::TensorProto t;
+  if (!t.ParseFromString(*bytes)) return badInput(path + ": not a serialized ONNX TensorProto");
+  auto dtype = dtypeFromOnnx(t.data_type());
+  if (!dtype) return badInput(path + ": element type " + onnxDTypeName(t.data_type()) + " is not supported");
+  static const std::map<DType, std::string> kDescr = {
+      {DType::F32, "<f4"}, {DType::F64, "<f8"}, {DType::F16, "<f2"}, {DType::I8, "|i1"}, {DType::I16, "<i2"},
+      {DType::I32, "<i4"}, {DType::I64, "<i8"}, {DType::U8, "|u1"}, {DType::U16, "<u2"}, {DType::U32, "<u4"},
+      {DType::U64, "<u8"}, {DType::Bool, "|b1"}, {DType::BF16, "<V2"}};
+  ir::TensorType type{*dtype, ir::Shape(t.dims().begin(), t.dims().end())};
+  Expected<uint64_t> size = ir::checkedByteSize(type, path);
+  if (!size) return size.status();
+  Expected<std::string> data = tensorBytes(t, *dtype, *size, path);
+  if (!data) return data.status();
+  return NpyArray{kDescr.at(*dtype), type.shape, std::move(*data)};
+}
+
 std::vector<std::string> supportedOnnxOps() {
   std::vector<std::string> names;
   for (const OnnxOp& e : kOnnxOps) names.emplace_back(e.onnxName);

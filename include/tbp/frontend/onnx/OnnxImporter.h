@@ -3,6 +3,7 @@
 /// ONNX ModelProto → tbp IR. Protobuf and ONNX types never leave this component (DESIGN.md §2).
 
 #include "tbp/ir/Graph.h"
+#include "tbp/support/Npy.h"
 #include "tbp/support/Status.h"
 
 #include <map>
@@ -29,6 +30,10 @@ inline constexpr int kMaxOnnxOpset = 17;
 /// relative to the model's folder and never outside it. Errors name the file and the node or
 /// value: BadInput for bad models, Usage for a `--dim`/`--freeze` name the model lacks.
 Expected<ir::Graph> importOnnxFile(const std::string& path, const OnnxImportOptions& options);
+
+/// Reads a serialized ONNX TensorProto (`.pb`, as the ONNX test data stores inputs) into a
+/// host array. BadInput naming the file when it is not one.
+Expected<NpyArray> readTensorProtoFile(const std::string& path);
 
 /// The ONNX op types that tbp imports, sorted (for `tbp ops` and the conformance tests).
 std::vector<std::string> supportedOnnxOps();
