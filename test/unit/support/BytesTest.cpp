@@ -1,9 +1,11 @@
 #include "tbp/support/Bytes.h"
 #include "tbp/support/FileIO.h"
 #include "tbp/support/Hash.h"
+#include "tbp/support/Npy.h"
 
 #include <doctest/doctest.h>
 
+#include <cstring>
 #include <filesystem>
 
 using namespace tbp;
@@ -80,4 +82,33 @@ TEST_CASE("atomic writes leave either the whole file or nothing") {
   CHECK(missing.status().code() == ErrorCode::BadInput);
   CHECK(missing.status().message().find("no such file") != std::string::npos);
   fs::remove_all(dir);
+}
+
+TEST_CASE("npy arrays round-trip and bad files are named") {
+  namespace fs = std::filesystem;
+  NpyArray a{"<f4", {2, 3}, std::string(24, '\0')};
+  for (int i = 0; i < 6; ++i) {
+    float v = static_cast<float>(i) * 0.5f;
+    std::memcpy(a.data.data() + 4 * i, &v, 4);
+  }
+  std::string encoded = encodeNpy(a);
+  CHECK((encoded.size() - a.data.size()) % 64 == 0); // the header is padded to 64 bytes
+  fs::path file = fs::temp_directory_path() / "tbp_npy_test.npy";
+  REQUIRE(writeFileAtomic(file.string(), encoded).isOk());
+  Expected<NpyArray> back = readNpy(file.string());
+  REQUIRE_MESSAGE(back.hasValue(), back.status().message());
+  CHECK(back->descr == "<f4");
+  CHECK(back->shape == std::vector<int64_t>{2, 3});
+  CHECK(back->data == a.data);
+  NpyArray scalar{"<i8", {}, std::string(8, '\0')};
+  REQUIRE(writeFileAtomic(file.string(), encodeNpy(scalar)).isOk());
+  CHECK(readNpy(file.string())->shape.empty());
+  NpyArray vec{"<i8", {5}, std::string(40, '\0')};
+  REQUIRE(writeFileAtomic(file.string(), encodeNpy(vec)).isOk());
+  CHECK(readNpy(file.string())->shape == std::vector<int64_t>{5});
+  REQUIRE(writeFileAtomic(file.string(), "not numpy").isOk());
+  CHECK(readNpy(file.string()).status().message() == file.string() + ": not a .npy file (no \\x93NUMPY magic)");
+  REQUIRE(writeFileAtomic(file.string(), encoded.substr(0, encoded.size() - 4)).isOk());
+  CHECK(readNpy(file.string()).status().message().find("holds 20 bytes of data") != std::string::npos);
+  fs::remove(file);
 }

@@ -1,0 +1,1 @@
+run onnx/mlp.onnx --dim batch=16 --input nope=x.npy
