@@ -91,13 +91,16 @@ int runRun(const RunArgs& args, Io& io) {
   p.model.residentBytes += runtime::optimizerStateBytes(options.optimizer, graph->bytesOfKind(ir::ValueKind::Parameter));
   p.model.finalTransientBytes = runtime::optimizerTransientBytes(options.optimizer, largestParameter);
   p.storeAllPeak = plan::simulate(p.model, plan::storeAllStream(p.model.size()))->peakBytes;
-  if (!args.budget.empty()) {
+  plan::PlannerKind kind = args.budget.empty() ? plan::PlannerKind::StoreAll : *plan::parsePlanner(args.planner);
+  std::vector<plan::Candidate> candidates = plan::candidates(p.model, kind);
+  if (args.budget == "min") {
+    budget = plan::minFeasibleBytes(candidates); // the tightest schedule this planner has
+  } else if (!args.budget.empty()) {
     Expected<Budget> b = parseBudget(args.budget);
     if (!b) return reportError(io, b.status());
     budget = b->resolve(p.storeAllPeak);
   }
-  plan::PlannerKind kind = budget ? *plan::parsePlanner(args.planner) : plan::PlannerKind::StoreAll;
-  Expected<plan::Plan> chosen = plan::planForBudget(p.model, kind, budget);
+  Expected<plan::Plan> chosen = plan::chooseCandidate(std::move(candidates), kind, budget);
   if (!chosen) return reportError(io, chosen.status());
   const plan::Candidate& c = chosen->chosen;
   Expected<runtime::RunReport> r = runtime::runTrainingStep(*graph, p.model, c.stream, options);
@@ -163,7 +166,7 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
   auto args = std::make_shared<RunArgs>();
   addModelOptions(app, args->model);
   app.get_option("MODEL")->required(false);
-  app.add_option("--budget", args->budget, "peak memory of the step: 4GB, 4GiB, 512MB, bytes, or 60% of store-all")->type_name("SIZE");
+  app.add_option("--budget", args->budget, "peak memory of the step: 4GB, 4GiB, 512MB, bytes, 60% of store-all, or min (the tightest schedule)")->type_name("SIZE");
   app.add_option("--planner", args->planner, "store-all|sqrt|interval-tree|revolve|optimal")
       ->check(CLI::IsMember({"store-all", "sqrt", "interval-tree", "revolve", "optimal"}));
   app.add_option("--order", args->order, "order heuristic: file|greedy|dfs")->check(CLI::IsMember({"file", "greedy", "dfs"}));

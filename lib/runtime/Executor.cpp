@@ -22,6 +22,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <mutex>
+#include <unordered_map>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -40,17 +42,22 @@ class CountingAllocator final : public c10::Allocator {
 public:
   explicit CountingAllocator(c10::Allocator* base) : base_(base) {}
 
+  // The context is the data pointer itself, so raw_allocate (oneDNN's scratch buffers) works.
   c10::DataPtr allocate(size_t n) const override {
     c10::DataPtr inner = base_->allocate(n);
     void* data = inner.get();
     c10::Device device = inner.device();
-    auto* ctx = new Context{std::move(inner), n, this};
+    if (!data) return inner;
+    {
+      std::lock_guard<std::mutex> lock(mutex());
+      blocks()[data] = Block{std::move(inner), n};
+    }
     uint64_t now = live_.fetch_add(n) + n;
     uint64_t peak = peak_.load();
     while (now > peak && !peak_.compare_exchange_weak(peak, now)) {}
-    return c10::DataPtr(data, ctx, &release, device);
+    return c10::DataPtr(data, data, &release, device);
   }
-  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
+  c10::DeleterFnPtr raw_deleter() const override { return &release; }
 
   uint64_t live() const { return live_.load(); }
   uint64_t peak() const { return peak_.load(); }
@@ -67,15 +74,22 @@ public:
   }
 
 private:
-  struct Context {
+  struct Block {
     c10::DataPtr inner;
     size_t bytes;
-    const CountingAllocator* owner;
   };
+  static std::mutex& mutex() { static std::mutex m; return m; }
+  static std::unordered_map<void*, Block>& blocks() { static std::unordered_map<void*, Block> b; return b; }
   static void release(void* p) {
-    auto* ctx = static_cast<Context*>(p);
-    ctx->owner->live_.fetch_sub(ctx->bytes);
-    delete ctx;
+    Block b;
+    {
+      std::lock_guard<std::mutex> lock(mutex());
+      auto it = blocks().find(p);
+      if (it == blocks().end()) return;
+      b = std::move(it->second);
+      blocks().erase(it);
+    }
+    instance().live_.fetch_sub(b.bytes);
   }
 
   c10::Allocator* base_;
@@ -216,7 +230,7 @@ private:
     }
     if (instr.kind == plan::InstrKind::ForwardCheckpoint) {
       ckpts_[k].clear();
-      for (ValueId v : m_.frontier(k)) ckpts_[k].push_back(vals_[v]);
+      for (ValueId v : m_.frontier(k)) ckpts_[k].push_back(vals_[v].defined() ? vals_[v].detach() : vals_[v]);
     }
     const bool withGrad = instr.kind == plan::InstrKind::ForwardAll;
     Tape& tape = tapes_[k];

@@ -1,80 +1,931 @@
-// ATen kernels for the IR ops, with ONNX attribute semantics (the frontend keeps ONNX forms).
+// ATen kernels for the IR ops, with ONNX semantics (the frontend keeps ONNX attributes and
+// input order at the model's opset). A kernel reads whichever form a node carries: axes, pads,
+// splits and bounds are attributes before some opset and constant inputs after it.
+//
+// Kernels use ATen ops that autograd differentiates and never write to their inputs; the one
+// exception is BatchNormalization's running statistics, op state updated on a step's first
+// forward only (DESIGN.md §4). Every kernel's outputs are cast to the IR's output dtypes.
 
 #include "Kernels.h"
 
+#include "tbp/ir/Op.h"
+
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
+#include <limits>
+#include <numeric>
 
 namespace tbp::runtime {
 
 namespace {
 
 using Tensors = std::vector<at::Tensor>;
+using Ints = std::vector<int64_t>;
 using ir::Graph;
 using ir::Node;
 
 Tensors one(at::Tensor t) { return {std::move(t)}; }
 
-/// The int64 elements of a constant input (shapes, axes).
-std::vector<int64_t> constInts(const Graph& g, const Node& n, size_t index) {
-  const ir::Value& v = g.value(n.inputs.at(index));
-  TBP_CHECK(v.data && v.type.dtype == ir::DType::I64);
-  std::vector<int64_t> out(v.data->size() / 8);
-  std::memcpy(out.data(), v.data->data(), out.size() * 8);
-  return out;
+// ------------------------------------------------------------------ helpers
+
+bool has(const Tensors& in, size_t i) { return i < in.size() && in[i].defined(); }
+
+/// The elements of an integer tensor (shapes, axes, pads, sizes).
+Ints ints(const at::Tensor& t) {
+  at::Tensor c = t.detach().to(at::kLong).contiguous().reshape({-1});
+  const int64_t* p = c.data_ptr<int64_t>();
+  return Ints(p, p + c.numel());
 }
+
+/// The elements of a float tensor (scales, roi).
+std::vector<double> doubles(const at::Tensor& t) {
+  at::Tensor c = t.detach().to(at::kDouble).contiguous().reshape({-1});
+  const double* p = c.data_ptr<double>();
+  return std::vector<double>(p, p + c.numel());
+}
+
+double scalar(const at::Tensor& t) { return t.detach().to(at::kDouble).item<double>(); }
+
+bool hasAttr(const Node& n, const char* key) { return n.attrs.count(key) != 0; }
+
+int64_t normAxis(int64_t axis, int64_t rank) { return axis < 0 ? axis + rank : axis; }
+
+/// The IR shape of output `i`.
+Ints outShape(const Graph& g, const Node& n, size_t i) {
+  const ir::Shape& s = g.value(n.outputs.at(i)).type.shape;
+  return Ints(s.begin(), s.end());
+}
+
+/// Axes from the `axes` attribute (older opsets) or constant input `index` (newer ones); empty
+/// when the node gives none.
+Ints axesOf(const Node& n, const Tensors& in, size_t index) {
+  if (hasAttr(n, "axes")) return n.attrInts("axes");
+  if (has(in, index)) return ints(in[index]);
+  return {};
+}
+
+Ints allAxes(int64_t rank) {
+  Ints a(static_cast<size_t>(rank));
+  std::iota(a.begin(), a.end(), 0);
+  return a;
+}
+
+/// Computation dtype for ops LibTorch implements for floats only: integers go through float32
+/// (the typed wrapper casts the result back), f16 through f32 on the CPU.
+at::Tensor asFloat(const at::Tensor& t) {
+  if (at::isFloatingType(t.scalar_type()) && t.scalar_type() != at::kHalf) return t;
+  return t.to(at::kFloat);
+}
+
+/// Pads of a convolution or pooling window over the spatial dims (ONNX auto_pad rules).
+struct Window {
+  Ints kernel, strides, dilations, begin, end;
+  bool symmetric() const { return begin == end; }
+};
+
+Window windowOf(const Node& n, at::IntArrayRef spatial, Ints kernel) {
+  const size_t rank = kernel.size();
+  Window w;
+  w.kernel = std::move(kernel);
+  w.strides = n.attrInts("strides", Ints(rank, 1));
+  w.dilations = n.attrInts("dilations", Ints(rank, 1));
+  w.begin.assign(rank, 0);
+  w.end.assign(rank, 0);
+  const std::string autoPad = n.attrString("auto_pad", "NOTSET");
+  if (autoPad == "SAME_UPPER" || autoPad == "SAME_LOWER") {
+    for (size_t i = 0; i < rank; ++i) {
+      int64_t in = spatial[i], s = w.strides[i];
+      int64_t out = (in + s - 1) / s;
+      int64_t total = std::max<int64_t>(0, (out - 1) * s + (w.kernel[i] - 1) * w.dilations[i] + 1 - in);
+      int64_t small = total / 2;
+      w.begin[i] = autoPad == "SAME_UPPER" ? small : total - small;
+      w.end[i] = total - w.begin[i];
+    }
+  } else if (autoPad != "VALID") {
+    Ints pads = n.attrInts("pads", Ints(2 * rank, 0));
+    for (size_t i = 0; i < rank; ++i) {
+      w.begin[i] = pads[i];
+      w.end[i] = pads[i + rank];
+    }
+  }
+  return w;
+}
+
+/// at::constant_pad_nd's list for pads of the trailing dims (last dim first).
+Ints torchPads(const Ints& begin, const Ints& end) {
+  Ints p;
+  for (size_t i = begin.size(); i-- > 0;) {
+    p.push_back(begin[i]);
+    p.push_back(end[i]);
+  }
+  return p;
+}
+
+// ------------------------------------------------------------------ elementwise
+
+#define TBP_UNARY(name, expr)                                                                      \
+  Tensors name(const KernelContext&, const Graph&, const Node&, const Tensors& in) {               \
+    const at::Tensor& x = in[0];                                                                   \
+    return one(expr);                                                                              \
+  }
+TBP_UNARY(identity, x)
+TBP_UNARY(abs, at::abs(x))
+TBP_UNARY(neg, at::neg(x))
+TBP_UNARY(relu, at::relu(x))
+TBP_UNARY(sigmoid, at::sigmoid(x))
+TBP_UNARY(tanh, at::tanh(x))
+TBP_UNARY(exp, at::exp(x))
+TBP_UNARY(log, at::log(x))
+TBP_UNARY(sqrt, at::sqrt(x))
+TBP_UNARY(reciprocal, at::reciprocal(x))
+TBP_UNARY(erf, at::erf(x))
+TBP_UNARY(sin, at::sin(x))
+TBP_UNARY(cos, at::cos(x))
+TBP_UNARY(sign, at::sign(x))
+TBP_UNARY(floor, at::floor(x))
+TBP_UNARY(ceil, at::ceil(x))
+TBP_UNARY(round, at::round(x)) // half to even, as ONNX
+TBP_UNARY(logicalNot, at::logical_not(x))
+TBP_UNARY(isNaN, at::isnan(x))
+TBP_UNARY(softplus, at::softplus(x))
+TBP_UNARY(softsign, x / (at::abs(x) + 1))
+TBP_UNARY(hardSwish, at::hardswish(x))
+#undef TBP_UNARY
+
+Tensors isInf(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  at::Tensor r = at::isinf(in[0]);
+  if (!n.attrInt("detect_positive", 1)) r = at::logical_and(r, in[0] < 0);
+  if (!n.attrInt("detect_negative", 1)) r = at::logical_and(r, in[0] > 0);
+  return one(r);
+}
+/// ELU scaled by `scale`. at::elu keeps its input for the backward; its in-place form keeps
+/// the result, which is what Ops.def says Elu and Selu save (the runtime frees the input).
+at::Tensor eluKeepingResult(const at::Tensor& x, double alpha, double scale) {
+  if (alpha < 0 || !x.requires_grad() || !at::GradMode::is_enabled()) return at::elu(x, alpha, scale);
+  at::Tensor y = x.clone();
+  at::elu_(y, alpha, scale);
+  return y;
+}
+Tensors elu(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  return one(eluKeepingResult(in[0], n.attrFloat("alpha", 1.0), 1.0));
+}
+Tensors selu(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  return one(eluKeepingResult(in[0], n.attrFloat("alpha", 1.67326319217681884765625), n.attrFloat("gamma", 1.05070102214813232421875)));
+}
+Tensors celu(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  return one(at::celu(in[0], n.attrFloat("alpha", 1.0)));
+}
+Tensors leakyRelu(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  return one(at::leaky_relu(in[0], n.attrFloat("alpha", 0.01)));
+}
+Tensors hardSigmoid(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  return one(at::clamp(in[0] * n.attrFloat("alpha", 0.2) + n.attrFloat("beta", 0.5), 0.0, 1.0));
+}
+Tensors prelu(const KernelContext&, const Graph&, const Node&, const Tensors& in) {
+  return one(at::where(in[0] < 0, in[0] * in[1], in[0]));
+}
+Tensors clip(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  if (hasAttr(n, "min") || hasAttr(n, "max")) // before opset 11
+    return one(at::clamp(in[0], n.attrFloat("min", -std::numeric_limits<float>::max()),
+                         n.attrFloat("max", std::numeric_limits<float>::max())));
+  if (!has(in, 1) && !has(in, 2)) return one(in[0]);
+  c10::optional<at::Tensor> lo, hi;
+  if (has(in, 1)) lo = in[1];
+  if (has(in, 2)) hi = in[2];
+  return one(at::clamp(in[0], lo, hi));
+}
+Tensors cast(const KernelContext&, const Graph& g, const Node& n, const Tensors& in) {
+  return one(in[0].to(torchDType(g.value(n.outputs[0]).type.dtype)));
+}
+
+Tensors add(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(in[0] + in[1]); }
+Tensors sub(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(in[0] - in[1]); }
+Tensors mul(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(in[0] * in[1]); }
+Tensors div(const KernelContext&, const Graph&, const Node&, const Tensors& in) {
+  if (at::isIntegralType(in[0].scalar_type(), /*includeBool=*/true)) return one(at::div(in[0], in[1], "trunc"));
+  return one(in[0] / in[1]);
+}
+Tensors pow(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::pow(in[0], in[1])); }
+Tensors mod(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  bool half = in[0].scalar_type() == at::kHalf;
+  at::Tensor a = half ? in[0].to(at::kFloat) : in[0], b = half ? in[1].to(at::kFloat) : in[1];
+  return one(n.attrInt("fmod", 0) ? at::fmod(a, b) : at::remainder(a, b));
+}
+Tensors equal(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::eq(in[0], in[1])); }
+Tensors less(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::lt(in[0], in[1])); }
+Tensors lessOrEqual(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::le(in[0], in[1])); }
+Tensors greater(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::gt(in[0], in[1])); }
+Tensors greaterOrEqual(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::ge(in[0], in[1])); }
+Tensors logicalAnd(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::logical_and(in[0], in[1])); }
+Tensors logicalOr(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::logical_or(in[0], in[1])); }
+Tensors logicalXor(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::logical_xor(in[0], in[1])); }
+Tensors where(const KernelContext&, const Graph&, const Node&, const Tensors& in) {
+  return one(at::where(in[0].to(at::kBool), in[1], in[2]));
+}
+
+// Variadic Max/Min/Sum/Mean with numpy broadcasting.
+Tensors max(const KernelContext&, const Graph&, const Node&, const Tensors& in) {
+  at::Tensor r = in[0];
+  for (size_t i = 1; i < in.size(); ++i) r = at::maximum(r, in[i]);
+  return one(r);
+}
+Tensors min(const KernelContext&, const Graph&, const Node&, const Tensors& in) {
+  at::Tensor r = in[0];
+  for (size_t i = 1; i < in.size(); ++i) r = at::minimum(r, in[i]);
+  return one(r);
+}
+Tensors sum(const KernelContext&, const Graph&, const Node&, const Tensors& in) {
+  at::Tensor r = in[0];
+  for (size_t i = 1; i < in.size(); ++i) r = r + in[i];
+  return one(r);
+}
+Tensors mean(const KernelContext& c, const Graph& g, const Node& n, const Tensors& in) {
+  at::Tensor r = sum(c, g, n, in)[0];
+  return one(in.size() == 1 ? r : r / static_cast<double>(in.size()));
+}
+
+// ------------------------------------------------------------------ contractions
 
 Tensors gemm(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
   at::Tensor a = n.attrInt("transA", 0) ? in[0].t() : in[0];
   at::Tensor b = n.attrInt("transB", 0) ? in[1].t() : in[1];
   const double alpha = n.attrFloat("alpha", 1.0), beta = n.attrFloat("beta", 1.0);
   // One fused kernel, one output buffer: what PyTorch's Linear does too.
-  if (in.size() > 2 && in[2].defined()) return one(at::addmm(in[2], a, b, beta, alpha));
+  if (has(in, 2)) return one(at::addmm(in[2], a, b, beta, alpha));
   at::Tensor y = at::mm(a, b);
   return one(alpha == 1.0 ? y : y * alpha);
 }
 Tensors matmul(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::matmul(in[0], in[1])); }
-Tensors add(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(in[0] + in[1]); }
-Tensors sub(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(in[0] - in[1]); }
-Tensors mul(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(in[0] * in[1]); }
-Tensors div(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(in[0] / in[1]); }
-Tensors relu(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::relu(in[0])); }
-Tensors tanh(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::tanh(in[0])); }
-Tensors sigmoid(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::sigmoid(in[0])); }
-Tensors exp(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::exp(in[0])); }
-Tensors neg(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::neg(in[0])); }
-Tensors sqrt(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::sqrt(in[0])); }
-Tensors erf(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::erf(in[0])); }
-Tensors identity(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(in[0]); }
-Tensors softmax(const KernelContext&, const Graph&, const Node& n, const Tensors& in) { return one(at::softmax(in[0], n.attrInt("axis", -1))); }
-Tensors logSoftmax(const KernelContext&, const Graph&, const Node& n, const Tensors& in) { return one(at::log_softmax(in[0], n.attrInt("axis", -1))); }
-Tensors layerNorm(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
-  int64_t axis = n.attrInt("axis", -1);
-  int64_t rank = in[0].dim();
-  if (axis < 0) axis += rank;
-  std::vector<int64_t> shape(in[0].sizes().begin() + axis, in[0].sizes().end());
-  at::Tensor bias = in.size() > 2 ? in[2] : at::Tensor();
-  return one(at::layer_norm(in[0], shape, in[1], bias, n.attrFloat("epsilon", 1e-5)));
+Tensors einsum(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  std::string eq = n.attrString("equation");
+  eq.erase(std::remove(eq.begin(), eq.end(), ' '), eq.end());
+  return one(at::einsum(eq, in));
 }
-Tensors reshape(const KernelContext&, const Graph& g, const Node& n, const Tensors& in) {
-  std::vector<int64_t> shape = constInts(g, n, 1);
+
+Tensors conv(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  const at::Tensor& w = in[1];
+  const int64_t rank = w.dim() - 2;
+  Window win = windowOf(n, in[0].sizes().slice(2), Ints(w.sizes().begin() + 2, w.sizes().end()));
+  at::Tensor x = in[0];
+  Ints padding = win.begin;
+  if (!win.symmetric()) {
+    x = at::constant_pad_nd(x, torchPads(win.begin, win.end), 0);
+    padding.assign(static_cast<size_t>(rank), 0);
+  }
+  c10::optional<at::Tensor> bias;
+  if (has(in, 2)) bias = in[2];
+  return one(at::convolution(x, w, bias, win.strides, padding, win.dilations, false, Ints(static_cast<size_t>(rank), 0),
+                             n.attrInt("group", 1)));
+}
+
+Tensors convTranspose(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  const at::Tensor& x = in[0];
+  const at::Tensor& w = in[1];
+  const size_t rank = static_cast<size_t>(w.dim() - 2);
+  const Ints strides = n.attrInts("strides", Ints(rank, 1));
+  const Ints dilations = n.attrInts("dilations", Ints(rank, 1));
+  const Ints outputPadding = n.attrInts("output_padding", Ints(rank, 0));
+  const int64_t group = n.attrInt("group", 1);
+  Ints full(rank), begin(rank, 0), end(rank, 0);
+  for (size_t i = 0; i < rank; ++i)
+    full[i] = strides[i] * (x.size(static_cast<int64_t>(i) + 2) - 1) + (w.size(static_cast<int64_t>(i) + 2) - 1) * dilations[i] + 1;
+  const std::string autoPad = n.attrString("auto_pad", "NOTSET");
+  Ints outputShape = n.attrInts("output_shape");
+  if (outputShape.size() > rank) outputShape.erase(outputShape.begin(), outputShape.end() - static_cast<int64_t>(rank));
+  if (outputShape.empty() && (autoPad == "SAME_UPPER" || autoPad == "SAME_LOWER"))
+    for (size_t i = 0; i < rank; ++i) outputShape.push_back(x.size(static_cast<int64_t>(i) + 2) * strides[i]);
+  if (!outputShape.empty()) {
+    for (size_t i = 0; i < rank; ++i) {
+      // Python's floor division, as the ONNX reference: a negative total extends the end.
+      const int64_t total = full[i] + outputPadding[i] - outputShape[i];
+      const int64_t half = total >= 0 ? total / 2 : -((1 - total) / 2);
+      begin[i] = autoPad == "SAME_UPPER" ? half : total - half;
+      end[i] = total - begin[i];
+    }
+  } else if (hasAttr(n, "pads")) {
+    Ints pads = n.attrInts("pads");
+    for (size_t i = 0; i < rank; ++i) {
+      begin[i] = pads[i];
+      end[i] = pads[i + rank];
+    }
+  }
+  c10::optional<at::Tensor> bias;
+  if (has(in, 2)) bias = in[2];
+  // ATen's transposed convolution takes symmetric padding and an output padding smaller than
+  // the stride or dilation; anything else crops or extends the full result.
+  bool native = begin == end;
+  for (size_t i = 0; i < rank && native; ++i)
+    native = begin[i] >= 0 && outputPadding[i] >= 0 && (outputPadding[i] < strides[i] || outputPadding[i] < dilations[i]);
+  if (native) return one(at::convolution(x, w, bias, strides, begin, dilations, true, outputPadding, group));
+  at::Tensor y = at::convolution(x, w, c10::nullopt, strides, Ints(rank, 0), dilations, true, Ints(rank, 0), group);
+  Ints cropBegin(rank), cropEnd(rank);
+  for (size_t i = 0; i < rank; ++i) {
+    cropBegin[i] = -begin[i];
+    cropEnd[i] = outputPadding[i] - end[i];
+  }
+  y = at::constant_pad_nd(y, torchPads(cropBegin, cropEnd), 0);
+  if (bias) {
+    Ints shape(rank + 2, 1);
+    shape[1] = -1;
+    y = y + bias->reshape(shape);
+  }
+  return one(y);
+}
+
+// ------------------------------------------------------------------ pooling
+
+/// Pools over 1-3 spatial dims; 1-D pools run as 2-D ones over a unit height.
+Tensors maxPool(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  at::Tensor x = asFloat(in[0]);
+  const size_t rank = static_cast<size_t>(x.dim() - 2);
+  const Ints spatial(x.sizes().begin() + 2, x.sizes().end());
+  Window w = windowOf(n, x.sizes().slice(2), n.attrInts("kernel_shape"));
+  const bool ceilMode = n.attrInt("ceil_mode", 0) != 0;
+  bool native = w.symmetric();
+  for (size_t i = 0; i < rank && native; ++i) native = 2 * w.begin[i] <= (w.kernel[i] - 1) * w.dilations[i] + 1;
+  Ints padding = w.begin;
+  if (!native) {
+    x = at::constant_pad_nd(x, torchPads(w.begin, w.end), -std::numeric_limits<double>::infinity());
+    padding.assign(rank, 0);
+  }
+  Ints padded(x.sizes().begin() + 2, x.sizes().end());
+  auto lift = [&](Ints v, int64_t unit) {
+    if (rank == 1) v.insert(v.begin(), unit);
+    return v;
+  };
+  at::Tensor xx = rank == 1 ? x.unsqueeze(2) : x;
+  std::tuple<at::Tensor, at::Tensor> r =
+      rank == 3 ? at::max_pool3d_with_indices(xx, w.kernel, w.strides, padding, w.dilations, ceilMode)
+                : at::max_pool2d_with_indices(xx, lift(w.kernel, 1), lift(w.strides, 1), lift(padding, 0),
+                                              lift(w.dilations, 1), ceilMode);
+  at::Tensor y = std::get<0>(r), idx = std::get<1>(r);
+  if (rank == 1) {
+    y = y.squeeze(2);
+    idx = idx.squeeze(2);
+  }
+  if (n.outputs.size() < 2) return one(y);
+  // ONNX indices: flat over the whole unpadded tensor, row-major (storage_order 0) or with the
+  // spatial dims in reverse (storage_order 1). ATen's are flat over one padded plane.
+  at::Tensor flat = at::zeros_like(idx);
+  std::vector<at::Tensor> coord(rank);
+  at::Tensor rest = idx;
+  for (size_t i = rank; i-- > 0;) {
+    coord[i] = at::remainder(rest, padded[i]) - (native ? 0 : w.begin[i]);
+    rest = at::div(rest, padded[i], "floor");
+  }
+  const bool columnMajor = n.attrInt("storage_order", 0) == 1;
+  for (size_t k = 0; k < rank; ++k) {
+    size_t i = columnMajor ? rank - 1 - k : k;
+    flat = flat * spatial[i] + coord[i];
+  }
+  int64_t plane = 1;
+  for (int64_t s : spatial) plane *= s;
+  Ints base(rank + 2, 1);
+  base[0] = x.size(0);
+  base[1] = x.size(1);
+  flat = flat + at::arange(x.size(0) * x.size(1), idx.options()).reshape(base) * plane;
+  return {y, flat};
+}
+
+at::Tensor avgPoolRaw(const at::Tensor& x, const Ints& kernel, const Ints& strides, const Ints& padding, bool ceilMode,
+                      bool countPad, c10::optional<int64_t> divisor) {
+  if (kernel.size() == 3) return at::avg_pool3d(x, kernel, strides, padding, ceilMode, countPad, divisor);
+  if (kernel.size() == 2) return at::avg_pool2d(x, kernel, strides, padding, ceilMode, countPad, divisor);
+  return at::avg_pool2d(x.unsqueeze(2), {1, kernel[0]}, {1, strides[0]}, {0, padding[0]}, ceilMode, countPad, divisor).squeeze(2);
+}
+
+Tensors averagePool(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  at::Tensor x = asFloat(in[0]);
+  const size_t rank = static_cast<size_t>(x.dim() - 2);
+  Window w = windowOf(n, x.sizes().slice(2), n.attrInts("kernel_shape"));
+  const bool ceilMode = n.attrInt("ceil_mode", 0) != 0;
+  const bool countPad = n.attrInt("count_include_pad", 0) != 0;
+  bool native = w.symmetric();
+  for (size_t i = 0; i < rank && native; ++i) native = 2 * w.begin[i] <= w.kernel[i];
+  if (native) return one(avgPoolRaw(x, w.kernel, w.strides, w.begin, ceilMode, countPad, c10::nullopt));
+  // Asymmetric pads: window sums over the zero-padded input divided by the number of window
+  // elements that are inputs (or inputs and pads).
+  const Ints zeros(rank, 0), pads = torchPads(w.begin, w.end);
+  at::Tensor sums = avgPoolRaw(at::constant_pad_nd(x, pads, 0), w.kernel, w.strides, zeros, ceilMode, true, 1);
+  Ints onesShape(rank + 2, 1);
+  std::copy(x.sizes().begin() + 2, x.sizes().end(), onesShape.begin() + 2);
+  at::Tensor ones = at::constant_pad_nd(at::ones(onesShape, x.options()), pads, countPad ? 1 : 0);
+  at::Tensor counts = avgPoolRaw(ones, w.kernel, w.strides, zeros, ceilMode, true, 1);
+  return one(sums / counts);
+}
+
+Tensors globalAveragePool(const KernelContext&, const Graph&, const Node&, const Tensors& in) {
+  Ints dims = allAxes(in[0].dim());
+  dims.erase(dims.begin(), dims.begin() + 2);
+  return one(at::mean(asFloat(in[0]), dims, true));
+}
+Tensors globalMaxPool(const KernelContext&, const Graph&, const Node&, const Tensors& in) {
+  Ints dims = allAxes(in[0].dim());
+  dims.erase(dims.begin(), dims.begin() + 2);
+  return one(at::amax(in[0], dims, true));
+}
+
+// ------------------------------------------------------------------ normalization
+
+Tensors batchNorm(const KernelContext& context, const Graph&, const Node& n, const Tensors& in) {
+  const at::Tensor &x = in[0], &runningMean = in[3], &runningVar = in[4];
+  const double eps = n.attrFloat("epsilon", 1e-5), momentum = n.attrFloat("momentum", 0.9);
+  // Training: the training_mode attribute (opset 14+), or any output beyond Y (opsets 7-13).
+  const bool training = n.attrInt("training_mode", 0) != 0 || n.outputs.size() > 1;
+  if (!training) return one(at::batch_norm(x, in[1], in[2], runningMean.detach(), runningVar.detach(), false, 0.0, eps, false));
+  at::Tensor y = at::batch_norm(x, in[1], in[2], c10::nullopt, c10::nullopt, true, 0.0, eps, false);
+  if (n.outputs.size() == 1 && !context.firstForward) return one(y);
+  // ONNX: running = running * momentum + batch * (1 - momentum), with the biased batch
+  // variance (PyTorch's momentum is 1 - ONNX's and it keeps the unbiased variance).
+  at::NoGradGuard noGrad;
+  Ints dims = allAxes(x.dim());
+  dims.erase(dims.begin() + 1);
+  at::Tensor batchMean = x.mean(dims), batchVar = x.var(dims, /*unbiased=*/false);
+  at::Tensor newMean = runningMean * momentum + batchMean * (1 - momentum);
+  at::Tensor newVar = runningVar * momentum + batchVar * (1 - momentum);
+  if (context.firstForward) {
+    runningMean.copy_(newMean);
+    runningVar.copy_(newVar);
+  }
+  // Opsets 7-13 also output the saved batch mean and variance.
+  return {y, newMean, newVar, batchMean, batchVar};
+}
+
+Tensors instanceNorm(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  return one(at::instance_norm(in[0], in[1], in[2], c10::nullopt, c10::nullopt, true, 0.0, n.attrFloat("epsilon", 1e-5), false));
+}
+
+Tensors layerNorm(const KernelContext&, const Graph& g, const Node& n, const Tensors& in) {
+  const at::Tensor& x = in[0];
+  const int64_t axis = normAxis(n.attrInt("axis", -1), x.dim());
+  const Ints shape(x.sizes().begin() + axis, x.sizes().end());
+  at::Tensor scale = in[1].sizes() == at::IntArrayRef(shape) ? in[1] : in[1].expand(shape);
+  c10::optional<at::Tensor> bias;
+  if (has(in, 2)) bias = in[2].sizes() == at::IntArrayRef(shape) ? in[2] : in[2].expand(shape);
+  const double eps = n.attrFloat("epsilon", 1e-5);
+  if (n.outputs.size() == 1) return one(at::layer_norm(x, shape, scale, bias, eps));
+  auto [y, mu, rstd] = at::native_layer_norm(x, shape, scale, bias, eps);
+  Tensors out{y, mu.reshape(outShape(g, n, 1))};
+  if (n.outputs.size() > 2) out.push_back(rstd.reshape(outShape(g, n, 2)));
+  return out;
+}
+
+Tensors softmax(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  return one(at::softmax(in[0], n.attrInt("axis", -1)));
+}
+Tensors logSoftmax(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  return one(at::log_softmax(in[0], n.attrInt("axis", -1)));
+}
+
+Tensors dropout(const KernelContext& context, const Graph&, const Node& n, const Tensors& in) {
+  const at::Tensor& x = in[0];
+  const double ratio = has(in, 1) ? scalar(in[1]) : n.attrFloat("ratio", 0.5);
+  const bool training = has(in, 2) ? scalar(in[2]) != 0 : n.attrInt("training_mode", 0) != 0;
+  const bool wantMask = n.outputs.size() > 1;
+  if (!training || ratio == 0) {
+    Tensors out{x};
+    if (wantMask) out.push_back(at::ones(x.sizes(), x.options().dtype(at::kBool)));
+    return out;
+  }
+  c10::optional<at::Generator> gen;
+  if (context.generator) gen = *context.generator;
+  at::Tensor keep = at::empty(x.sizes(), x.options().dtype(at::kBool)).bernoulli_(1.0 - ratio, gen);
+  // Autograd saves only the bool mask (Ops.def's Mask); scaling the fresh product in place
+  // saves nothing more.
+  at::Tensor y = x * keep;
+  y.mul_(1.0 / (1.0 - ratio));
+  Tensors out{y};
+  if (wantMask) out.push_back(keep);
+  return out;
+}
+
+// ------------------------------------------------------------------ reductions
+
+enum class Reduction { Sum, Mean, Max, Min, Prod, L2, SumSquare };
+
+template <Reduction R>
+Tensors reduce(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  at::Tensor x = in[0];
+  Ints axes = axesOf(n, in, 1);
+  const bool keep = n.attrInt("keepdims", 1) != 0;
+  if (axes.empty()) {
+    if (n.attrInt("noop_with_empty_axes", 0)) return one(x);
+    axes = allAxes(x.dim());
+  }
+  for (int64_t& a : axes) a = normAxis(a, x.dim());
+  switch (R) {
+  case Reduction::Sum: return one(at::sum(x, axes, keep));
+  case Reduction::Mean: return one(at::mean(asFloat(x), axes, keep));
+  case Reduction::Max: return one(x.dim() == 0 ? x : at::amax(x, axes, keep));
+  case Reduction::Min: return one(x.dim() == 0 ? x : at::amin(x, axes, keep));
+  case Reduction::Prod: {
+    std::sort(axes.rbegin(), axes.rend());
+    for (int64_t a : axes) x = at::prod(x, a, keep);
+    return one(x);
+  }
+  case Reduction::L2: return one(at::linalg_vector_norm(asFloat(x), 2, axes, keep));
+  case Reduction::SumSquare: return one(at::sum(x * x, axes, keep));
+  }
+  return {};
+}
+
+template <bool IsMax>
+Tensors argReduce(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  const int64_t axis = normAxis(n.attrInt("axis", 0), in[0].dim());
+  const bool keep = n.attrInt("keepdims", 1) != 0;
+  at::Tensor x = asFloat(in[0]);
+  if (!n.attrInt("select_last_index", 0)) return one(IsMax ? at::argmax(x, axis, keep) : at::argmin(x, axis, keep));
+  at::Tensor flipped = x.flip(axis);
+  at::Tensor i = IsMax ? at::argmax(flipped, axis, keep) : at::argmin(flipped, axis, keep);
+  return one(x.size(axis) - 1 - i);
+}
+
+Tensors cumSum(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  const int64_t axis = normAxis(static_cast<int64_t>(scalar(in[1])), in[0].dim());
+  const bool reverse = n.attrInt("reverse", 0) != 0;
+  at::Tensor x = reverse ? in[0].flip(axis) : in[0];
+  if (n.attrInt("exclusive", 0)) {
+    Ints pads(2 * static_cast<size_t>(x.dim() - axis), 0);
+    pads[pads.size() - 2] = 1;
+    pads[pads.size() - 1] = -1;
+    x = at::constant_pad_nd(x, pads, 0);
+  }
+  at::Tensor y = at::cumsum(x, axis);
+  return one(reverse ? y.flip(axis) : y);
+}
+
+// ------------------------------------------------------------------ shapes and data movement
+
+Tensors reshape(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  Ints shape = ints(in[1]);
   for (size_t i = 0; i < shape.size(); ++i)
     if (shape[i] == 0 && !n.attrInt("allowzero", 0)) shape[i] = in[0].size(static_cast<int64_t>(i));
   return one(in[0].reshape(shape));
 }
+Tensors flatten(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  const at::Tensor& x = in[0];
+  const int64_t axis = normAxis(n.attrInt("axis", 1), x.dim());
+  int64_t outer = 1, inner = 1;
+  for (int64_t i = 0; i < x.dim(); ++i) (i < axis ? outer : inner) *= x.size(i);
+  return one(x.reshape({outer, inner}));
+}
+Tensors squeeze(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  Ints axes = axesOf(n, in, 1);
+  if (axes.empty()) return one(at::squeeze(in[0]));
+  for (int64_t& a : axes) a = normAxis(a, in[0].dim());
+  std::sort(axes.rbegin(), axes.rend());
+  at::Tensor x = in[0];
+  for (int64_t a : axes) x = x.squeeze(a);
+  return one(x);
+}
+Tensors unsqueeze(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  Ints axes = axesOf(n, in, 1);
+  const int64_t rank = in[0].dim() + static_cast<int64_t>(axes.size());
+  for (int64_t& a : axes) a = normAxis(a, rank);
+  std::sort(axes.begin(), axes.end());
+  at::Tensor x = in[0];
+  for (int64_t a : axes) x = x.unsqueeze(a);
+  return one(x);
+}
 Tensors transpose(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
-  std::vector<int64_t> perm = n.attrInts("perm");
+  Ints perm = n.attrInts("perm");
   if (perm.empty())
     for (int64_t i = in[0].dim() - 1; i >= 0; --i) perm.push_back(i);
   return one(in[0].permute(perm).contiguous());
 }
-Tensors flatten(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
-  int64_t axis = n.attrInt("axis", 1);
-  if (axis < 0) axis += in[0].dim();
-  int64_t outer = 1;
-  for (int64_t i = 0; i < axis; ++i) outer *= in[0].size(i);
-  return one(in[0].reshape({outer, -1}));
+Tensors concat(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  return one(at::cat(in, normAxis(n.attrInt("axis", 0), in[0].dim())));
 }
+Tensors splitOf(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  const at::Tensor& x = in[0];
+  const int64_t axis = normAxis(n.attrInt("axis", 0), x.dim());
+  Ints sizes = hasAttr(n, "split") ? n.attrInts("split") : has(in, 1) ? ints(in[1]) : Ints{};
+  if (sizes.empty()) {
+    const int64_t parts = static_cast<int64_t>(n.outputs.size());
+    const int64_t chunk = (x.size(axis) + parts - 1) / parts;
+    for (int64_t left = x.size(axis); left > 0; left -= chunk) sizes.push_back(std::min(chunk, left));
+    sizes.resize(n.outputs.size(), 0);
+  }
+  Tensors out = at::split_with_sizes(x, sizes, axis);
+  for (at::Tensor& t : out) t = t.contiguous();
+  return out;
+}
+
+Tensors slice(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  at::Tensor x = in[0];
+  Ints starts, ends, axes, steps;
+  if (hasAttr(n, "starts")) { // before opset 10
+    starts = n.attrInts("starts");
+    ends = n.attrInts("ends");
+    axes = n.attrInts("axes");
+  } else {
+    starts = ints(in[1]);
+    ends = ints(in[2]);
+    if (has(in, 3)) axes = ints(in[3]);
+    if (has(in, 4)) steps = ints(in[4]);
+  }
+  if (axes.empty()) axes = allAxes(static_cast<int64_t>(starts.size()));
+  steps.resize(starts.size(), 1);
+  for (size_t i = 0; i < starts.size(); ++i) {
+    const int64_t a = normAxis(axes[i], x.dim()), d = x.size(a), step = steps[i];
+    int64_t s = starts[i], e = ends[i];
+    if (s < 0) s += d;
+    if (e < 0) e += d;
+    if (step > 0) {
+      s = std::clamp<int64_t>(s, 0, d);
+      e = std::clamp<int64_t>(e, 0, d);
+      x = x.slice(a, s, std::max(s, e), step);
+    } else if (d == 0) {
+      x = x.slice(a, 0, 0);
+    } else {
+      s = std::clamp<int64_t>(s, 0, d - 1);
+      e = std::clamp<int64_t>(e, -1, d - 1);
+      at::Tensor idx = s > e ? at::arange(s, e, step, x.options().dtype(at::kLong)) : at::empty({0}, x.options().dtype(at::kLong));
+      x = x.index_select(a, idx);
+    }
+  }
+  return one(x.contiguous());
+}
+
+/// Indices as int64 with negative ones counted from the end of a dim of size `size`; the input
+/// itself when it already is (autograd then keeps no copy).
+at::Tensor indices(const at::Tensor& t, int64_t size) {
+  at::Tensor idx = t.to(at::kLong);
+  return idx.numel() > 0 && (idx < 0).any().item<bool>() ? at::where(idx < 0, idx + size, idx) : idx;
+}
+
+Tensors gather(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  const at::Tensor& x = in[0];
+  const int64_t axis = normAxis(n.attrInt("axis", 0), x.dim());
+  at::Tensor idx = indices(in[1], x.size(axis));
+  Ints shape(x.sizes().begin(), x.sizes().begin() + axis);
+  shape.insert(shape.end(), idx.sizes().begin(), idx.sizes().end());
+  shape.insert(shape.end(), x.sizes().begin() + axis + 1, x.sizes().end());
+  return one(x.index_select(axis, idx.reshape({-1})).reshape(shape));
+}
+/// at::gather's backward keeps its whole data input; a gather through flat indices keeps only
+/// the indices, as Ops.def says.
+Tensors gatherElements(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  const at::Tensor& x = in[0];
+  const int64_t axis = normAxis(n.attrInt("axis", 0), x.dim());
+  at::Tensor idx = indices(in[1], x.size(axis));
+  at::Tensor flat = at::zeros_like(idx);
+  int64_t stride = 1;
+  for (int64_t d = x.dim() - 1; d >= 0; --d) {
+    Ints shape(static_cast<size_t>(x.dim()), 1);
+    shape[static_cast<size_t>(d)] = idx.size(d);
+    at::Tensor coord = d == axis ? idx : at::arange(idx.size(d), idx.options()).reshape(shape);
+    flat = flat + coord * stride;
+    stride *= x.size(d);
+  }
+  return one(x.reshape({-1}).index_select(0, flat.reshape({-1})).reshape(idx.sizes()));
+}
+Tensors expand(const KernelContext&, const Graph&, const Node&, const Tensors& in) {
+  return one(in[0].expand(at::infer_size(in[0].sizes(), ints(in[1]))).contiguous());
+}
+Tensors tile(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(in[0].repeat(ints(in[1]))); }
+
+Tensors pad(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  at::Tensor x = in[0];
+  const int64_t rank = x.dim();
+  const std::string mode = n.attrString("mode", "constant");
+  Ints pads = hasAttr(n, "pads") ? n.attrInts("pads") : ints(in[1]); // attribute before opset 11
+  Ints axes = has(in, 3) ? ints(in[3]) : allAxes(rank);
+  Ints begin(static_cast<size_t>(rank), 0), end(static_cast<size_t>(rank), 0);
+  for (size_t i = 0; i < axes.size(); ++i) {
+    const size_t a = static_cast<size_t>(normAxis(axes[i], rank));
+    begin[a] = pads[i];
+    end[a] = pads[i + axes.size()];
+  }
+  if (mode == "constant") {
+    const double value = hasAttr(n, "value") ? n.attrFloat("value", 0.0) : has(in, 2) ? scalar(in[2]) : 0.0;
+    return one(at::constant_pad_nd(x, torchPads(begin, end), value));
+  }
+  // edge and reflect: gather along each padded axis.
+  for (int64_t a = 0; a < rank; ++a) {
+    const int64_t b = begin[static_cast<size_t>(a)], e = end[static_cast<size_t>(a)], d = x.size(a);
+    if (b == 0 && e == 0) continue;
+    Ints idx;
+    for (int64_t i = -b; i < d + e; ++i) {
+      int64_t j = i;
+      if (mode == "edge") {
+        j = std::clamp<int64_t>(i, 0, d - 1);
+      } else if (d > 1) {
+        const int64_t period = 2 * (d - 1);
+        j = ((i % period) + period) % period;
+        if (j >= d) j = period - j;
+      } else {
+        j = 0;
+      }
+      idx.push_back(j);
+    }
+    x = x.index_select(a, at::tensor(idx, x.options().dtype(at::kLong)));
+  }
+  return one(x);
+}
+
+Tensors depthToSpace(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  const at::Tensor& x = in[0];
+  const int64_t b = n.attrInt("blocksize", 1), N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  at::Tensor y = n.attrString("mode", "DCR") == "CRD"
+                     ? x.reshape({N, C / (b * b), b, b, H, W}).permute({0, 1, 4, 2, 5, 3})
+                     : x.reshape({N, b, b, C / (b * b), H, W}).permute({0, 3, 4, 1, 5, 2});
+  return one(y.reshape({N, C / (b * b), H * b, W * b}));
+}
+Tensors spaceToDepth(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  const at::Tensor& x = in[0];
+  const int64_t b = n.attrInt("blocksize", 1), N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  return one(x.reshape({N, C, H / b, b, W / b, b}).permute({0, 3, 5, 1, 2, 4}).reshape({N, C * b * b, H / b, W / b}));
+}
+
+Tensors trilu(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  const int64_t k = has(in, 1) ? static_cast<int64_t>(scalar(in[1])) : 0;
+  return one(n.attrInt("upper", 1) ? at::triu(in[0], k) : at::tril(in[0], k));
+}
+
+Tensors shapeOf(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  const int64_t rank = in[0].dim();
+  int64_t start = std::clamp<int64_t>(normAxis(n.attrInt("start", 0), rank), 0, rank);
+  int64_t end = std::clamp<int64_t>(normAxis(n.attrInt("end", rank), rank), 0, rank);
+  Ints dims(in[0].sizes().begin() + start, in[0].sizes().begin() + std::max(start, end));
+  return one(at::tensor(dims, at::TensorOptions().dtype(at::kLong)));
+}
+Tensors sizeOf(const KernelContext&, const Graph&, const Node&, const Tensors& in) {
+  return one(at::scalar_tensor(in[0].numel(), at::TensorOptions().dtype(at::kLong)));
+}
+Tensors constantOfShape(const KernelContext&, const Graph& g, const Node& n, const Tensors& in) {
+  const at::ScalarType type = torchDType(g.value(n.outputs[0]).type.dtype);
+  const double value = n.attrFloat("value", 0.0);
+  at::Scalar s = at::isFloatingType(type) ? at::Scalar(value)
+                 : type == at::kBool     ? at::Scalar(value != 0)
+                                         : at::Scalar(static_cast<int64_t>(value));
+  return one(at::full(ints(in[0]), s, at::TensorOptions().dtype(type)));
+}
+Tensors range(const KernelContext&, const Graph& g, const Node& n, const Tensors& in) {
+  const at::ScalarType type = torchDType(g.value(n.outputs[0]).type.dtype);
+  const double start = scalar(in[0]), limit = scalar(in[1]), delta = scalar(in[2]);
+  const int64_t count = std::max<int64_t>(static_cast<int64_t>(std::ceil((limit - start) / delta)), 0);
+  if (at::isFloatingType(type))
+    return one(at::arange(count, at::TensorOptions().dtype(at::kDouble)).mul(delta).add(start).to(type));
+  return one(at::arange(count, at::TensorOptions().dtype(at::kLong)).mul(static_cast<int64_t>(delta)).add(static_cast<int64_t>(start)));
+}
+Tensors oneHot(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  const int64_t depth = static_cast<int64_t>(scalar(in[1]));
+  const int64_t rank = in[0].dim() + 1;
+  const int64_t axis = normAxis(n.attrInt("axis", -1), rank);
+  at::Tensor idx = in[0].to(at::kLong);
+  idx = at::where(idx < 0, idx + depth, idx).unsqueeze(axis);
+  Ints classShape(static_cast<size_t>(rank), 1);
+  classShape[static_cast<size_t>(axis)] = depth;
+  at::Tensor classes = at::arange(depth, idx.options()).reshape(classShape);
+  const at::Tensor& values = in[2];
+  return one(at::where(idx == classes, values[1], values[0]));
+}
+
+// Resize/Upsample: separable resampling, one gather + weighted sum per resized axis, with the
+// neighbour and coefficient rules of the ONNX reference implementation.
+struct ResizeMode {
+  std::string mode = "nearest", transform = "half_pixel", nearest = "round_prefer_floor";
+  double cubicA = -0.75, extrapolation = 0.0;
+  bool excludeOutside = false;
+};
+
+at::Tensor resample(at::Tensor x, const ResizeMode& m, const std::vector<double>& scales, const Ints& sizes,
+                    const std::vector<double>& roi) {
+  const int64_t rank = x.dim();
+  const bool integral = !at::isFloatingType(x.scalar_type());
+  for (int64_t a = 0; a < rank; ++a) {
+    const int64_t inLen = x.size(a);
+    const double scale = sizes.empty() ? scales[static_cast<size_t>(a)] : static_cast<double>(sizes[static_cast<size_t>(a)]) / static_cast<double>(inLen);
+    const int64_t outLen = sizes.empty() ? static_cast<int64_t>(std::floor(scale * static_cast<double>(inLen))) : sizes[static_cast<size_t>(a)];
+    const bool crop = m.transform == "tf_crop_and_resize";
+    double roiStart = 0, roiEnd = 1;
+    if (crop && roi.size() == static_cast<size_t>(2 * rank)) {
+      roiStart = roi[static_cast<size_t>(a)];
+      roiEnd = roi[static_cast<size_t>(a + rank)];
+    }
+    if (scale == 1.0 && outLen == inLen && (!crop || (roiStart == 0 && roiEnd == 1))) continue;
+    const double outWidth = scale * static_cast<double>(inLen);
+    const int taps = m.mode == "nearest" ? 1 : m.mode == "cubic" ? 4 : 2;
+    Ints index;
+    std::vector<double> weight;
+    std::vector<uint8_t> inside;
+    for (int64_t j = 0; j < outLen; ++j) {
+      const double xo = static_cast<double>(j);
+      double xi = 0;
+      if (m.transform == "align_corners") xi = outWidth == 1 ? 0 : xo * static_cast<double>(inLen - 1) / (outWidth - 1);
+      else if (m.transform == "asymmetric") xi = xo / scale;
+      else if (m.transform == "pytorch_half_pixel") xi = outWidth == 1 ? -0.5 : (xo + 0.5) / scale - 0.5;
+      else if (m.transform == "tf_half_pixel_for_nn") xi = (xo + 0.5) / scale;
+      else if (crop)
+        xi = (outWidth == 1 ? (roiEnd - roiStart) * static_cast<double>(inLen - 1) / 2
+                            : xo * (roiEnd - roiStart) * static_cast<double>(inLen - 1) / (outWidth - 1)) +
+             roiStart * static_cast<double>(inLen - 1);
+      else xi = (xo + 0.5) / scale - 0.5; // half_pixel
+      inside.push_back(!crop || (xi >= 0 && xi <= static_cast<double>(inLen - 1)));
+      // Neighbours left of xi are preferred: the ratio lies in (0, 1].
+      int64_t base = static_cast<int64_t>(std::floor(xi));
+      double ratio = xi - static_cast<double>(base);
+      if (ratio == 0) {
+        base -= 1;
+        ratio = 1;
+      }
+      auto clampIndex = [&](int64_t i) { return std::clamp<int64_t>(i, 0, inLen - 1); };
+      if (taps == 1) {
+        bool upper = ratio == 1;
+        if (!upper) {
+          if (m.nearest == "round_prefer_ceil") upper = ratio >= 0.5;
+          else if (m.nearest == "floor") upper = false;
+          else if (m.nearest == "ceil") upper = true;
+          else upper = ratio > 0.5;
+        }
+        index.push_back(clampIndex(base + (upper ? 1 : 0)));
+        weight.push_back(1);
+        continue;
+      }
+      std::vector<double> c;
+      int64_t first = base;
+      if (taps == 2) {
+        c = {1 - ratio, ratio};
+      } else {
+        const double A = m.cubicA, r = ratio, s = 1 - ratio;
+        c = {((A * (r + 1) - 5 * A) * (r + 1) + 8 * A) * (r + 1) - 4 * A, ((A + 2) * r - (A + 3)) * r * r + 1,
+             ((A + 2) * s - (A + 3)) * s * s + 1, ((A * (s + 1) - 5 * A) * (s + 1) + 8 * A) * (s + 1) - 4 * A};
+        first = base - 1;
+      }
+      if (m.excludeOutside) {
+        double total = 0;
+        for (int t = 0; t < taps; ++t) {
+          const int64_t i = first + t;
+          if (i < 0 || i >= inLen) c[static_cast<size_t>(t)] = 0;
+          total += c[static_cast<size_t>(t)];
+        }
+        for (double& v : c) v /= total;
+      }
+      for (int t = 0; t < taps; ++t) {
+        index.push_back(clampIndex(first + t));
+        weight.push_back(c[static_cast<size_t>(t)]);
+      }
+    }
+    at::Tensor idx = at::tensor(index, x.options().dtype(at::kLong));
+    at::Tensor g = x.index_select(a, idx);
+    if (taps > 1) {
+      if (integral) g = g.to(at::kFloat);
+      Ints tapped(g.sizes().begin(), g.sizes().end());
+      tapped[static_cast<size_t>(a)] = outLen;
+      tapped.insert(tapped.begin() + a + 1, taps);
+      Ints wshape(static_cast<size_t>(rank + 1), 1);
+      wshape[static_cast<size_t>(a)] = outLen;
+      wshape[static_cast<size_t>(a + 1)] = taps;
+      at::Tensor w = at::tensor(weight, g.options().dtype(at::kDouble)).to(g.scalar_type()).reshape(wshape);
+      g = (g.reshape(tapped) * w).sum(a + 1);
+    }
+    if (crop && std::find(inside.begin(), inside.end(), 0) != inside.end()) {
+      Ints mshape(static_cast<size_t>(rank), 1);
+      mshape[static_cast<size_t>(a)] = outLen;
+      at::Tensor mask = at::tensor(Ints(inside.begin(), inside.end()), x.options().dtype(at::kLong)).to(at::kBool).reshape(mshape);
+      g = at::where(mask, g, at::scalar_tensor(m.extrapolation, g.options()));
+    }
+    x = g;
+  }
+  return x;
+}
+
+Tensors resize(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  ResizeMode m;
+  m.mode = n.attrString("mode", "nearest");
+  std::vector<double> scales, roi;
+  Ints sizes;
+  if (in.size() == 2) { // opset 10: (X, scales), Upsample's asymmetric coordinates
+    m.transform = "asymmetric";
+    m.nearest = "floor";
+    scales = doubles(in[1]);
+  } else {
+    m.transform = n.attrString("coordinate_transformation_mode", "half_pixel");
+    m.nearest = n.attrString("nearest_mode", "round_prefer_floor");
+    m.cubicA = n.attrFloat("cubic_coeff_a", -0.75);
+    m.excludeOutside = n.attrInt("exclude_outside", 0) != 0;
+    m.extrapolation = n.attrFloat("extrapolation_value", 0.0);
+    if (has(in, 1) && in[1].numel() > 0) roi = doubles(in[1]);
+    if (has(in, 2) && in[2].numel() > 0) scales = doubles(in[2]);
+    if (has(in, 3) && in[3].numel() > 0) sizes = ints(in[3]);
+  }
+  return one(resample(in[0], m, scales, sizes, roi));
+}
+Tensors upsample(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  ResizeMode m;
+  m.mode = n.attrString("mode", "nearest");
+  if (m.mode == "bilinear" || m.mode == "trilinear") m.mode = "linear";
+  m.transform = "asymmetric";
+  m.nearest = "floor";
+  std::vector<double> scales = hasAttr(n, "scales") ? std::get<std::vector<double>>(n.attrs.at("scales")) : doubles(in[1]);
+  return one(resample(in[0], m, scales, {}, {}));
+}
+
+// ------------------------------------------------------------------ tbp's losses
+
 Tensors sumLoss(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(in[0].sum()); }
 Tensors meanLoss(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(in[0].mean()); }
 Tensors mseLoss(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one((in[0] - in[1]).pow(2).mean()); }
@@ -84,17 +935,70 @@ Tensors crossEntropy(const KernelContext&, const Graph&, const Node&, const Tens
   return one(at::nll_loss(logp, in[1].reshape({-1})));
 }
 
+// ------------------------------------------------------------------ the table
+
+/// Runs `K` as the rest of the runtime expects a kernel to behave:
+///  - inputs that Ops.def says take no gradient (shapes, indices, running statistics, all inputs
+///    of Mod, comparisons, ...) reach the kernel detached, so autograd neither differentiates
+///    nor saves them;
+///  - an output that is an input tensor itself (Identity, a Clip without bounds) becomes an
+///    alias, because the executor frees a stage's leaves and dead outputs by swapping their
+///    storage, which must not reach another value;
+///  - each output is cast to the IR dtype of the node's output (ATen promotes where ONNX keeps
+///    the input type: integer sums, argmax, pools computed in float).
+template <Kernel K>
+Tensors typed(const KernelContext& context, const Graph& g, const Node& n, const Tensors& in) {
+  const uint32_t noGrad = ir::opInfo(n.op).noGradInputs;
+  bool detach = false;
+  for (size_t i = 0; i < in.size() && i < 32; ++i) detach = detach || ((noGrad >> i) & 1u && in[i].defined() && in[i].requires_grad());
+  Tensors detached;
+  if (detach) {
+    detached = in;
+    for (size_t i = 0; i < in.size() && i < 32; ++i)
+      if ((noGrad >> i) & 1u && in[i].defined()) detached[i] = in[i].detach();
+  }
+  Tensors out = K(context, g, n, detach ? detached : in);
+  if (out.size() > n.outputs.size()) out.resize(n.outputs.size());
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (!out[i].defined()) continue;
+    for (const at::Tensor& t : in)
+      if (t.defined() && t.unsafeGetTensorImpl() == out[i].unsafeGetTensorImpl()) out[i] = out[i].alias();
+    const at::ScalarType want = torchDType(g.value(n.outputs[i]).type.dtype);
+    if (out[i].scalar_type() != want) out[i] = out[i].to(want);
+  }
+  return out;
+}
+
+#define K(op, fn) {ir::Op::op, typed<fn>}
 constexpr std::pair<ir::Op, Kernel> kKernels[] = {
-    {ir::Op::Gemm, gemm},           {ir::Op::MatMul, matmul},     {ir::Op::Add, add},
-    {ir::Op::Sub, sub},             {ir::Op::Mul, mul},           {ir::Op::Div, div},
-    {ir::Op::Relu, relu},           {ir::Op::Tanh, tanh},         {ir::Op::Sigmoid, sigmoid},
-    {ir::Op::Exp, exp},             {ir::Op::Neg, neg},           {ir::Op::Sqrt, sqrt},
-    {ir::Op::Erf, erf},             {ir::Op::Identity, identity}, {ir::Op::Softmax, softmax},
-    {ir::Op::LogSoftmax, logSoftmax}, {ir::Op::LayerNormalization, layerNorm},
-    {ir::Op::Reshape, reshape},     {ir::Op::Transpose, transpose}, {ir::Op::Flatten, flatten},
-    {ir::Op::SumLoss, sumLoss},     {ir::Op::MeanLoss, meanLoss}, {ir::Op::MseLoss, mseLoss},
-    {ir::Op::CrossEntropyLoss, crossEntropy},
+    K(Identity, identity), K(Relu, relu), K(LeakyRelu, leakyRelu), K(Elu, elu), K(Selu, selu), K(Celu, celu),
+    K(Sigmoid, sigmoid), K(HardSigmoid, hardSigmoid), K(HardSwish, hardSwish), K(Tanh, tanh),
+    K(Softplus, softplus), K(Softsign, softsign), K(Exp, exp), K(Log, log), K(Sqrt, sqrt),
+    K(Reciprocal, reciprocal), K(Neg, neg), K(Abs, abs), K(Erf, erf), K(Sin, sin), K(Cos, cos),
+    K(Sign, sign), K(Floor, floor), K(Ceil, ceil), K(Round, round), K(Not, logicalNot), K(IsNaN, isNaN),
+    K(IsInf, isInf), K(Cast, cast), K(Clip, clip), K(Dropout, dropout),
+    K(Add, add), K(Sub, sub), K(Mul, mul), K(Div, div), K(Pow, pow), K(Max, max), K(Min, min),
+    K(Mean, mean), K(Sum, sum), K(PRelu, prelu), K(Mod, mod), K(Equal, equal), K(Less, less),
+    K(LessOrEqual, lessOrEqual), K(Greater, greater), K(GreaterOrEqual, greaterOrEqual),
+    K(And, logicalAnd), K(Or, logicalOr), K(Xor, logicalXor), K(Where, where),
+    K(MatMul, matmul), K(Gemm, gemm), K(Conv, conv), K(ConvTranspose, convTranspose), K(Einsum, einsum),
+    K(MaxPool, maxPool), K(AveragePool, averagePool), K(GlobalAveragePool, globalAveragePool),
+    K(GlobalMaxPool, globalMaxPool),
+    K(BatchNormalization, batchNorm), K(InstanceNormalization, instanceNorm),
+    K(LayerNormalization, layerNorm), K(Softmax, softmax), K(LogSoftmax, logSoftmax),
+    K(ReduceMean, reduce<Reduction::Mean>), K(ReduceSum, reduce<Reduction::Sum>),
+    K(ReduceMax, reduce<Reduction::Max>), K(ReduceMin, reduce<Reduction::Min>),
+    K(ReduceProd, reduce<Reduction::Prod>), K(ReduceL2, reduce<Reduction::L2>),
+    K(ReduceSumSquare, reduce<Reduction::SumSquare>), K(ArgMax, argReduce<true>), K(ArgMin, argReduce<false>),
+    K(CumSum, cumSum),
+    K(Reshape, reshape), K(Flatten, flatten), K(Squeeze, squeeze), K(Unsqueeze, unsqueeze),
+    K(Transpose, transpose), K(Concat, concat), K(Split, splitOf), K(Slice, slice), K(Gather, gather),
+    K(GatherElements, gatherElements), K(Expand, expand), K(Tile, tile), K(Pad, pad), K(Resize, resize),
+    K(Upsample, upsample), K(DepthToSpace, depthToSpace), K(SpaceToDepth, spaceToDepth), K(Trilu, trilu),
+    K(Shape, shapeOf), K(Size, sizeOf), K(ConstantOfShape, constantOfShape), K(Range, range), K(OneHot, oneHot),
+    K(SumLoss, sumLoss), K(MeanLoss, meanLoss), K(MseLoss, mseLoss), K(CrossEntropyLoss, crossEntropy),
 };
+#undef K
 
 } // namespace
 
@@ -105,6 +1009,25 @@ Kernel kernelFor(ir::Op op) {
     return t;
   }();
   return table[static_cast<size_t>(op)];
+}
+
+at::ScalarType torchDType(ir::DType d) {
+  switch (d) {
+  case ir::DType::F32: return at::kFloat;
+  case ir::DType::F16: return at::kHalf;
+  case ir::DType::BF16: return at::kBFloat16;
+  case ir::DType::F64: return at::kDouble;
+  case ir::DType::I8: return at::kChar;
+  case ir::DType::I16: return at::kShort;
+  case ir::DType::I32: return at::kInt;
+  case ir::DType::I64: return at::kLong;
+  case ir::DType::U8: return at::kByte;
+  case ir::DType::Bool: return at::kBool;
+  case ir::DType::U16:
+  case ir::DType::U32:
+  case ir::DType::U64: return at::kLong;
+  }
+  return at::kLong;
 }
 
 } // namespace tbp::runtime

@@ -22,10 +22,18 @@ struct KernelContext {
 };
 
 /// Computes a node's outputs from its inputs (absent optional inputs are undefined tensors).
+/// Kernels follow the ONNX semantics of the op at the opsets tbp imports (7-17), reading
+/// whichever form the node carries (attribute before an opset, constant input after it), and
+/// return tensors of the IR's output dtypes.
 using Kernel = std::vector<at::Tensor> (*)(const KernelContext& context, const ir::Graph& graph,
                                            const ir::Node& node, const std::vector<at::Tensor>& inputs);
 
-/// The kernel of `op`, or nullptr when the runtime has none yet.
+/// The kernel of `op`, or nullptr when the runtime has none (NonZero: its output shape
+/// depends on the data, which the IR's static shapes cannot express).
 Kernel kernelFor(ir::Op op);
+
+/// The ATen element type that holds values of `dtype`. LibTorch has no u16/u32/u64 tensors:
+/// those are held as int64.
+at::ScalarType torchDType(ir::DType dtype);
 
 } // namespace tbp::runtime

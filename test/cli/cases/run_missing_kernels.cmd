@@ -1,1 +1,1 @@
-run onnx/gpt2_tiny_op17_train.onnx --dim batch=2 --dim seq=16
+run text/nonzero.tbp
