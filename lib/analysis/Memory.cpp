@@ -15,8 +15,6 @@ using ir::ValueKind;
 
 namespace {
 
-uint64_t add(uint64_t a, uint64_t b) { return checkedAdd(a, b).value_or(UINT64_MAX); }
-
 /// Adds `bytes` to every slot of [from, to] through a difference array of size n+1.
 void addRange(std::vector<int64_t>& diff, int64_t from, int64_t to, uint64_t bytes) {
   if (from > to || bytes == 0) return;
@@ -144,7 +142,7 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
     for (ValueId v : saved.values) {
       const ir::Value& val = g.value(v);
       if (val.kind != ValueKind::Activation) continue;
-      savedAt[i] = add(savedAt[i], val.bytes);
+      savedAt[i] = saturatingAdd(savedAt[i], val.bytes);
       ValueLiveness& l = m.values[v];
       if (l.firstSaverPos < 0 || static_cast<int64_t>(i) < l.firstSaverPos) l.firstSaverPos = static_cast<int64_t>(i);
     }
@@ -154,12 +152,12 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
   for (const ir::Value& v : g.values()) {
     switch (v.kind) {
     case ValueKind::Parameter:
-      m.parameterBytes = add(m.parameterBytes, v.bytes);
-      m.residentBytes = add(m.residentBytes, add(v.bytes, v.bytes)); // weight + gradient
+      m.parameterBytes = saturatingAdd(m.parameterBytes, v.bytes);
+      m.residentBytes = saturatingAdd(m.residentBytes, saturatingAdd(v.bytes, v.bytes)); // weight + gradient
       break;
     case ValueKind::Constant:
-    case ValueKind::Input: m.residentBytes = add(m.residentBytes, v.bytes); break;
-    case ValueKind::Activation: m.activationBytes = add(m.activationBytes, v.bytes); break;
+    case ValueKind::Input: m.residentBytes = saturatingAdd(m.residentBytes, v.bytes); break;
+    case ValueKind::Activation: m.activationBytes = saturatingAdd(m.activationBytes, v.bytes); break;
     }
   }
 
@@ -173,7 +171,7 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
     if (l.firstSaverPos >= 0) {
       end = static_cast<int64_t>(n) - 1;                    // held through the forward
       addRange(bwd, l.firstSaverPos, static_cast<int64_t>(n) - 1, val.bytes); // until its backward
-      m.tapeBytes = add(m.tapeBytes, val.bytes);
+      m.tapeBytes = saturatingAdd(m.tapeBytes, val.bytes);
     }
     addRange(fwd, l.producerPos, end, val.bytes);
     if (l.requiresGrad) addRange(bwd, l.producerPos, l.gradLastUsePos, val.bytes); // adjoint
@@ -181,7 +179,7 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
   for (size_t i = 0; i < n; ++i) {
     addRange(fwd, static_cast<int64_t>(i), static_cast<int64_t>(n) - 1, extraAt[i]);
     addRange(bwd, static_cast<int64_t>(i), static_cast<int64_t>(n) - 1, extraAt[i]);
-    m.tapeBytes = add(m.tapeBytes, extraAt[i]);
+    m.tapeBytes = saturatingAdd(m.tapeBytes, extraAt[i]);
   }
   std::vector<uint64_t> fwdLive = prefixSums(fwd, n), bwdLive = prefixSums(bwd, n);
   uint64_t peak = 0;
@@ -191,7 +189,7 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
   for (size_t i = n; i-- > 0;) {
     if (bwdLive[i] > peak) { peak = bwdLive[i]; m.storeAllPeakPosition = i; m.storeAllPeakInBackward = true; }
   }
-  m.storeAllPeakBytes = add(m.residentBytes, peak);
+  m.storeAllPeakBytes = saturatingAdd(m.residentBytes, peak);
 
   // Lower bounds. Working set of one op: forward = non-resident inputs + outputs;
   // backward = its tape + adjoints of its outputs and of its gradient-taking inputs.
@@ -203,7 +201,7 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
   std::vector<uint64_t> adjLive = prefixSums(adj, n);
   for (size_t i = 0; i < n; ++i) {
     const ir::Node& node = g.node(m.order[i]);
-    uint64_t fwdSet = 0, bwdSet = add(savedAt[i], extraAt[i]);
+    uint64_t fwdSet = 0, bwdSet = saturatingAdd(savedAt[i], extraAt[i]);
     std::vector<ValueId> seen;
     auto once = [&seen](ValueId v) {
       if (std::find(seen.begin(), seen.end(), v) != seen.end()) return false;
@@ -211,26 +209,26 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
       return true;
     };
     for (ValueId in : node.inputs)
-      if (in != kNone && g.value(in).kind == ValueKind::Activation && once(in)) fwdSet = add(fwdSet, g.value(in).bytes);
-    for (ValueId out : node.outputs) fwdSet = add(fwdSet, g.value(out).bytes);
+      if (in != kNone && g.value(in).kind == ValueKind::Activation && once(in)) fwdSet = saturatingAdd(fwdSet, g.value(in).bytes);
+    for (ValueId out : node.outputs) fwdSet = saturatingAdd(fwdSet, g.value(out).bytes);
     seen.clear();
     for (ValueId out : node.outputs)
-      if (m.values[out].requiresGrad) bwdSet = add(bwdSet, g.value(out).bytes);
+      if (m.values[out].requiresGrad) bwdSet = saturatingAdd(bwdSet, g.value(out).bytes);
     for (ValueId in : node.inputs)
       if (in != kNone && m.values[in].requiresGrad && once(in) && m.keepsTape[m.order[i]])
-        bwdSet = add(bwdSet, g.value(in).bytes);
+        bwdSet = saturatingAdd(bwdSet, g.value(in).bytes);
     uint64_t ws = std::max(fwdSet, bwdSet);
     if (ws > m.maxOpWorkingSetBytes || m.maxOpWorkingSetNode == kNone) {
       m.maxOpWorkingSetBytes = ws;
       m.maxOpWorkingSetNode = m.order[i];
     }
-    uint64_t adjointSet = add(adjLive[i], add(savedAt[i], extraAt[i]));
+    uint64_t adjointSet = saturatingAdd(adjLive[i], saturatingAdd(savedAt[i], extraAt[i]));
     if (adjointSet > m.adjointBoundBytes) {
       m.adjointBoundBytes = adjointSet;
       m.adjointBoundPosition = i;
     }
   }
-  m.lowerBoundBytes = add(m.residentBytes, std::max(m.maxOpWorkingSetBytes, m.adjointBoundBytes));
+  m.lowerBoundBytes = saturatingAdd(m.residentBytes, std::max(m.maxOpWorkingSetBytes, m.adjointBoundBytes));
   return m;
 }
 

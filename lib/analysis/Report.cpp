@@ -39,8 +39,6 @@ Distribution distribution(std::vector<std::pair<uint64_t, ValueId>> samples, con
   return d;
 }
 
-uint64_t add(uint64_t a, uint64_t b) { return checkedAdd(a, b).value_or(UINT64_MAX); }
-
 std::string pct(double fraction) { return formatFixed(100.0 * fraction, 1) + "%"; }
 
 Compressibility judge(const AnalysisReport& r) {
@@ -106,10 +104,10 @@ AnalysisReport analyzeGraph(const Graph& g, const AnalyzeOptions& options) {
   for (ValueId v = 0; v < g.numValues(); ++v) {
     const ir::Value& val = g.value(v);
     switch (val.kind) {
-    case ValueKind::Input: ++r.inputs; r.inputBytes = add(r.inputBytes, val.bytes); break;
-    case ValueKind::Parameter: ++r.parameters; r.parameterBytes = add(r.parameterBytes, val.bytes); break;
-    case ValueKind::Constant: ++r.constants; r.constantBytes = add(r.constantBytes, val.bytes); break;
-    case ValueKind::Activation: ++r.activations; r.activationBytes = add(r.activationBytes, val.bytes); acts.push_back(v); break;
+    case ValueKind::Input: ++r.inputs; r.inputBytes = saturatingAdd(r.inputBytes, val.bytes); break;
+    case ValueKind::Parameter: ++r.parameters; r.parameterBytes = saturatingAdd(r.parameterBytes, val.bytes); break;
+    case ValueKind::Constant: ++r.constants; r.constantBytes = saturatingAdd(r.constantBytes, val.bytes); break;
+    case ValueKind::Activation: ++r.activations; r.activationBytes = saturatingAdd(r.activationBytes, val.bytes); acts.push_back(v); break;
     }
   }
   std::stable_sort(acts.begin(), acts.end(), [&](ValueId a, ValueId b) { return g.value(a).bytes > g.value(b).bytes; });

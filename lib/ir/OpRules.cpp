@@ -16,8 +16,6 @@ uint64_t numel(const Value& v) {
   return n;
 }
 
-uint64_t mulSat(uint64_t a, uint64_t b) { return checkedMul(a, b).value_or(UINT64_MAX); }
-uint64_t addSat(uint64_t a, uint64_t b) { return checkedAdd(a, b).value_or(UINT64_MAX); }
 
 const Value* inputOf(const Graph& g, const Node& n, size_t i) {
   if (i >= n.inputs.size() || n.inputs[i] == kNone) return nullptr;
@@ -26,7 +24,7 @@ const Value* inputOf(const Graph& g, const Node& n, size_t i) {
 
 uint64_t outputElems(const Graph& g, const Node& n) {
   uint64_t total = 0;
-  for (ValueId o : n.outputs) total = addSat(total, numel(g.value(o)));
+  for (ValueId o : n.outputs) total = saturatingAdd(total, numel(g.value(o)));
   return total;
 }
 
@@ -35,7 +33,7 @@ uint64_t kernelVolume(const Value* weight) {
   uint64_t k = 1;
   if (!weight) return k;
   for (size_t i = 2; i < weight->type.shape.size(); ++i)
-    k = mulSat(k, static_cast<uint64_t>(weight->type.shape[i]));
+    k = saturatingMul(k, static_cast<uint64_t>(weight->type.shape[i]));
   return k;
 }
 
@@ -48,8 +46,8 @@ uint64_t matmulFlops(const Graph& g, const Node& n) {
   uint64_t k = as.empty() ? 1 : static_cast<uint64_t>(as.back());
   if (n.op == Op::Gemm && n.attrInt("transA", 0) && as.size() == 2) k = static_cast<uint64_t>(as[0]);
   uint64_t out = numel(g.value(n.outputs[0]));
-  uint64_t flops = mulSat(mulSat(2, k), out);
-  if (n.op == Op::Gemm && inputOf(g, n, 2)) flops = addSat(flops, out);
+  uint64_t flops = saturatingMul(saturatingMul(2, k), out);
+  if (n.op == Op::Gemm && inputOf(g, n, 2)) flops = saturatingAdd(flops, out);
   return flops;
 }
 
@@ -59,10 +57,10 @@ uint64_t estimateFlops(const Graph& g, const Node& n) {
   const OpInfo& info = opInfo(n.op);
   switch (info.flops) {
   case FlopRule::Zero: return 0;
-  case FlopRule::OutElem: return mulSat(info.flopsPerElem, outputElems(g, n));
+  case FlopRule::OutElem: return saturatingMul(info.flopsPerElem, outputElems(g, n));
   case FlopRule::InElem: {
     const Value* x = inputOf(g, n, 0);
-    return x ? mulSat(info.flopsPerElem, numel(*x)) : 0;
+    return x ? saturatingMul(info.flopsPerElem, numel(*x)) : 0;
   }
   case FlopRule::MatMul:
   case FlopRule::Gemm: return matmulFlops(g, n);
@@ -70,7 +68,7 @@ uint64_t estimateFlops(const Graph& g, const Node& n) {
     const Value* w = inputOf(g, n, 1);
     if (!w || w->type.shape.size() < 2 || n.outputs.empty()) return 0;
     uint64_t cinPerGroup = static_cast<uint64_t>(w->type.shape[1]);
-    uint64_t flops = mulSat(mulSat(2, numel(g.value(n.outputs[0]))), mulSat(cinPerGroup, kernelVolume(w)));
+    uint64_t flops = saturatingMul(saturatingMul(2, numel(g.value(n.outputs[0]))), saturatingMul(cinPerGroup, kernelVolume(w)));
     return flops;
   }
   case FlopRule::ConvTranspose: {
@@ -78,7 +76,7 @@ uint64_t estimateFlops(const Graph& g, const Node& n) {
     const Value* w = inputOf(g, n, 1);
     if (!x || !w || w->type.shape.size() < 2) return 0;
     uint64_t coutPerGroup = static_cast<uint64_t>(w->type.shape[1]);
-    return mulSat(mulSat(2, numel(*x)), mulSat(coutPerGroup, kernelVolume(w)));
+    return saturatingMul(saturatingMul(2, numel(*x)), saturatingMul(coutPerGroup, kernelVolume(w)));
   }
   case FlopRule::Einsum: {
     // Every distinct letter of the equation indexes one loop; sizes come from the operands.
@@ -94,13 +92,13 @@ uint64_t estimateFlops(const Graph& g, const Node& n) {
       ++axis;
     }
     uint64_t loops = 2;
-    for (const auto& [letter, size] : sizes) loops = mulSat(loops, size);
+    for (const auto& [letter, size] : sizes) loops = saturatingMul(loops, size);
     return loops;
   }
   case FlopRule::Pool: {
     uint64_t window = 1;
-    for (int64_t k : n.attrInts("kernel_shape")) window = mulSat(window, static_cast<uint64_t>(k));
-    return mulSat(mulSat(info.flopsPerElem, window), outputElems(g, n));
+    for (int64_t k : n.attrInts("kernel_shape")) window = saturatingMul(window, static_cast<uint64_t>(k));
+    return saturatingMul(saturatingMul(info.flopsPerElem, window), outputElems(g, n));
   }
   }
   return 0;
@@ -145,17 +143,17 @@ SavedForBackward savedForBackward(const Graph& g, const Node& n) {
       saved.extraBytes = numel(*y);
     }
     break;
-  case ExtraSaved::MaxIndices: saved.extraBytes = y ? mulSat(numel(*y), 8) : 0; break;
-  case ExtraSaved::BatchStats: saved.extraBytes = mulSat(8, dim(x, 1)); break;
-  case ExtraSaved::InstanceStats: saved.extraBytes = mulSat(8, mulSat(dim(x, 0), dim(x, 1))); break;
+  case ExtraSaved::MaxIndices: saved.extraBytes = y ? saturatingMul(numel(*y), 8) : 0; break;
+  case ExtraSaved::BatchStats: saved.extraBytes = saturatingMul(8, dim(x, 1)); break;
+  case ExtraSaved::InstanceStats: saved.extraBytes = saturatingMul(8, saturatingMul(dim(x, 0), dim(x, 1))); break;
   case ExtraSaved::RowStats: {
     if (!x) break;
     int64_t rank = static_cast<int64_t>(x->type.shape.size());
     int64_t axis = n.attrInt("axis", -1);
     if (axis < 0) axis += rank;
     uint64_t rows = 1;
-    for (int64_t i = 0; i < axis && i < rank; ++i) rows = mulSat(rows, dim(x, static_cast<size_t>(i)));
-    saved.extraBytes = mulSat(8, rows);
+    for (int64_t i = 0; i < axis && i < rank; ++i) rows = saturatingMul(rows, dim(x, static_cast<size_t>(i)));
+    saved.extraBytes = saturatingMul(8, rows);
     break;
   }
   }

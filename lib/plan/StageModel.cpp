@@ -15,8 +15,6 @@ using ir::ValueKind;
 
 namespace {
 
-uint64_t add(uint64_t a, uint64_t b) { return checkedAdd(a, b).value_or(UINT64_MAX); }
-
 uint64_t elements(const ir::Value& v) {
   uint64_t n = 1;
   for (int64_t d : v.type.shape) n = checkedMul(n, static_cast<uint64_t>(d)).value_or(UINT64_MAX);
@@ -78,7 +76,7 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
 
   for (size_t k = 0; k < L; ++k) {
     Stage& s = m.stages[k];
-    for (ValueId v : s.inputFrontier) s.inputFrontierBytes = add(s.inputFrontierBytes, m.valueBytes[v]);
+    for (ValueId v : s.inputFrontier) s.inputFrontierBytes = saturatingAdd(s.inputFrontierBytes, m.valueBytes[v]);
     // Frontiers are sorted by value id.
     auto contains = [](const std::vector<ValueId>& list, ValueId v) { return std::binary_search(list.begin(), list.end(), v); };
     const std::vector<ValueId>& next = m.frontier(k + 2);
@@ -97,24 +95,24 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
     std::vector<ValueId> tape;
     for (uint32_t p = s.first; p <= s.last; ++p) {
       const ir::Node& node = g.node(order[p]);
-      s.forwardFlops = add(s.forwardFlops, ir::estimateFlops(g, node));
+      s.forwardFlops = saturatingAdd(s.forwardFlops, ir::estimateFlops(g, node));
       ir::SavedForBackward saved = m.keepsTape[order[p]] ? ir::savedForBackward(g, node) : ir::SavedForBackward{};
       extraAt[p - s.first] = saved.extraBytes;
-      s.tapeExtraBytes = add(s.tapeExtraBytes, saved.extraBytes);
+      s.tapeExtraBytes = saturatingAdd(s.tapeExtraBytes, saved.extraBytes);
       for (ValueId v : saved.values)
         if (g.value(v).kind == ValueKind::Activation) tape.push_back(v);
       for (ValueId out : node.outputs) {
         s.produced.push_back(out);
-        s.cost = add(s.cost, elements(g.value(out)));
+        s.cost = saturatingAdd(s.cost, elements(g.value(out)));
       }
     }
     std::sort(tape.begin(), tape.end());
     tape.erase(std::unique(tape.begin(), tape.end()), tape.end());
     s.tape = tape;
     s.tapeBytes = s.tapeExtraBytes;
-    for (ValueId v : tape) s.tapeBytes = add(s.tapeBytes, m.valueBytes[v]);
-    s.backwardFlops = add(s.forwardFlops, s.forwardFlops);
-    s.cost = add(s.cost, s.forwardFlops);
+    for (ValueId v : tape) s.tapeBytes = saturatingAdd(s.tapeBytes, m.valueBytes[v]);
+    s.backwardFlops = saturatingAdd(s.forwardFlops, s.forwardFlops);
+    s.cost = saturatingAdd(s.cost, s.forwardFlops);
 
     // Transients. Forward: tensors made in the stage, live from their producer to their last
     // use inside the stage (to the end when they leave the stage). With autograd, taped ones
@@ -151,8 +149,8 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       s.forwardAllTransientBytes = std::max<uint64_t>(s.forwardAllTransientBytes, static_cast<uint64_t>(std::max<int64_t>(a, 0)));
       s.backwardTransientBytes = std::max<uint64_t>(s.backwardTransientBytes, static_cast<uint64_t>(std::max<int64_t>(b, 0)));
     }
-    m.onePassFlops = add(m.onePassFlops, s.forwardFlops);
-    m.onePassCost = add(m.onePassCost, s.cost);
+    m.onePassFlops = saturatingAdd(m.onePassFlops, s.forwardFlops);
+    m.onePassCost = saturatingAdd(m.onePassCost, s.cost);
   }
   return m;
 }
@@ -170,7 +168,7 @@ std::vector<uint32_t> chooseCuts(const ir::Graph& g, const std::vector<NodeId>& 
   for (size_t p = 0; p < n; ++p) {
     const ir::Node& node = g.node(order[p]);
     uint64_t c = ir::estimateFlops(g, node);
-    for (ValueId out : node.outputs) c = add(c, elements(g.value(out)));
+    for (ValueId out : node.outputs) c = saturatingAdd(c, elements(g.value(out)));
     cumulative[p + 1] = cumulative[p] + static_cast<long double>(c) + 1.0L;
   }
   const long double total = cumulative[n];

@@ -99,22 +99,6 @@ private:
 
 // ------------------------------------------------------------------ tensors for values
 
-at::ScalarType scalarType(ir::DType d) {
-  switch (d) {
-  case ir::DType::F32: return at::kFloat;
-  case ir::DType::F16: return at::kHalf;
-  case ir::DType::BF16: return at::kBFloat16;
-  case ir::DType::F64: return at::kDouble;
-  case ir::DType::I8: return at::kChar;
-  case ir::DType::I16: return at::kShort;
-  case ir::DType::I32: return at::kInt;
-  case ir::DType::I64: return at::kLong;
-  case ir::DType::U8: return at::kByte;
-  case ir::DType::Bool: return at::kBool;
-  default: return at::kLong;
-  }
-}
-
 /// The numpy dtype string of an IR dtype.
 std::string npyDescr(ir::DType d) {
   switch (d) {
@@ -140,7 +124,7 @@ Expected<at::Tensor> materialize(const ir::Graph& g, const plan::StageModel& m, 
                                  const std::map<std::string, NpyArray>& given) {
   const ir::Value& v = g.value(id);
   std::vector<int64_t> shape(v.type.shape.begin(), v.type.shape.end());
-  at::TensorOptions opts = at::TensorOptions().dtype(scalarType(v.type.dtype));
+  at::TensorOptions opts = at::TensorOptions().dtype(torchDType(v.type.dtype));
   auto it = given.find(v.name);
   if (it != given.end()) {
     const NpyArray& a = it->second;
@@ -159,7 +143,7 @@ Expected<at::Tensor> materialize(const ir::Graph& g, const plan::StageModel& m, 
   if (ir::isFloat(v.type.dtype)) {
     at::Tensor t = at::randn(shape, gen, opts.dtype(at::kFloat));
     if (v.kind == ir::ValueKind::Parameter) t = t * (1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(shape.empty() ? 1 : shape.back(), 1))));
-    return at::Tensor(t.to(scalarType(v.type.dtype)));
+    return at::Tensor(t.to(torchDType(v.type.dtype)));
   }
   // Integer inputs: labels for cross entropy lie in [0, classes); others are small indices.
   int64_t high = 2;

@@ -15,6 +15,10 @@ namespace tbp {
 std::optional<uint64_t> checkedAdd(uint64_t a, uint64_t b);
 /// a * b, or nullopt when it overflows 64 bits.
 std::optional<uint64_t> checkedMul(uint64_t a, uint64_t b);
+/// a + b, saturating at 2^64-1 (for totals that only need to stay ordered).
+inline uint64_t saturatingAdd(uint64_t a, uint64_t b) { return checkedAdd(a, b).value_or(UINT64_MAX); }
+/// a * b, saturating at 2^64-1.
+inline uint64_t saturatingMul(uint64_t a, uint64_t b) { return checkedMul(a, b).value_or(UINT64_MAX); }
 
 /// Parses a byte size: plain bytes (`1048576`), decimal units (`4GB` = 4·10^9, `512MB`,
 /// `10kB`/`10KB`) or binary units (`4GiB` = 4·2^30, `750MiB`, `8KiB`). Fractions are allowed

@@ -6,6 +6,8 @@
 #include "tbp/ir/TextFormat.h"
 #include "tbp/ir/Verify.h"
 
+#include "../TestGraphs.h"
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -17,11 +19,7 @@ using namespace tbp::ir;
 
 namespace {
 
-Graph parseOk(const std::string& text) {
-  Expected<Graph> g = parseGraph(text, "test.tbp");
-  if (!g) FAIL(g.status().message());
-  return std::move(*g);
-}
+using tbp::testing::parseOk;
 
 /// x -> Relu -> ... (n times) -> SumLoss, all f32[k] (4k bytes each), one parameter scale.
 Graph chain(int n, int k = 256) {

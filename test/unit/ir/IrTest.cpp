@@ -3,6 +3,8 @@
 #include "tbp/ir/TextFormat.h"
 #include "tbp/ir/Verify.h"
 
+#include "../TestGraphs.h"
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -11,11 +13,7 @@ using namespace tbp;
 using namespace tbp::ir;
 
 namespace {
-Graph parseOk(const std::string& text) {
-  Expected<Graph> g = parseGraph(text, "test.tbp");
-  if (!g) FAIL(g.status().message());
-  return std::move(*g);
-}
+using tbp::testing::parseOk;
 
 const char* kMlp = R"(graph mlp {
   input %x : f32[4,8]
