@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Runtime figures (issue 4): store-all, then sqrt and optimal at 50% and 30% of the store-all
+# peak, for the GPT-2-style decoder, resnet50 and the U-Net, through `tbp run`; and PyTorch
+# eager's store-all step on the same model and threads. Writes results/bench_run.json.
+#
+#   bench/run_bench.sh [--steps N] [--threads N]
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STEPS=3
+THREADS="$(nproc)"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --steps) STEPS="$2"; shift ;;
+    --threads) THREADS="$2"; shift ;;
+    *) echo "usage: $0 [--steps N] [--threads N]" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ -x "$ROOT/build/tools/tbp" ] || "$ROOT/run_full_test.sh" --skip-tests --quiet
+TBP="$ROOT/build/tools/tbp"
+MODELS="$ROOT/build/model-zoo"
+mkdir -p "$MODELS" "$ROOT/results"
+for m in gpt2 resnet50 unet; do
+  [ -f "$MODELS/${m}_op17_train.onnx" ] ||
+    /usr/bin/python3 "$ROOT/models/export_models.py" --out "$MODELS" --only "$m" --opset 17 --mode train >/dev/null
+done
+# name  file  tbp dims  pytorch args
+CASES=(
+  "gpt2|gpt2_op17_train.onnx|--dim batch=8 --dim seq=128|gpt2 8 --seq 128"
+  "resnet50|resnet50_op17_train.onnx|--dim batch=16|resnet50 16"
+  "unet|unet_op17_train.onnx|--dim batch=4|unet 4"
+)
+rows=()
+printf '%-9s %-10s %-7s %12s %12s %8s %9s %8s %s\n' model planner budget measured predicted error step_s ratio grads
+for c in "${CASES[@]}"; do
+  IFS='|' read -r name file dims pyargs <<<"$c"
+  eager="$(/usr/bin/python3 "$ROOT/bench/pytorch_step.py" $pyargs --steps "$STEPS" --threads "$THREADS" 2>/dev/null)"
+  eagerS="$(sed -E 's/.*"median_step_s": ([0-9.e-]+).*/\1/' <<<"$eager")"
+  base=""
+  for run in "store-all|" "sqrt|50%" "optimal|50%" "sqrt|30%" "optimal|30%"; do
+    IFS='|' read -r planner budget <<<"$run"
+    b=(); [ -n "$budget" ] && b=(--budget "$budget" --planner "$planner")
+    json="$("$TBP" run "$MODELS/$file" $dims "${b[@]}" --steps "$STEPS" --warmup 1 --threads "$THREADS" --verify --format json 2>/tmp/tbp_bench_run.err)"
+    if [ -z "$json" ]; then
+      printf '%-9s %-10s %-7s %s\n' "$name" "$planner" "${budget:-none}" "$(tail -n1 /tmp/tbp_bench_run.err | cut -c1-100)"
+      rows+=("{\"model\": \"$name\", \"planner\": \"$planner\", \"budget\": \"${budget:-none}\", \"error\": \"$(tail -n1 /tmp/tbp_bench_run.err | tr -d '"')\"}")
+      continue
+    fi
+    get() { tr -d '\n ' <<<"$json" | sed -E "s/.*\"$1\":([^,}]*).*/\1/"; }
+    step="$(get step_time_s)"
+    [ -z "$base" ] && base="$step"
+    ratio="$(awk -v a="$step" -v b="$base" 'BEGIN { printf "%.2f", a / b }')"
+    err="$(awk -v e="$(get prediction_error)" 'BEGIN { printf "%+.1f%%", 100 * e }')"
+    printf '%-9s %-10s %-7s %12s %12s %8s %9s %8s %s\n' "$name" "$planner" "${budget:-none}" "$(get measured_peak_bytes)" \
+      "$(get predicted_peak_bytes)" "$err" "$step" "$ratio" "$(get passed)"
+    rows+=("{\"model\": \"$name\", \"planner\": \"$planner\", \"budget\": \"${budget:-none}\", \"tbp\": $(tr -d '\n' <<<"$json"), \"step_ratio_to_store_all\": $ratio}")
+  done
+  echo "$name: PyTorch eager store-all step $eagerS s; tbp store-all $base s ($(awk -v a="$base" -v b="$eagerS" 'BEGIN { printf "%.2f", a / b }')x)"
+  rows+=("{\"model\": \"$name\", \"pytorch_eager\": $eager}")
+done
+{ echo "["; (IFS=$'\n'; echo "${rows[*]}" | sed '$!s/$/,/'); echo "]"; } > "$ROOT/results/bench_run.json.tmp"
+mv "$ROOT/results/bench_run.json.tmp" "$ROOT/results/bench_run.json"
+echo "wrote results/bench_run.json"
