@@ -21,6 +21,7 @@
 // per failure and ends with the plain `N passed, M failed` line; exits non-zero on any failure.
 
 #include "Kernels.h"
+#include "NodeTestSupport.h"
 
 #include "tbp/frontend/onnx/OnnxImporter.h"
 
@@ -43,10 +44,7 @@ using tbp::ir::DType;
 
 namespace {
 
-template <typename Proto> bool loadProto(const fs::path& path, Proto& proto) {
-  std::ifstream in(path, std::ios::binary);
-  return in && proto.ParseFromIstream(&in);
-}
+using tbp::conformance::loadProto;
 
 std::string shapeText(at::IntArrayRef dims) {
   std::string s = "[";
@@ -199,32 +197,9 @@ std::string checkDropout(const RandomDropout& d, const std::vector<at::Tensor>& 
 
 /// Imports and runs one test; empty when it passes.
 std::string runTest(const fs::path& dir, onnx::ModelProto& model, int opset) {
-  const std::string name = dir.filename().string();
-  tbp::frontend::OnnxImportOptions options;
-  std::set<std::string> initializers;
-  for (const auto& init : model.graph().initializer()) initializers.insert(init.name());
-  std::vector<std::pair<std::string, fs::path>> inputFiles;
-  int inputIndex = 0;
-  for (const auto& in : model.graph().input()) {
-    if (initializers.count(in.name())) continue;
-    fs::path file = dir / "test_data_set_0" / ("input_" + std::to_string(inputIndex++) + ".pb");
-    inputFiles.emplace_back(in.name(), file);
-    onnx::TensorProto ref;
-    if (!loadProto(file, ref)) continue;
-    const auto& shape = in.type().tensor_type().shape();
-    for (int d = 0; d < shape.dim_size() && d < ref.dims_size(); ++d)
-      if (shape.dim(d).has_dim_param()) options.dims[shape.dim(d).dim_param()] = ref.dims(d);
-  }
-  fs::path modelPath = dir / "model.onnx";
-  if (opset < tbp::frontend::kMinOnnxOpset) {
-    for (auto& o : *model.mutable_opset_import())
-      if (o.domain().empty() || o.domain() == "ai.onnx") o.set_version(tbp::frontend::kMinOnnxOpset);
-    modelPath = fs::temp_directory_path() / ("tbp_kernel_conformance_" + name + ".onnx");
-    std::ofstream out(modelPath, std::ios::binary);
-    model.SerializeToOstream(&out);
-  }
-  tbp::Expected<tbp::ir::Graph> imported = tbp::frontend::importOnnxFile(modelPath.string(), options);
-  if (modelPath != dir / "model.onnx") fs::remove(modelPath);
+  tbp::conformance::ImportedNodeTest test = tbp::conformance::importNodeTest(dir, model, opset);
+  tbp::Expected<tbp::ir::Graph>& imported = test.graph;
+  const auto& inputFiles = test.inputFiles;
   if (!imported) return "import: " + imported.status().message();
   const tbp::ir::Graph& g = *imported;
 

@@ -11,6 +11,8 @@
 // version predates opset 7 (GlobalAveragePool, Selu, ...) that is below tbp's range although the
 // op reads the same at opset 7, so such tests are imported with their opset raised to 7.
 
+#include "NodeTestSupport.h"
+
 #include "tbp/frontend/onnx/OnnxImporter.h"
 
 #include <onnx/onnx_pb.h>
@@ -27,10 +29,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-template <typename Proto> bool loadProto(const fs::path& path, Proto& proto) {
-  std::ifstream in(path, std::ios::binary);
-  return in && proto.ParseFromIstream(&in);
-}
+using tbp::conformance::loadProto;
 
 std::string shapeText(const std::vector<int64_t>& dims) {
   std::string s = "[";
@@ -117,30 +116,7 @@ int main(int argc, char** argv) {
       ++excluded;
       continue;
     }
-    // Bind symbolic input dims from the reference inputs.
-    tbp::frontend::OnnxImportOptions options;
-    std::set<std::string> initializers;
-    for (const auto& init : model.graph().initializer()) initializers.insert(init.name());
-    int inputIndex = 0;
-    for (const auto& in : model.graph().input()) {
-      if (initializers.count(in.name())) continue;
-      onnx::TensorProto ref;
-      fs::path file = dir / "test_data_set_0" / ("input_" + std::to_string(inputIndex++) + ".pb");
-      if (!loadProto(file, ref)) continue;
-      const auto& shape = in.type().tensor_type().shape();
-      for (int d = 0; d < shape.dim_size() && d < ref.dims_size(); ++d)
-        if (shape.dim(d).has_dim_param()) options.dims[shape.dim(d).dim_param()] = ref.dims(d);
-    }
-    fs::path modelPath = dir / "model.onnx";
-    if (opset < tbp::frontend::kMinOnnxOpset) {
-      for (auto& o : *model.mutable_opset_import())
-        if (o.domain().empty() || o.domain() == "ai.onnx") o.set_version(tbp::frontend::kMinOnnxOpset);
-      modelPath = fs::temp_directory_path() / ("tbp_conformance_" + name + ".onnx");
-      std::ofstream out(modelPath, std::ios::binary);
-      model.SerializeToOstream(&out);
-    }
-    tbp::Expected<tbp::ir::Graph> graph = tbp::frontend::importOnnxFile(modelPath.string(), options);
-    if (modelPath != dir / "model.onnx") fs::remove(modelPath);
+    tbp::Expected<tbp::ir::Graph> graph = tbp::conformance::importNodeTest(dir, model, opset).graph;
     std::string problem;
     if (!graph) {
       problem = graph.status().message();
