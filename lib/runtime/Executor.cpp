@@ -12,6 +12,7 @@
 #include "tbp/support/Bytes.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <c10/core/CPUAllocator.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -397,8 +398,12 @@ std::vector<std::string> missingKernels(const ir::Graph& graph) {
 }
 
 Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& m, const plan::Stream& stream, const RunOptions& options) {
-  if (options.device != "cpu")
-    return usageError("--device " + options.device + ": this runtime build measures memory on the CPU only; CUDA is not supported yet");
+  if (options.device != "cpu") {
+    // Say which part is missing: LibTorch's CUDA support, a GPU, or tbp's CUDA executor.
+    if (!at::hasCUDA())
+      return usageError("--device cuda: the LibTorch this tbp is built with has no CUDA support (Debian's libtorch is CPU-only); use --device cpu");
+    return usageError("--device cuda: LibTorch has CUDA, but tbp's runtime executes and measures on the CPU only so far; use --device cpu");
+  }
   std::vector<std::string> missing = missingKernels(g);
   if (!missing.empty()) {
     std::string list;
