@@ -304,29 +304,13 @@ int main(int argc, char** argv) {
   }
   const fs::path root = fs::path(argv[1]) / "node";
   std::map<std::string, std::string> exclusions;
-  {
-    std::ifstream in(argv[2]);
-    if (!in) {
-      std::cerr << argv[2] << ": cannot open the exclusions file\n";
-      return 2;
-    }
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.empty() || line[0] == '#') continue;
-      std::istringstream ls(line);
-      std::string name, reason;
-      ls >> name;
-      std::getline(ls, reason);
-      exclusions[name] = reason;
-    }
+  if (!tbp::conformance::readExclusions(argv[2], exclusions)) {
+    std::cerr << argv[2] << ": cannot open the exclusions file\n";
+    return 2;
   }
   std::vector<std::string> ops = tbp::frontend::supportedOnnxOps();
   std::set<std::string> claimed(ops.begin(), ops.end());
-  std::vector<fs::path> dirs;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(root, ec))
-    if (e.is_directory()) dirs.push_back(e.path());
-  std::sort(dirs.begin(), dirs.end());
+  std::vector<fs::path> dirs = tbp::conformance::listNodeTests(root);
   if (dirs.empty()) {
     std::cerr << "no node tests under " << root << "\n";
     return 1;

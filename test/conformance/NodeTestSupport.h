@@ -5,9 +5,12 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -20,6 +23,32 @@ namespace fs = std::filesystem;
 template <typename Proto> bool loadProto(const fs::path& path, Proto& proto) {
   std::ifstream in(path, std::ios::binary);
   return in && proto.ParseFromIstream(&in);
+}
+
+/// Reads an exclusions file (`test_name  reason` lines, `#` comments). False when unreadable.
+inline bool readExclusions(const std::string& path, std::map<std::string, std::string>& out) {
+  std::ifstream in(path);
+  if (!in) return false;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream ls(line);
+    std::string name, reason;
+    ls >> name;
+    std::getline(ls, reason);
+    out[name] = reason;
+  }
+  return true;
+}
+
+/// The test folders under `root` (NODE_TEST_DIR/node), sorted.
+inline std::vector<fs::path> listNodeTests(const fs::path& root) {
+  std::vector<fs::path> dirs;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root, ec))
+    if (e.is_directory()) dirs.push_back(e.path());
+  std::sort(dirs.begin(), dirs.end());
+  return dirs;
 }
 
 /// A node test's model imported into the IR, and its graph inputs' reference files in order.
