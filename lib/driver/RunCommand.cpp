@@ -119,6 +119,8 @@ int runRun(const RunArgs& args, Io& io) {
                              {"measured_peak_bytes", r->measuredPeakBytes},
                              {"prediction_error", round6(error)},
                              {"peak_rss_bytes", r->peakRssBytes},
+                             {"device", args.run.device},
+                             {"memory_source", r->memorySource},
                              {"step_time_s", round6(r->stepTimeS)},
                              {"forward_s", round6(r->forwardS)},
                              {"recompute_s", round6(r->recomputeS)},
@@ -127,6 +129,8 @@ int runRun(const RunArgs& args, Io& io) {
                              {"loss", r->loss},
                              {"stages", p.model.size()},
                              {"instructions", c.stream.size()}};
+    if (r->reservedPeakBytes) j["reserved_peak_bytes"] = r->reservedPeakBytes;
+    if (r->libraryWorkspaceBytes) j["library_workspace_bytes"] = r->libraryWorkspaceBytes;
     if (r->gradCheck)
       j["grad_check"] = {{"passed", r->gradCheck->passed}, {"max_abs_error", r->gradCheck->maxAbsError},
                          {"max_rel_error", r->gradCheck->maxRelError}, {"worst_parameter", r->gradCheck->worstParameter}};
@@ -138,6 +142,9 @@ int runRun(const RunArgs& args, Io& io) {
     io.out << "peak             measured " << formatBytes(r->measuredPeakBytes) << " at instruction " << r->measuredPeakInstruction + 1
            << " (" << plan::formatInstruction(c.stream[r->measuredPeakInstruction]) << "), predicted " << formatBytes(c.sim.peakBytes)
            << " (" << (error >= 0 ? "+" : "") << formatFixed(100 * error, 1) << "%); peak RSS " << formatBytes(r->peakRssBytes) << "\n";
+    if (r->reservedPeakBytes)
+      io.out << "cuda             caching allocator reserved " << formatBytes(r->reservedPeakBytes) << " at peak; cuBLAS/cuDNN workspaces "
+             << formatBytes(r->libraryWorkspaceBytes) << " (not counted above)\n";
     io.out << "step time        " << formatFixed(r->stepTimeS * 1000, 2) << " ms (median of " << std::max(args.run.steps, 1) << "): forward "
            << formatFixed(r->forwardS * 1000, 2) << " ms, recompute " << formatFixed(r->recomputeS * 1000, 2) << " ms, backward "
            << formatFixed(r->backwardS * 1000, 2) << " ms\n";
@@ -171,7 +178,7 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
       ->check(CLI::IsMember({"store-all", "sqrt", "interval-tree", "revolve", "optimal"}));
   app.add_option("--order", args->order, "order heuristic: file|greedy|dfs")->check(CLI::IsMember({"file", "greedy", "dfs"}));
   app.add_option("--max-stages", args->maxStages, "coarsen into at most N stages (default 64)")->check(CLI::Range(1, 4096));
-  app.add_option("--device", args->run.device, "cpu|cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--device", args->run.device, "cpu|cuda|cuda:N (cuda needs a LibTorch built with CUDA)")->type_name("DEVICE");
   app.add_flag("--verify", args->run.verify, "also run store-all and compare the loss and every parameter gradient");
   app.add_option("--seed", args->run.seed, "seed of inputs, targets and parameters without data");
   app.add_option("--threads", args->run.threads, "intra-op threads");

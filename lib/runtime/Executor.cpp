@@ -1,7 +1,8 @@
 // The training step under a schedule, with LibTorch. Stage boundaries are detached: F_all k
 // runs stage k from leaves that stand for F_k, so autograd's graph (the tape) ends at the stage;
 // B k backpropagates the adjoints of F_{k+1} through it and reads the adjoints of F_k off the
-// leaves. Memory is measured by a counting wrapper around LibTorch's CPU allocator.
+// leaves. Memory is measured by a counting wrapper around LibTorch's CPU allocator, or on CUDA
+// by the caching allocator's statistics (builds against a LibTorch with CUDA only).
 
 #include "tbp/runtime/Runtime.h"
 
@@ -14,9 +15,17 @@
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
 #include <c10/core/CPUAllocator.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/variable.h>
+#include <torch/version.h>
+
+#ifdef TBP_TORCH_CUDA
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#endif
 
 #include <sys/resource.h>
 
@@ -38,13 +47,25 @@ using Clock = std::chrono::steady_clock;
 
 // ------------------------------------------------------------------ counting allocator
 
+// LibTorch 2.3 made Allocator::allocate non-const and added copy_data.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+#define TBP_ALLOCATE_CONST
+#define TBP_ALLOCATOR_COPY_DATA 1
+#else
+#define TBP_ALLOCATE_CONST const
+#endif
+
 /// Wraps LibTorch's CPU allocator and counts live and peak bytes of every tensor buffer.
 class CountingAllocator final : public c10::Allocator {
 public:
   explicit CountingAllocator(c10::Allocator* base) : base_(base) {}
 
+#ifdef TBP_ALLOCATOR_COPY_DATA
+  void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
+#endif
+
   // The context is the data pointer itself, so raw_allocate (oneDNN's scratch buffers) works.
-  c10::DataPtr allocate(size_t n) const override {
+  c10::DataPtr allocate(size_t n) TBP_ALLOCATE_CONST override {
     c10::DataPtr inner = base_->allocate(n);
     void* data = inner.get();
     c10::Device device = inner.device();
@@ -98,6 +119,84 @@ private:
   mutable std::atomic<uint64_t> peak_{0};
 };
 
+// ------------------------------------------------------------------ the memory meter
+
+/// Live and peak tensor bytes on the step's device: the counting CPU allocator, or the CUDA
+/// caching allocator's `allocated_bytes` (what tensors hold, not what the cache reserved).
+class Meter {
+public:
+  explicit Meter(at::Device device) : device_(device) {
+    if (device_.is_cpu()) CountingAllocator::instance();
+  }
+  /// Peak tensor bytes since the last reset, less the libraries' persistent workspaces.
+  uint64_t peak() const {
+#ifdef TBP_TORCH_CUDA
+    if (device_.is_cuda()) {
+      // Index 0 of a StatArray is the aggregate over pools.
+      const int64_t peak = c10::cuda::CUDACachingAllocator::getDeviceStats(device_.index()).allocated_bytes[0].peak;
+      const uint64_t raw = peak > 0 ? static_cast<uint64_t>(peak) : 0;
+      return raw > offset_ ? raw - offset_ : 0;
+    }
+#endif
+    return CountingAllocator::instance().peak();
+  }
+  /// Live bytes as the allocator sees them (workspaces included).
+  uint64_t rawLive() const {
+#ifdef TBP_TORCH_CUDA
+    if (device_.is_cuda()) {
+      const int64_t now = c10::cuda::CUDACachingAllocator::getDeviceStats(device_.index()).allocated_bytes[0].current;
+      return now > 0 ? static_cast<uint64_t>(now) : 0;
+    }
+#endif
+    return CountingAllocator::instance().live();
+  }
+  /// Bytes that cuBLAS/cuDNN keep allocated through the caching allocator for the whole run
+  /// (per-handle workspaces): not tensors of the step, so not part of what a schedule controls.
+  void setWorkspaceOffset(uint64_t bytes) { offset_ = bytes; }
+  void resetPeak() {
+#ifdef TBP_TORCH_CUDA
+    if (device_.is_cuda()) {
+      c10::cuda::CUDACachingAllocator::resetPeakStats(device_.index());
+      return;
+    }
+#endif
+    CountingAllocator::instance().resetPeak();
+  }
+  /// Bytes the caching allocator reserved from the driver at its peak (CUDA only; 0 on CPU).
+  uint64_t reservedPeak() const {
+#ifdef TBP_TORCH_CUDA
+    if (device_.is_cuda()) {
+      auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device_.index());
+      return static_cast<uint64_t>(stats.reserved_bytes[0].peak);
+    }
+#endif
+    return 0;
+  }
+  /// Waits for the device, so wall-clock phase times include the queued kernels.
+  void synchronize() const {
+#ifdef TBP_TORCH_CUDA
+    if (device_.is_cuda()) c10::cuda::device_synchronize();
+#endif
+  }
+
+private:
+  at::Device device_;
+  uint64_t offset_ = 0;
+};
+
+/// A generator for stochastic kernels on `device`, seeded.
+at::Generator makeGenerator(at::Device device, uint64_t seed) {
+#ifdef TBP_TORCH_CUDA
+  if (device.is_cuda()) {
+    at::Generator gen = at::cuda::detail::createCUDAGenerator(device.index());
+    gen.set_current_seed(seed);
+    return gen;
+  }
+#endif
+  (void)device;
+  return at::detail::createCPUGenerator(seed);
+}
+
 // ------------------------------------------------------------------ tensors for values
 
 /// The numpy dtype string of an IR dtype.
@@ -121,8 +220,8 @@ std::string npyDescr(ir::DType d) {
 }
 
 /// Parameters, constants and inputs: from a given array or the model's data, else seeded.
-Expected<at::Tensor> materialize(const ir::Graph& g, const plan::StageModel& m, ValueId id, at::Generator& gen,
-                                 const std::map<std::string, NpyArray>& given) {
+Expected<at::Tensor> materializeOnHost(const ir::Graph& g, ValueId id, at::Generator& gen,
+                                       const std::map<std::string, NpyArray>& given) {
   const ir::Value& v = g.value(id);
   std::vector<int64_t> shape(v.type.shape.begin(), v.type.shape.end());
   at::TensorOptions opts = at::TensorOptions().dtype(torchDType(v.type.dtype));
@@ -153,8 +252,16 @@ Expected<at::Tensor> materialize(const ir::Graph& g, const plan::StageModel& m, 
     if (n.op == ir::Op::CrossEntropyLoss && n.inputs.size() > 1 && n.inputs[1] == id)
       high = std::max<int64_t>(g.value(n.inputs[0]).type.shape.back(), 1);
   }
-  (void)m;
   return at::Tensor(at::randint(0, high, shape, gen, opts));
+}
+
+/// The value on `device`. It is made on the host from the CPU generator either way, so a seed
+/// gives the same inputs and parameters on every device.
+Expected<at::Tensor> materialize(const ir::Graph& g, ValueId id, at::Generator& gen, const std::map<std::string, NpyArray>& given,
+                                 at::Device device) {
+  Expected<at::Tensor> host = materializeOnHost(g, id, gen, given);
+  if (!host || device.is_cpu()) return host;
+  return at::Tensor(host->to(device));
 }
 
 // ------------------------------------------------------------------ the step
@@ -166,23 +273,24 @@ struct Tape {
 
 class Step {
 public:
-  Step(const ir::Graph& g, const plan::StageModel& m, std::vector<at::Tensor>& values, std::vector<ValueId> params, uint64_t seed)
+  Step(const ir::Graph& g, const plan::StageModel& m, std::vector<at::Tensor>& values, std::vector<ValueId> params, uint64_t seed,
+       Meter& meter, at::Device device)
       : g_(g), m_(m), vals_(values), params_(std::move(params)), tapes_(m.size() + 2), ckpts_(m.size() + 2),
-        rngState_(m.size() + 2), generator_(at::detail::createCPUGenerator(seed ^ 0x5eedULL)) {}
+        rngState_(m.size() + 2), generator_(makeGenerator(device, seed ^ 0x5eedULL)), meter_(meter), device_(device) {}
 
   /// Runs the stream; returns the loss. Fills the measured timeline and the phase times.
   double run(const plan::Stream& stream, std::vector<uint64_t>* timeline, double* fwd, double* recompute, double* bwd) {
-    CountingAllocator& counter = CountingAllocator::instance();
     std::vector<bool> forwarded(m_.size() + 2, false);
     double loss = 0;
     for (const plan::Instruction& instr : stream) {
-      counter.resetPeak();
+      meter_.resetPeak();
       auto t0 = Clock::now();
       switch (instr.kind) {
       case plan::InstrKind::ForwardCheckpoint:
       case plan::InstrKind::ForwardNone:
       case plan::InstrKind::ForwardAll: {
         forward(instr);
+        meter_.synchronize();
         double s = std::chrono::duration<double>(Clock::now() - t0).count();
         (forwarded[instr.stage] ? *recompute : *fwd) += s;
         forwarded[instr.stage] = true;
@@ -196,10 +304,11 @@ public:
       }
       case plan::InstrKind::Backward:
         backward(instr.stage);
+        meter_.synchronize();
         *bwd += std::chrono::duration<double>(Clock::now() - t0).count();
         break;
       }
-      if (timeline) timeline->push_back(counter.peak());
+      if (timeline) timeline->push_back(meter_.peak());
     }
     return loss;
   }
@@ -245,7 +354,7 @@ private:
         const ir::Node& node = g_.node(m_.order[p]);
         inputs.clear();
         for (ValueId in : node.inputs) inputs.push_back(in == ir::kNone ? at::Tensor() : vals_[in]);
-        KernelContext context{&generator_, firstForward, &vals_};
+        KernelContext context{&generator_, firstForward, &vals_, device_};
         std::vector<at::Tensor> outs = kernelFor(node.op)(context, g_, node, inputs);
         for (size_t o = 0; o < node.outputs.size() && o < outs.size(); ++o) vals_[node.outputs[o]] = outs[o];
         // Free values whose last use was this op and that leave nothing behind.
@@ -375,6 +484,8 @@ private:
   std::vector<at::Tensor> rngState_;
   std::vector<bool> forwardedOnce_ = std::vector<bool>(m_.size() + 2, false);
   at::Generator generator_;
+  Meter& meter_;
+  at::Device device_;
   size_t current_ = 1;
 };
 
@@ -382,6 +493,33 @@ uint64_t peakRss() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<uint64_t>(usage.ru_maxrss) * 1024;
+}
+
+/// `cpu`, `cuda` or `cuda:N`, checked against this LibTorch and machine; the message says which
+/// part is missing.
+Expected<at::Device> parseDevice(const std::string& name) {
+  if (name == "cpu") return at::Device(at::kCPU);
+  if (name.rfind("cuda", 0) != 0) return usageError("--device '" + name + "': expected cpu, cuda or cuda:N");
+  int index = 0;
+  if (name.size() > 4) {
+    if (name[4] != ':' || name.size() == 5 || name.find_first_not_of("0123456789", 5) != std::string::npos)
+      return usageError("--device '" + name + "': expected cpu, cuda or cuda:N");
+    if (name.size() > 8) return usageError("--device '" + name + "': no such GPU index");
+    index = std::atoi(name.c_str() + 5);
+  }
+#ifndef TBP_TORCH_CUDA
+  (void)index;
+  return usageError("--device " + name +
+                    ": the LibTorch this tbp is built with has no CUDA support (Debian's libtorch is CPU-only); "
+                    "rebuild against a CUDA LibTorch (docs/runtime.md), or use --device cpu");
+#else
+  if (!at::hasCUDA())
+    return usageError("--device " + name + ": LibTorch has CUDA support, but no GPU (or no driver) is visible; use --device cpu");
+  const int count = static_cast<int>(c10::cuda::device_count());
+  if (index >= count)
+    return usageError("--device " + name + ": this machine has " + std::to_string(count) + " GPU(s)");
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
+#endif
 }
 
 } // namespace
@@ -398,21 +536,17 @@ std::vector<std::string> missingKernels(const ir::Graph& graph) {
 }
 
 Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& m, const plan::Stream& stream, const RunOptions& options) {
-  if (options.device != "cpu") {
-    // Say which part is missing: LibTorch's CUDA support, a GPU, or tbp's CUDA executor.
-    if (!at::hasCUDA())
-      return usageError("--device cuda: the LibTorch this tbp is built with has no CUDA support (Debian's libtorch is CPU-only); use --device cpu");
-    return usageError("--device cuda: LibTorch has CUDA, but tbp's runtime executes and measures on the CPU only so far; use --device cpu");
-  }
+  Expected<at::Device> parsed = parseDevice(options.device);
+  if (!parsed) return parsed.status();
+  const at::Device device = *parsed;
   std::vector<std::string> missing = missingKernels(g);
   if (!missing.empty()) {
     std::string list;
     for (const std::string& s : missing) list += (list.empty() ? "" : ", ") + s;
     return badInput("the runtime has no kernel yet for: " + list);
   }
-  for (const plan::Instruction& i : stream) (void)i;
   try {
-    CountingAllocator& counter = CountingAllocator::instance();
+    Meter meter(device);
     if (options.threads > 0) at::set_num_threads(options.threads);
     for (const auto& [name, array] : options.inputs) {
       auto id = g.findValue(name);
@@ -424,7 +558,7 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
     std::vector<ValueId> params;
     for (ValueId v = 0; v < g.numValues(); ++v) {
       if (g.value(v).kind == ir::ValueKind::Activation) continue;
-      Expected<at::Tensor> t = materialize(g, m, v, gen, options.inputs);
+      Expected<at::Tensor> t = materialize(g, v, gen, options.inputs, device);
       if (!t) return t.status();
       base[v] = *t;
       if (g.value(v).kind == ir::ValueKind::Parameter) {
@@ -462,7 +596,7 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
       std::vector<HostGradient> out;
       for (ValueId p : params) {
         at::Tensor grad = base[p].grad().defined() ? base[p].grad() : at::zeros_like(base[p]);
-        grad = grad.contiguous();
+        grad = grad.to(at::kCPU).contiguous();
         NpyArray a{npyDescr(g.value(p).type.dtype), g.value(p).type.shape, std::string(grad.nbytes(), '\0')};
         std::memcpy(a.data.data(), grad.data_ptr(), grad.nbytes());
         out.push_back({g.value(p).name, std::move(a)});
@@ -472,7 +606,7 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
     auto runOnce = [&](const plan::Stream& s, std::vector<uint64_t>* timeline, double* fwd, double* rec, double* bwd) {
       for (ValueId p : params) base[p].mutable_grad() = at::Tensor();
       std::vector<at::Tensor> vals = base;
-      Step step(g, m, vals, params, options.seed);
+      Step step(g, m, vals, params, options.seed, meter, device);
       return step.run(s, timeline, fwd, rec, bwd);
     };
 
@@ -486,6 +620,24 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
     }
 
     RunReport report;
+    if (device.is_cuda()) {
+      // cuBLAS and cuDNN allocate their workspaces through the caching allocator on first use
+      // and keep them. Prime them with one unmeasured step (the reference step does that), then
+      // measure them as what is allocated beyond the resident tensors, and leave them out.
+      if (!options.verify) {
+        double a = 0, b = 0, c = 0;
+        runOnce(stream, nullptr, &a, &b, &c);
+      }
+      for (ValueId p : params) base[p].mutable_grad() = at::Tensor();
+      meter.synchronize();
+      uint64_t resident = 0;
+      for (const at::Tensor& t : base)
+        if (t.defined()) resident += t.nbytes();
+      for (const auto& [m1, m2] : moments) resident += m1.nbytes() + m2.nbytes();
+      const uint64_t live = meter.rawLive();
+      report.libraryWorkspaceBytes = live > resident ? live - resident : 0;
+      meter.setWorkspaceOffset(report.libraryWorkspaceBytes);
+    }
     std::vector<double> times;
     std::vector<std::array<double, 3>> splits;
     uint64_t peak = 0;
@@ -503,8 +655,9 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
           check.passed = true;
           check.lossDifference = std::fabs(referenceLoss - loss);
           for (size_t i = 0; i < params.size(); ++i) {
-            at::Tensor got = at::from_blob(report.gradients[i].array.data.data(), base[params[i]].sizes(), base[params[i]].options().requires_grad(false));
-            at::Tensor ref = at::from_blob(reference[i].array.data.data(), base[params[i]].sizes(), base[params[i]].options().requires_grad(false));
+            const at::TensorOptions host = at::TensorOptions().dtype(base[params[i]].scalar_type());
+            at::Tensor got = at::from_blob(report.gradients[i].array.data.data(), base[params[i]].sizes(), host);
+            at::Tensor ref = at::from_blob(reference[i].array.data.data(), base[params[i]].sizes(), host);
             double absErr = (got - ref).abs().max().item<double>();
             double scale = ref.abs().max().item<double>();
             double relErr = scale > 0 ? absErr / scale : absErr;
@@ -520,9 +673,10 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
         }
         if (!options.keepGradients) report.gradients.clear();
       }
-      counter.resetPeak();
+      meter.resetPeak();
       optimizerStep();
-      if (!timeline.empty()) timeline.back() = std::max(timeline.back(), counter.peak());
+      meter.synchronize();
+      if (!timeline.empty()) timeline.back() = std::max(timeline.back(), meter.peak());
       double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
       if (s < options.warmup) continue;
       report.loss = loss;
@@ -544,6 +698,8 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
     report.backwardS = splits[med][2];
     report.measuredPeakBytes = peak;
     report.peakRssBytes = peakRss();
+    report.reservedPeakBytes = meter.reservedPeak();
+    report.memorySource = device.is_cuda() ? "cuda caching allocator (allocated bytes)" : "counting CPU allocator";
     return report;
   } catch (const std::exception& e) {
     std::string what = e.what();

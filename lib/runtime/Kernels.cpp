@@ -34,14 +34,14 @@ bool has(const Tensors& in, size_t i) { return i < in.size() && in[i].defined();
 
 /// The elements of an integer tensor (shapes, axes, pads, sizes).
 Ints ints(const at::Tensor& t) {
-  at::Tensor c = t.detach().to(at::kLong).contiguous().reshape({-1});
+  at::Tensor c = t.detach().to(at::kCPU, at::kLong).contiguous().reshape({-1});
   const int64_t* p = c.data_ptr<int64_t>();
   return Ints(p, p + c.numel());
 }
 
 /// The elements of a float tensor (scales, roi).
 std::vector<double> doubles(const at::Tensor& t) {
-  at::Tensor c = t.detach().to(at::kDouble).contiguous().reshape({-1});
+  at::Tensor c = t.detach().to(at::kCPU, at::kDouble).contiguous().reshape({-1});
   const double* p = c.data_ptr<double>();
   return std::vector<double>(p, p + c.numel());
 }
@@ -750,26 +750,28 @@ Tensors shapeOf(const KernelContext&, const Graph&, const Node& n, const Tensors
   int64_t start = std::clamp<int64_t>(normAxis(n.attrInt("start", 0), rank), 0, rank);
   int64_t end = std::clamp<int64_t>(normAxis(n.attrInt("end", rank), rank), 0, rank);
   Ints dims(in[0].sizes().begin() + start, in[0].sizes().begin() + std::max(start, end));
-  return one(at::tensor(dims, at::TensorOptions().dtype(at::kLong)));
+  return one(at::tensor(dims, at::TensorOptions().dtype(at::kLong)).to(in[0].device()));
 }
 Tensors sizeOf(const KernelContext&, const Graph&, const Node&, const Tensors& in) {
-  return one(at::scalar_tensor(in[0].numel(), at::TensorOptions().dtype(at::kLong)));
+  return one(at::scalar_tensor(in[0].numel(), at::TensorOptions().dtype(at::kLong).device(in[0].device())));
 }
-Tensors constantOfShape(const KernelContext&, const Graph& g, const Node& n, const Tensors& in) {
+Tensors constantOfShape(const KernelContext& context, const Graph& g, const Node& n, const Tensors& in) {
   const at::ScalarType type = torchDType(g.value(n.outputs[0]).type.dtype);
   const double value = n.attrFloat("value", 0.0);
   at::Scalar s = at::isFloatingType(type) ? at::Scalar(value)
                  : type == at::kBool     ? at::Scalar(value != 0)
                                          : at::Scalar(static_cast<int64_t>(value));
-  return one(at::full(ints(in[0]), s, at::TensorOptions().dtype(type)));
+  return one(at::full(ints(in[0]), s, at::TensorOptions().dtype(type).device(context.device)));
 }
-Tensors range(const KernelContext&, const Graph& g, const Node& n, const Tensors& in) {
+Tensors range(const KernelContext& context, const Graph& g, const Node& n, const Tensors& in) {
   const at::ScalarType type = torchDType(g.value(n.outputs[0]).type.dtype);
   const double start = scalar(in[0]), limit = scalar(in[1]), delta = scalar(in[2]);
   const int64_t count = std::max<int64_t>(static_cast<int64_t>(std::ceil((limit - start) / delta)), 0);
   if (at::isFloatingType(type))
-    return one(at::arange(count, at::TensorOptions().dtype(at::kDouble)).mul(delta).add(start).to(type));
-  return one(at::arange(count, at::TensorOptions().dtype(at::kLong)).mul(static_cast<int64_t>(delta)).add(static_cast<int64_t>(start)));
+    return one(at::arange(count, at::TensorOptions().dtype(at::kDouble).device(context.device)).mul(delta).add(start).to(type));
+  return one(at::arange(count, at::TensorOptions().dtype(at::kLong).device(context.device))
+                 .mul(static_cast<int64_t>(delta))
+                 .add(static_cast<int64_t>(start)));
 }
 Tensors oneHot(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
   const int64_t depth = static_cast<int64_t>(scalar(in[1]));

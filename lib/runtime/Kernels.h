@@ -4,6 +4,7 @@
 #include "tbp/ir/Graph.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <vector>
 
@@ -19,6 +20,9 @@ struct KernelContext {
   bool firstForward = true;
   /// The step's tensors by value id, for ops that update state held in a value (running stats).
   std::vector<at::Tensor>* values = nullptr;
+  /// Where the step runs: kernels that make tensors from nothing (Range, ConstantOfShape)
+  /// place them here.
+  at::Device device = at::kCPU;
 };
 
 /// Computes a node's outputs from its inputs (absent optional inputs are undefined tensors).

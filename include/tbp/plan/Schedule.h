@@ -4,6 +4,7 @@
 
 #include "tbp/support/Status.h"
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>

@@ -16,7 +16,7 @@ namespace tbp::runtime {
 
 /// How to run the step.
 struct RunOptions {
-  std::string device = "cpu"; ///< cpu | cuda
+  std::string device = "cpu"; ///< cpu | cuda | cuda:N
   uint64_t seed = 0;          ///< seeds inputs, targets and parameters without data
   int threads = 0;            ///< intra-op threads (0: LibTorch's default)
   int steps = 1;              ///< measured steps
@@ -57,6 +57,9 @@ struct RunReport {
   uint64_t measuredPeakBytes = 0;   ///< peak live tensor bytes through the counting allocator
   size_t measuredPeakInstruction = 0; ///< 0-based index of the instruction where it occurred
   uint64_t peakRssBytes = 0;        ///< process peak RSS
+  uint64_t reservedPeakBytes = 0;   ///< CUDA: the caching allocator's peak reservation (0 on CPU)
+  uint64_t libraryWorkspaceBytes = 0; ///< CUDA: cuBLAS/cuDNN workspaces, left out of the measured peak
+  std::string memorySource;         ///< what measured `measuredPeakBytes`
   double stepTimeS = 0;             ///< median step time
   double forwardS = 0, recomputeS = 0, backwardS = 0; ///< split of the median step
   std::optional<GradCheck> gradCheck; ///< with RunOptions::verify
