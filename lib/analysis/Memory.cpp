@@ -176,6 +176,24 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
     addRange(fwd, l.producerPos, end, val.bytes);
     if (l.requiresGrad) addRange(bwd, l.producerPos, l.gradLastUsePos, val.bytes); // adjoint
   }
+  // Autograd sums the partial gradients of a value with several gradient-passing uses: when a
+  // use's backward makes its partial, the adjoint made by a later use is still there. One
+  // extra buffer at every such use but the last, which makes the adjoint (Mul(a, a) too).
+  for (size_t i = 0; i < n; ++i) {
+    const ir::Node& node = g.node(m.order[i]);
+    if (!m.keepsTape[m.order[i]]) continue;
+    std::vector<ValueId> adjointMade;
+    for (size_t k = 0; k < node.inputs.size(); ++k) {
+      ValueId in = node.inputs[k];
+      if (in == kNone || !ir::inputTakesGradient(node, k) || g.value(in).kind != ValueKind::Activation || !m.values[in].requiresGrad) continue;
+      if (m.values[in].gradLastUsePos == static_cast<int64_t>(i) &&
+          std::find(adjointMade.begin(), adjointMade.end(), in) == adjointMade.end()) {
+        adjointMade.push_back(in);
+        continue;
+      }
+      addRange(bwd, static_cast<int64_t>(i), static_cast<int64_t>(i), g.value(in).bytes);
+    }
+  }
   for (size_t i = 0; i < n; ++i) {
     addRange(fwd, static_cast<int64_t>(i), static_cast<int64_t>(n) - 1, extraAt[i]);
     addRange(bwd, static_cast<int64_t>(i), static_cast<int64_t>(n) - 1, extraAt[i]);

@@ -186,7 +186,7 @@ int runAnalyze(const AnalyzeArgs& args, Io& io) {
   Expected<ir::Graph> graph = loadModel(args.model, /*withData=*/false);
   if (!graph) return reportError(io, graph.status());
   auto imported = std::chrono::steady_clock::now();
-  spdlog::info("imported {}: {} nodes, {} values in {:.3f} s", args.model.path, graph->numNodes(), graph->numValues(),
+  spdlog::info("imported {}: {} nodes, {} values in {:.3f} s", args.model.name(), graph->numNodes(), graph->numValues(),
                std::chrono::duration<double>(imported - start).count());
   analysis::AnalyzeOptions options;
   options.order = order;
@@ -197,8 +197,8 @@ int runAnalyze(const AnalyzeArgs& args, Io& io) {
     if (!s) return reportError(io, s);
   }
   if (args.dot == "-") return 0; // the DOT went to stdout; do not mix the report into it
-  if (args.format == "json") io.out << toJson(*graph, report, args.model.path).dump(2) << "\n";
-  else io.out << toText(*graph, report, args.model.path);
+  if (args.format == "json") io.out << toJson(*graph, report, args.model.name()).dump(2) << "\n";
+  else io.out << toText(*graph, report, args.model.name());
   return 0;
 }
 

@@ -38,12 +38,22 @@ const std::vector<Command>& commands();
 /// How a model file is read: the options every model-reading command shares.
 struct ModelOptions {
   std::string path;               ///< model file
+  std::string workload;           ///< built-in workload (`--workload`), when there is no file
+  std::string profile;            ///< its size (`--profile`)
   std::vector<std::string> dims;  ///< `NAME=VALUE` bindings
   std::vector<std::string> freeze;///< initializers to freeze
   std::string loss = "mean";      ///< loss appended when the model has none
+
+  /// True when the model is a built-in workload rather than a file.
+  bool isWorkload() const { return path.empty() && (!workload.empty() || !profile.empty()); }
+  /// The workload's name and profile, defaults filled in (gpt2, small).
+  std::string workloadName() const { return workload.empty() ? "gpt2" : workload; }
+  std::string profileName() const { return profile.empty() ? "small" : profile; }
+  /// How messages and reports name the model: the file, or `workload gpt2/small`.
+  std::string name() const { return isWorkload() ? "workload " + workloadName() + "/" + profileName() : path; }
 };
 
-/// Adds MODEL, --dim, --freeze and --loss to `app`.
+/// Adds MODEL, --workload, --profile, --dim, --freeze and --loss to `app`.
 void addModelOptions(CLI::App& app, ModelOptions& options);
 
 /// Reads a model (`.onnx`, or `.tbp` text IR); with `withLoss`, appends the loss when the

@@ -8,6 +8,7 @@
 #include "tbp/plan/Planners.h"
 #include "tbp/support/FileIO.h"
 #include "tbp/support/Logging.h"
+#include "tbp/workloads/Workloads.h"
 
 #include <spdlog/spdlog.h>
 
@@ -33,7 +34,11 @@ const std::vector<Command>& commands() {
 }
 
 void addModelOptions(CLI::App& app, ModelOptions& options) {
-  app.add_option("MODEL", options.path, "model file (.onnx, or .tbp text IR)")->required();
+  app.add_option("MODEL", options.path, "model file (.onnx, or .tbp text IR); or a built-in workload with --workload/--profile");
+  app.add_option("--workload", options.workload, "built-in workload instead of a file (default gpt2 when --profile is given)")
+      ->check(CLI::IsMember(workloads::workloadNames()));
+  app.add_option("--profile", options.profile, "size of the built-in workload: small|medium|large (default small)")
+      ->check(CLI::IsMember({"small", "medium", "large"}));
   app.add_option("--dim", options.dims, "bind a symbolic dimension, NAME=VALUE (repeatable)")->type_name("NAME=VALUE");
   app.add_option("--freeze", options.freeze, "initializers to treat as frozen constants")->delimiter(',')->type_name("NAME,...");
   app.add_option("--loss", options.loss, "loss appended when the model has none: sum|mean|mse|cross_entropy")
@@ -77,9 +82,24 @@ size_t editDistance(const std::string& a, const std::string& b) {
 Expected<ir::Graph> loadModel(const ModelOptions& options, bool withData, bool withLoss) {
   Expected<std::map<std::string, int64_t>> dims = parseDims(options.dims);
   if (!dims) return dims.status();
+  if (options.path.empty() && !options.isWorkload())
+    return usageError("no model: give a MODEL file (.onnx or .tbp), or a built-in workload with --workload W and/or --profile P");
+  if (!options.path.empty() && (!options.workload.empty() || !options.profile.empty()))
+    return usageError(options.path + ": give either a MODEL file or --workload/--profile, not both");
   std::string ext = fs::path(options.path).extension().string();
   std::optional<ir::Graph> graph;
-  if (ext == ".tbp") {
+  if (options.isWorkload()) {
+    if (!options.dims.empty()) return usageError(options.name() + ": --dim applies to model files; workload sizes come from --profile");
+    Expected<ir::Graph> built = workloads::buildWorkload(options.workloadName(), *workloads::parseProfile(options.profileName()));
+    if (!built) return built.status();
+    graph = std::move(*built);
+    for (const std::string& name : options.freeze) {
+      auto id = graph->findValue(name);
+      if (!id || graph->value(*id).kind != ir::ValueKind::Parameter)
+        return usageError(options.name() + ": --freeze " + name + ": the workload has no parameter of that name");
+      graph->setKind(*id, ir::ValueKind::Constant);
+    }
+  } else if (ext == ".tbp") {
     if (!options.dims.empty() || !options.freeze.empty())
       return usageError(options.path + ": --dim and --freeze apply to ONNX models; text IR shapes are concrete");
     Expected<std::string> text = readFile(options.path);
@@ -106,7 +126,7 @@ Expected<ir::Graph> loadModel(const ModelOptions& options, bool withData, bool w
   if (withLoss && !ir::hasLoss(*graph)) {
     std::optional<ir::LossKind> loss = ir::parseLossKind(options.loss);
     if (!loss) return usageError("unknown loss '" + options.loss + "'");
-    TBP_RETURN_IF_ERROR(ir::appendLoss(*graph, *loss, options.path));
+    TBP_RETURN_IF_ERROR(ir::appendLoss(*graph, *loss, options.name()));
   }
   return std::move(*graph);
 }

@@ -129,7 +129,7 @@ int runPlan(const PlanArgs& args, Io& io) {
       }
       io.out << j.dump(2) << "\n";
     } else {
-      io.out << "model   " << args.model.path << " (graph '" << graph->name() << "'), " << p.model.order.size() << " ops in "
+      io.out << "model   " << args.model.name() << " (graph '" << graph->name() << "'), " << p.model.order.size() << " ops in "
              << p.model.size() << " stages, " << analysis::orderName(p.order) << " order\n";
       io.out << "budget  " << budgetText(budget, parsedBudget ? &*parsedBudget : nullptr, p.storeAllPeak) << "\n\n";
       auto cell = [](const std::string& s, size_t w) { return s.size() >= w ? s + " " : s + std::string(w - s.size(), ' '); };
@@ -160,7 +160,7 @@ int runPlan(const PlanArgs& args, Io& io) {
                      {"plan_time_s", std::round(main.seconds * 1e4) / 1e4}};
       io.out << j.dump(2) << "\n";
     } else {
-      io.out << "plan             " << plan::plannerName(main.kind) << " for " << args.model.path << " (graph '" << graph->name() << "')\n";
+      io.out << "plan             " << plan::plannerName(main.kind) << " for " << args.model.name() << " (graph '" << graph->name() << "')\n";
       io.out << "budget           " << budgetText(budget, parsedBudget ? &*parsedBudget : nullptr, p.storeAllPeak) << "\n";
       io.out << "stages           " << p.model.size() << " stages over " << p.model.order.size() << " ops, "
              << analysis::orderName(p.order) << " order";
@@ -228,7 +228,7 @@ std::function<int(Io&)> setupValidate(CLI::App& app) {
     if (!file) return reportError(io, file.status());
     Status s = schedule::validateSchedule(*file, *graph, args->schedule);
     if (!s) return reportError(io, s);
-    io.out << args->schedule << ": valid " << file->planner << " schedule for " << args->model.path << ": " << file->stages.size()
+    io.out << args->schedule << ": valid " << file->planner << " schedule for " << args->model.name() << ": " << file->stages.size()
            << " stages, " << file->instructions.size() << " instructions, predicted peak " << formatBytes(file->predictedPeakBytes);
     if (file->budgetBytes) io.out << " within the budget " << formatBytes(*file->budgetBytes);
     io.out << "\n";

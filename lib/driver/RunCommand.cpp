@@ -67,8 +67,6 @@ Status saveGradients(const std::string& dir, const runtime::RunReport& r) {
 double round6(double v) { return std::round(v * 1e6) / 1e6; }
 
 int runRun(const RunArgs& args, Io& io) {
-  if (args.model.path.empty())
-    return reportError(io, usageError("tbp run needs a MODEL file; the built-in workloads (--profile) are not in this version"));
   if (!runtime::available())
     return reportError(io, Status(ErrorCode::Internal, "this build of tbp has no LibTorch runtime; install libtorch-dev and rebuild with -DTBP_WITH_TORCH=ON"));
   Expected<ir::Graph> graph = loadModel(args.model, /*withData=*/true);
@@ -77,7 +75,7 @@ int runRun(const RunArgs& args, Io& io) {
   if (!missing.empty()) {
     std::string list;
     for (const std::string& s : missing) list += (list.empty() ? "" : ", ") + s;
-    return reportError(io, badInput(args.model.path + ": the runtime has no kernel yet for " + list));
+    return reportError(io, badInput(args.model.name() + ": the runtime has no kernel yet for " + list));
   }
   runtime::RunOptions options = args.run;
   if (Status s = readInputs(args.inputs, options.inputs); !s) return reportError(io, s);
@@ -104,7 +102,7 @@ int runRun(const RunArgs& args, Io& io) {
   if (!chosen) return reportError(io, chosen.status());
   const plan::Candidate& c = chosen->chosen;
   Expected<runtime::RunReport> r = runtime::runTrainingStep(*graph, p.model, c.stream, options);
-  if (!r) return reportError(io, r.status().withContext(args.model.path));
+  if (!r) return reportError(io, r.status().withContext(args.model.name()));
   if (!args.saveGrads.empty())
     if (Status s = saveGradients(args.saveGrads, *r); !s) return reportError(io, s);
   const double error = c.sim.peakBytes ? (static_cast<double>(r->measuredPeakBytes) - static_cast<double>(c.sim.peakBytes)) /
@@ -136,7 +134,7 @@ int runRun(const RunArgs& args, Io& io) {
                          {"max_rel_error", r->gradCheck->maxRelError}, {"worst_parameter", r->gradCheck->worstParameter}};
     io.out << j.dump(2) << "\n";
   } else {
-    io.out << "run              " << plan::plannerName(kind) << " schedule for " << args.model.path << ", " << p.model.size()
+    io.out << "run              " << plan::plannerName(kind) << " schedule for " << args.model.name() << ", " << p.model.size()
            << " stages, " << c.stream.size() << " instructions, " << args.run.device << "\n";
     io.out << "budget           " << (budget ? formatBytes(*budget) : std::string("none (store-all)")) << "\n";
     io.out << "peak             measured " << formatBytes(r->measuredPeakBytes) << " at instruction " << r->measuredPeakInstruction + 1
@@ -172,7 +170,6 @@ int runRun(const RunArgs& args, Io& io) {
 std::function<int(Io&)> setupRun(CLI::App& app) {
   auto args = std::make_shared<RunArgs>();
   addModelOptions(app, args->model);
-  app.get_option("MODEL")->required(false);
   app.add_option("--budget", args->budget, "peak memory of the step: 4GB, 4GiB, 512MB, bytes, 60% of store-all, or min (the tightest schedule)")->type_name("SIZE");
   app.add_option("--planner", args->planner, "store-all|sqrt|interval-tree|revolve|optimal")
       ->check(CLI::IsMember({"store-all", "sqrt", "interval-tree", "revolve", "optimal"}));

@@ -140,6 +140,22 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       s.newAdjoints.push_back(v);
       range(bwdDiff, 0, m.gradLastUsePos[v] - s.first, m.valueBytes[v]);
     }
+    // Partial gradients of values with several gradient-passing uses (as analyzeMemory counts
+    // them): one extra buffer at every use but the last.
+    for (uint32_t p = s.first; p <= s.last; ++p) {
+      const ir::Node& node = g.node(order[p]);
+      if (!m.keepsTape[order[p]]) continue;
+      std::vector<ValueId> adjointMade;
+      for (size_t slot = 0; slot < node.inputs.size(); ++slot) {
+        ValueId in = node.inputs[slot];
+        if (in == ir::kNone || !ir::inputTakesGradient(node, slot) || g.value(in).kind != ValueKind::Activation || !m.requiresGrad[in]) continue;
+        if (m.gradLastUsePos[in] == static_cast<int64_t>(p) && std::find(adjointMade.begin(), adjointMade.end(), in) == adjointMade.end()) {
+          adjointMade.push_back(in);
+          continue;
+        }
+        range(bwdDiff, p - s.first, p - s.first, g.value(in).bytes);
+      }
+    }
     int64_t f = 0, a = 0, b = 0;
     for (size_t i = 0; i < ops; ++i) {
       f += fwdDiff[i];

@@ -251,6 +251,14 @@ Expected<at::Tensor> materializeOnHost(const ir::Graph& g, ValueId id, at::Gener
     const ir::Node& n = g.node(user);
     if (n.op == ir::Op::CrossEntropyLoss && n.inputs.size() > 1 && n.inputs[1] == id)
       high = std::max<int64_t>(g.value(n.inputs[0]).type.shape.back(), 1);
+    // Indices into a table (token ids into an embedding) cover the whole table.
+    if (n.op == ir::Op::Gather && n.inputs.size() > 1 && n.inputs[1] == id) {
+      const ir::Shape& table = g.value(n.inputs[0]).type.shape;
+      const int64_t rank = static_cast<int64_t>(table.size());
+      int64_t axis = n.attrInt("axis", 0);
+      if (axis < 0) axis += rank;
+      if (axis >= 0 && axis < rank) high = std::max<int64_t>(table[static_cast<size_t>(axis)], 1);
+    }
   }
   return at::Tensor(at::randint(0, high, shape, gen, opts));
 }
@@ -426,6 +434,15 @@ private:
     current_ = 0;
   }
 
+  /// sum + part, in place when nothing else sees `sum`'s buffer (autograd may hand the same
+  /// tensor out as the gradient of several values), so the sum costs no third buffer.
+  static at::Tensor accumulate(at::Tensor& sum, const at::Tensor& part) {
+    if (sum.use_count() == 1 && sum.storage().use_count() == 1 && !sum.is_alias_of(part) && sum.sizes() == part.sizes() &&
+        sum.scalar_type() == part.scalar_type())
+      return sum.add_(part);
+    return sum + part;
+  }
+
   void backward(size_t k) {
     dropCurrent();
     Tape& tape = tapes_[k];
@@ -461,14 +478,17 @@ private:
     for (size_t i = 0; i < got.size(); ++i) {
       if (!got[i].defined()) continue;
       auto [v, isParam] = targets[i];
+      // Some backwards hand out views (Concat's gradients are slices of its output's): a kept
+      // view would pin the whole buffer for as long as the adjoint lives. Keep a compact copy.
+      if (!isParam && got[i].storage().nbytes() > got[i].nbytes()) got[i] = got[i].clone(at::MemoryFormat::Contiguous);
       if (isParam) {
         at::Tensor& grad = vals_[v].mutable_grad();
-        grad = grad.defined() ? grad + got[i] : got[i];
+        grad = grad.defined() ? accumulate(grad, got[i]) : got[i];
         continue;
       }
       auto it = adj_.find(v);
       if (it == adj_.end()) adj_[v] = got[i];
-      else it->second = it->second + got[i];
+      else it->second = accumulate(it->second, got[i]);
     }
     tapes_[k] = Tape{};
     ckpts_[k].clear();

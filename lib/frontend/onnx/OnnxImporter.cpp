@@ -277,7 +277,8 @@ Expected<ir::AttrValue> convertAttr(const onnx::AttributeProto& a, const std::st
 /// Everything the import needs about one ONNX file.
 class Importer {
 public:
-  Importer(std::string path, const OnnxImportOptions& options) : path_(std::move(path)), options_(options) {}
+  Importer(std::string path, const OnnxImportOptions& options, const std::string* bytes = nullptr)
+      : path_(std::move(path)), options_(options), bytes_(bytes) {}
 
   Expected<ir::Graph> run() {
     TBP_RETURN_IF_ERROR(parseModel());
@@ -300,6 +301,12 @@ private:
   /// Parses straight from the file, so a large model is never held twice in memory; only a
   /// failed parse reads the bytes again to explain where the file goes wrong.
   Status parseModel() {
+    if (bytes_) {
+      google::protobuf::io::CodedInputStream coded(reinterpret_cast<const uint8_t*>(bytes_->data()), static_cast<int>(bytes_->size()));
+      coded.SetTotalBytesLimit(INT32_MAX);
+      if (model_.ParseFromCodedStream(&coded) && coded.ConsumedEntireMessage()) return Status::ok();
+      return fail(explainParseFailure(*bytes_));
+    }
     std::error_code ec;
     if (!fs::exists(path_, ec)) return fail("no such file");
     if (fs::is_directory(path_, ec)) return fail("is a directory, expected a file");
@@ -678,6 +685,7 @@ private:
 
   std::string path_;
   const OnnxImportOptions& options_;
+  const std::string* bytes_ = nullptr;
   onnx::ModelProto model_;
   std::unordered_map<std::string, const onnx::TypeProto*> types_;
 };
@@ -689,6 +697,15 @@ Expected<ir::Graph> importOnnxFile(const std::string& path, const OnnxImportOpti
     return Importer(path, options).run();
   } catch (const std::exception& e) {
     return badInput(path + ": cannot import: " + e.what());
+  }
+}
+
+Expected<ir::Graph> importOnnxBytes(const std::string& bytes, const std::string& name, const OnnxImportOptions& options) {
+  if (bytes.size() > static_cast<size_t>(INT32_MAX)) return badInput(name + ": the model is larger than 2 GiB");
+  try {
+    return Importer(name, options, &bytes).run();
+  } catch (const std::exception& e) {
+    return badInput(name + ": cannot import: " + e.what());
   }
 }
 

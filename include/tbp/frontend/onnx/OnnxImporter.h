@@ -31,6 +31,10 @@ inline constexpr int kMaxOnnxOpset = 17;
 /// value: BadInput for bad models, Usage for a `--dim`/`--freeze` name the model lacks.
 Expected<ir::Graph> importOnnxFile(const std::string& path, const OnnxImportOptions& options);
 
+/// Imports a binary ONNX model held in memory; `name` stands for the file in messages and
+/// external data (if any) is read relative to its folder.
+Expected<ir::Graph> importOnnxBytes(const std::string& bytes, const std::string& name, const OnnxImportOptions& options);
+
 /// Reads a serialized ONNX TensorProto (`.pb`, as the ONNX test data stores inputs) into a
 /// host array. BadInput naming the file when it is not one.
 Expected<NpyArray> readTensorProtoFile(const std::string& path);
