@@ -6,7 +6,7 @@ Usage:
       --mode store-all|checkpoint_sequential [--trials N] [--warmup W] [--threads T] [--seed S]
   /usr/bin/python3 bench/pytorch_baseline.py --list
 
-Models follow docs/workloads-spec.md op for op (fp32, training mode, no dropout): Linear layers are
+Models follow docs/benchmarks.md op for op (fp32, training mode, no dropout): Linear layers are
 `x @ W + b` with W [in, out], qgelu is x*sigmoid(1.702*x), silu is x*sigmoid(x), attention is
 matmul -> scale -> (gpt2/long_context: torch.where(keep, s, -1e9)) -> softmax -> matmul, BatchNorm2d
 runs in train mode, resnet convs have no bias, unet convs have bias. `random_dag` has no PyTorch twin
@@ -74,24 +74,24 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint, checkpoint_sequential
 
 PROFILES = {
-    "gpt2": {"small": dict(B=4, S=128, D=128, H=4, L=4, V=2048),
-             "medium": dict(B=8, S=256, D=256, H=8, L=8, V=8192),
-             "large": dict(B=16, S=512, D=512, H=8, L=12, V=16384)},
-    "transformer": {"small": dict(B=8, S=128, D=128, H=4, L=4, V=2048),
-                    "medium": dict(B=16, S=256, D=256, H=8, L=6, V=8192),
-                    "large": dict(B=32, S=512, D=512, H=8, L=12, V=16384)},
-    "long_context": {"small": dict(B=1, S=1024, D=64, H=2, L=2, V=256),
-                     "medium": dict(B=1, S=2048, D=128, H=4, L=4, V=512),
+    "gpt2": {"small": dict(B=8, S=128, D=128, H=4, L=4, V=512),
+             "medium": dict(B=4, S=256, D=256, H=8, L=6, V=2048),
+             "large": dict(B=16, S=512, D=512, H=8, L=12, V=8192)},
+    "transformer": {"small": dict(B=8, S=128, D=128, H=4, L=4, V=512),
+                    "medium": dict(B=4, S=256, D=256, H=8, L=6, V=2048),
+                    "large": dict(B=32, S=512, D=512, H=8, L=12, V=8192)},
+    "long_context": {"small": dict(B=1, S=1024, D=64, H=2, L=6, V=256),
+                     "medium": dict(B=1, S=2048, D=128, H=4, L=6, V=512),
                      "large": dict(B=1, S=8192, D=128, H=4, L=4, V=512)},
-    "resnet": {"small": dict(B=8, R=64, C=16, n=1),
-               "medium": dict(B=16, R=128, C=32, n=2),
-               "large": dict(B=32, R=224, C=64, n=2)},
+    "resnet": {"small": dict(B=8, R=64, C=16, n=3),
+               "medium": dict(B=16, R=128, C=32, n=3),
+               "large": dict(B=32, R=224, C=64, n=3)},
     "unet": {"small": dict(B=2, R=64, C=16, k=3),
              "medium": dict(B=4, R=128, C=32, k=4),
              "large": dict(B=8, R=256, C=64, k=4)},
-    "chain": {"small": dict(B=64, D=512, L=16),
-              "medium": dict(B=256, D=1024, L=32),
-              "large": dict(B=1024, D=2048, L=64)},
+    "chain": {"small": dict(B=1024, D=128, L=16),
+              "medium": dict(B=4096, D=256, L=24),
+              "large": dict(B=16384, D=1024, L=64)},
 }
 MODES = ("store-all", "checkpoint_sequential")
 

@@ -182,6 +182,7 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
   for (size_t i = 0; i < n; ++i) {
     const ir::Node& node = g.node(m.order[i]);
     if (!m.keepsTape[m.order[i]]) continue;
+    addRange(bwd, static_cast<int64_t>(i), static_cast<int64_t>(i), ir::backwardScratchBytes(g, node));
     std::vector<ValueId> adjointMade;
     for (size_t k = 0; k < node.inputs.size(); ++k) {
       ValueId in = node.inputs[k];

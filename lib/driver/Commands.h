@@ -88,5 +88,7 @@ std::function<int(Io&)> setupPlan(CLI::App& app);
 std::function<int(Io&)> setupValidate(CLI::App& app);
 std::function<int(Io&)> setupCompare(CLI::App& app);
 std::function<int(Io&)> setupRun(CLI::App& app);
+std::function<int(Io&)> setupExportWorkload(CLI::App& app);
+std::function<int(Io&)> setupBench(CLI::App& app);
 
 } // namespace tbp::driver

@@ -27,6 +27,8 @@ const std::vector<Command>& commands() {
       {"validate", "check a schedule file against its model", setupValidate},
       {"run", "run a real training step under a schedule with LibTorch; measure and verify it", setupRun},
       {"compare", "report what changed between two schedule files; exit 1 past a threshold", setupCompare},
+      {"bench", "benchmark the planners on the built-in workloads against store-all (and PyTorch)", setupBench},
+      {"export-workload", "write a built-in workload as an ONNX model", setupExportWorkload},
       {"dump", "print the imported graph in tbp's text IR", setupDump},
       {"ops", "list the ONNX op types tbp imports", setupOps},
   };
@@ -90,7 +92,7 @@ Expected<ir::Graph> loadModel(const ModelOptions& options, bool withData, bool w
   std::optional<ir::Graph> graph;
   if (options.isWorkload()) {
     if (!options.dims.empty()) return usageError(options.name() + ": --dim applies to model files; workload sizes come from --profile");
-    Expected<ir::Graph> built = workloads::buildWorkload(options.workloadName(), *workloads::parseProfile(options.profileName()));
+    Expected<ir::Graph> built = workloads::buildWorkload(options.workloadName(), *workloads::parseProfile(options.profileName()), withData);
     if (!built) return built.status();
     graph = std::move(*built);
     for (const std::string& name : options.freeze) {

@@ -10,6 +10,7 @@
 #include "tbp/support/Npy.h"
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include <cmath>
 #include <filesystem>
@@ -105,6 +106,9 @@ int runRun(const RunArgs& args, Io& io) {
   if (!r) return reportError(io, r.status().withContext(args.model.name()));
   if (!args.saveGrads.empty())
     if (Status s = saveGradients(args.saveGrads, *r); !s) return reportError(io, s);
+  for (size_t i = 0; i < r->timeline.size() && i < c.sim.timeline.size(); ++i)
+    spdlog::debug("instruction {:>4} {:<10} measured {:>12} predicted {:>12} ({:+})", i + 1, plan::formatInstruction(c.stream[i]), r->timeline[i],
+                  c.sim.timeline[i], static_cast<int64_t>(r->timeline[i]) - static_cast<int64_t>(c.sim.timeline[i]));
   const double error = c.sim.peakBytes ? (static_cast<double>(r->measuredPeakBytes) - static_cast<double>(c.sim.peakBytes)) /
                                              static_cast<double>(c.sim.peakBytes)
                                        : 0.0;
@@ -125,6 +129,7 @@ int runRun(const RunArgs& args, Io& io) {
                              {"backward_s", round6(r->backwardS)},
                              {"recompute_ratio", round6(c.sim.recomputeRatio)},
                              {"loss", r->loss},
+                             {"resident_bytes", p.model.residentBytes},
                              {"stages", p.model.size()},
                              {"instructions", c.stream.size()}};
     if (r->reservedPeakBytes) j["reserved_peak_bytes"] = r->reservedPeakBytes;

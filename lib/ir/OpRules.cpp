@@ -160,4 +160,10 @@ SavedForBackward savedForBackward(const Graph& g, const Node& n) {
   return saved;
 }
 
+uint64_t backwardScratchBytes(const Graph& graph, const Node& node) {
+  if (node.op != Op::Conv && node.op != Op::ConvTranspose) return 0;
+  if (node.inputs.empty() || node.inputs[0] == kNone || node.outputs.empty()) return 0;
+  return graph.value(node.inputs[0]).bytes + graph.value(node.outputs[0]).bytes;
+}
+
 } // namespace tbp::ir

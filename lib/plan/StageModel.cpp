@@ -145,6 +145,7 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
     for (uint32_t p = s.first; p <= s.last; ++p) {
       const ir::Node& node = g.node(order[p]);
       if (!m.keepsTape[order[p]]) continue;
+      range(bwdDiff, p - s.first, p - s.first, ir::backwardScratchBytes(g, node));
       std::vector<ValueId> adjointMade;
       for (size_t slot = 0; slot < node.inputs.size(); ++slot) {
         ValueId in = node.inputs[slot];

@@ -706,6 +706,7 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
         if (timeline[i] > peak) {
           peak = timeline[i];
           report.measuredPeakInstruction = i;
+          report.timeline = timeline;
         }
     }
     std::vector<size_t> idx(times.size());

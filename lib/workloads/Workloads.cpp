@@ -388,13 +388,13 @@ std::string str(const TransformerSize& t) {
          " L" + std::to_string(t.layers) + " V" + std::to_string(t.vocab);
 }
 
-TransformerSize gpt2Size(Profile p) { return pick3<TransformerSize>(p, {4, 128, 128, 4, 4, 2048}, {8, 256, 256, 8, 8, 8192}, {16, 512, 512, 8, 12, 16384}); }
-TransformerSize encoderSize(Profile p) { return pick3<TransformerSize>(p, {8, 128, 128, 4, 4, 2048}, {16, 256, 256, 8, 6, 8192}, {32, 512, 512, 8, 12, 16384}); }
-TransformerSize longSize(Profile p) { return pick3<TransformerSize>(p, {1, 1024, 64, 2, 2, 256}, {1, 2048, 128, 4, 4, 512}, {1, 8192, 128, 4, 4, 512}); }
-ResnetSize resnetSize(Profile p) { return pick3<ResnetSize>(p, {8, 64, 16, 1}, {16, 128, 32, 2}, {32, 224, 64, 2}); }
+TransformerSize gpt2Size(Profile p) { return pick3<TransformerSize>(p, {8, 128, 128, 4, 4, 512}, {4, 256, 256, 8, 6, 2048}, {16, 512, 512, 8, 12, 8192}); }
+TransformerSize encoderSize(Profile p) { return pick3<TransformerSize>(p, {8, 128, 128, 4, 4, 512}, {4, 256, 256, 8, 6, 2048}, {32, 512, 512, 8, 12, 8192}); }
+TransformerSize longSize(Profile p) { return pick3<TransformerSize>(p, {1, 1024, 64, 2, 6, 256}, {1, 2048, 128, 4, 6, 512}, {1, 8192, 128, 4, 4, 512}); }
+ResnetSize resnetSize(Profile p) { return pick3<ResnetSize>(p, {8, 64, 16, 3}, {16, 128, 32, 3}, {32, 224, 64, 3}); }
 UnetSize unetSize(Profile p) { return pick3<UnetSize>(p, {2, 64, 16, 3}, {4, 128, 32, 4}, {8, 256, 64, 4}); }
-ChainSize chainSize(Profile p) { return pick3<ChainSize>(p, {64, 512, 16}, {256, 1024, 32}, {1024, 2048, 64}); }
-DagSize dagSize(Profile p) { return pick3<DagSize>(p, {200, 64, 256}, {1000, 128, 512}, {5000, 256, 1024}); }
+ChainSize chainSize(Profile p) { return pick3<ChainSize>(p, {1024, 128, 16}, {4096, 256, 24}, {16384, 1024, 64}); }
+DagSize dagSize(Profile p) { return pick3<DagSize>(p, {200, 1024, 128}, {600, 1024, 128}, {5000, 1024, 256}); }
 
 const std::vector<Entry>& table() {
   static const std::vector<Entry> entries = {
@@ -485,10 +485,11 @@ Expected<std::string> exportWorkload(const std::string& name, Profile profile) {
   }
 }
 
-Expected<ir::Graph> buildWorkload(const std::string& name, Profile profile) {
+Expected<ir::Graph> buildWorkload(const std::string& name, Profile profile, bool withData) {
   Expected<std::string> bytes = exportWorkload(name, profile);
   if (!bytes) return bytes.status();
   frontend::OnnxImportOptions options;
+  options.loadData = withData;
   Expected<ir::Graph> g = frontend::importOnnxBytes(*bytes, "workload " + name + "/" + profileName(profile), options);
   if (!g) return Status(ErrorCode::Internal, "built-in " + g.status().message());
   return g;

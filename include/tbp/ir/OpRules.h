@@ -23,6 +23,12 @@ struct SavedForBackward {
 /// all (it lies on a gradient path) is the analysis' question, not this rule's.
 SavedForBackward savedForBackward(const Graph& graph, const Node& node);
 
+/// Scratch a node's backward needs beyond the gradients themselves. Convolutions: the CPU
+/// kernels (oneDNN) reorder the saved input and the output gradient into their blocked layout,
+/// so their backward briefly holds one more copy of each (measured on the built-in workloads;
+/// with more intra-op threads the weight-gradient reduction adds per-thread buffers on top).
+uint64_t backwardScratchBytes(const Graph& graph, const Node& node);
+
 /// True when input `index` of `node` can receive a gradient (by the op's rule).
 bool inputTakesGradient(const Node& node, size_t index);
 

@@ -56,6 +56,7 @@ struct RunReport {
   double loss = 0;                  ///< loss of the (last) step
   uint64_t measuredPeakBytes = 0;   ///< peak live tensor bytes through the counting allocator
   size_t measuredPeakInstruction = 0; ///< 0-based index of the instruction where it occurred
+  std::vector<uint64_t> timeline;   ///< measured peak bytes during each instruction (of the step with the peak)
   uint64_t peakRssBytes = 0;        ///< process peak RSS
   uint64_t reservedPeakBytes = 0;   ///< CUDA: the caching allocator's peak reservation (0 on CPU)
   uint64_t libraryWorkspaceBytes = 0; ///< CUDA: cuBLAS/cuDNN workspaces, left out of the measured peak

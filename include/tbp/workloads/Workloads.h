@@ -32,8 +32,10 @@ std::string describe(const std::string& name, Profile profile);
 /// The forward graph of workload `name` at `profile`, without a loss (callers append one, as
 /// for a model file), with seeded parameter data. It is built, written as ONNX (opset 17) and
 /// read back through the ONNX importer, so a workload and its exported model
-/// (`exportWorkload`) are the same graph by construction. Usage error for an unknown name.
-Expected<ir::Graph> buildWorkload(const std::string& name, Profile profile);
+/// (`exportWorkload`) are the same graph by construction. `withData` as the importer's
+/// `loadData`: without it, the graph is what `tbp analyze`/`plan` read from the exported file.
+/// Usage error for an unknown name.
+Expected<ir::Graph> buildWorkload(const std::string& name, Profile profile, bool withData = true);
 
 /// The workload as a binary ONNX model (what `tbp export-workload` writes).
 Expected<std::string> exportWorkload(const std::string& name, Profile profile);

@@ -1,0 +1,1 @@
+analyze --workload chain --profile small

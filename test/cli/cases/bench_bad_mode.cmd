@@ -1,0 +1,1 @@
+bench --modes store-all,fastest

@@ -1,0 +1,1 @@
+export-workload gpt2 -o $TBP_TMP/g.onnx && "$TBP" plan $TBP_TMP/g.onnx --budget 50% -o $TBP_TMP/a.json >/dev/null && "$TBP" plan --workload gpt2 --budget 50% -o $TBP_TMP/b.json >/dev/null && "$TBP" compare $TBP_TMP/a.json $TBP_TMP/b.json && "$TBP" validate $TBP_TMP/g.onnx $TBP_TMP/b.json

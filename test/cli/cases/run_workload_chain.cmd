@@ -1,0 +1,1 @@
+run --workload chain --budget 60% --verify

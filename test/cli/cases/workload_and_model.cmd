@@ -1,0 +1,1 @@
+analyze onnx/mlp.onnx --workload chain

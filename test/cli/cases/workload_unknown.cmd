@@ -1,0 +1,1 @@
+analyze --workload nope
