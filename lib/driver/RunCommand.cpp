@@ -90,12 +90,18 @@ int runRun(const RunArgs& args, Io& io) {
   p.model.residentBytes += runtime::optimizerStateBytes(options.optimizer, graph->bytesOfKind(ir::ValueKind::Parameter));
   p.model.finalTransientBytes = runtime::optimizerTransientBytes(options.optimizer, largestParameter);
   p.storeAllPeak = plan::simulate(p.model, plan::storeAllStream(p.model.size()))->peakBytes;
-  plan::PlannerKind kind = args.budget.empty() ? plan::PlannerKind::StoreAll : *plan::parsePlanner(args.planner);
+  // A built-in workload without a budget shows what tbp does: half the store-all peak, verified.
+  std::string budgetText = args.budget;
+  if (args.model.isWorkload() && budgetText.empty() && args.planner == "optimal") {
+    budgetText = "50%";
+    options.verify = true;
+  }
+  plan::PlannerKind kind = budgetText.empty() ? plan::PlannerKind::StoreAll : *plan::parsePlanner(args.planner);
   std::vector<plan::Candidate> candidates = plan::candidates(p.model, kind);
-  if (args.budget == "min") {
+  if (budgetText == "min") {
     budget = plan::minFeasibleBytes(candidates); // the tightest schedule this planner has
-  } else if (!args.budget.empty()) {
-    Expected<Budget> b = parseBudget(args.budget);
+  } else if (!budgetText.empty()) {
+    Expected<Budget> b = parseBudget(budgetText);
     if (!b) return reportError(io, b.status());
     budget = b->resolve(p.storeAllPeak);
   }
@@ -141,7 +147,10 @@ int runRun(const RunArgs& args, Io& io) {
   } else {
     io.out << "run              " << plan::plannerName(kind) << " schedule for " << args.model.name() << ", " << p.model.size()
            << " stages, " << c.stream.size() << " instructions, " << args.run.device << "\n";
-    io.out << "budget           " << (budget ? formatBytes(*budget) : std::string("none (store-all)")) << "\n";
+    io.out << "budget           " << (budget ? formatBytes(*budget) : std::string("none (store-all)"));
+    if (budget)
+      io.out << " (" << budgetText << (budgetText.back() == '%' ? " of the store-all peak " + formatBytes(p.storeAllPeak) : "") << ")";
+    io.out << "\n";
     io.out << "peak             measured " << formatBytes(r->measuredPeakBytes) << " at instruction " << r->measuredPeakInstruction + 1
            << " (" << plan::formatInstruction(c.stream[r->measuredPeakInstruction]) << "), predicted " << formatBytes(c.sim.peakBytes)
            << " (" << (error >= 0 ? "+" : "") << formatFixed(100 * error, 1) << "%); peak RSS " << formatBytes(r->peakRssBytes) << "\n";
@@ -175,7 +184,7 @@ int runRun(const RunArgs& args, Io& io) {
 std::function<int(Io&)> setupRun(CLI::App& app) {
   auto args = std::make_shared<RunArgs>();
   addModelOptions(app, args->model);
-  app.add_option("--budget", args->budget, "peak memory of the step: 4GB, 4GiB, 512MB, bytes, 60% of store-all, or min (the tightest schedule)")->type_name("SIZE");
+  app.add_option("--budget", args->budget, "peak memory of the step: 4GB, 4GiB, 512MB, bytes, 60% of store-all, or min (the tightest schedule); a built-in workload without it runs at 50% with --verify")->type_name("SIZE");
   app.add_option("--planner", args->planner, "store-all|sqrt|interval-tree|revolve|optimal")
       ->check(CLI::IsMember({"store-all", "sqrt", "interval-tree", "revolve", "optimal"}));
   app.add_option("--order", args->order, "order heuristic: file|greedy|dfs")->check(CLI::IsMember({"file", "greedy", "dfs"}));

@@ -180,7 +180,8 @@ json tbpRow(const BenchArgs& args, const std::string& target, const std::string&
   std::vector<std::string> argv{selfPath(), "run", "--workload", target, "--profile", args.profile, "--format", "json",
                                 "--steps", std::to_string(args.trials), "--warmup", std::to_string(args.warmup), "--save-grads", gradDir.string(), "-q"};
   if (args.threads > 0) argv.insert(argv.end(), {"--threads", std::to_string(args.threads)});
-  if (!budget.empty()) argv.insert(argv.end(), {"--planner", mode, "--budget", budget});
+  argv.insert(argv.end(), {"--planner", mode});
+  if (!budget.empty()) argv.insert(argv.end(), {"--budget", budget});
   ProcessResult p = runProcess(argv, scratch);
   json out = json::parse(p.out, nullptr, false);
   const bool hasReport = !out.is_discarded() && out.is_object() && out.contains("measured_peak_bytes");

@@ -30,7 +30,11 @@ class Builder {
 public:
   Builder(const std::string& name, uint64_t seed) : g_(name), state_(seed * 0x9e3779b97f4a7c15ULL + 1) {}
 
-  ir::Graph take() { return std::move(g_); }
+  /// The graph, with `output` as its only output.
+  ir::Graph finish(ValueId output) {
+    g_.addOutput(output);
+    return std::move(g_);
+  }
   const Shape& shape(ValueId v) const { return g_.value(v).type.shape; }
 
   ValueId input(const std::string& name, DType dtype, Shape shape) { return add(name, ValueKind::Input, {dtype, std::move(shape)}, nullptr); }
@@ -214,9 +218,7 @@ ir::Graph transformer(const std::string& name, const TransformerSize& t, bool de
   }
   if (decoder) h = layerNorm(b, "ln_f", h);
   ValueId logits = linear(b, decoder ? "lm_head" : "head", h, t.width, t.vocab, /*bias=*/false);
-  ir::Graph g = b.take();
-  g.addOutput(logits);
-  return g;
+  return b.finish(logits);
 }
 
 // ------------------------------------------------------------------ convolutional
@@ -272,9 +274,7 @@ ir::Graph resnet(const ResnetSize& r) {
   ValueId w = b.weight("fc.weight", {100, c}, 1.0 / std::sqrt(static_cast<double>(c)));
   ValueId bias = b.filled("fc.bias", {100}, 0.0f);
   ValueId logits = b.node(Op::Gemm, "fc/Gemm", {h, w, bias}, {r.batch, 100}, {{"alpha", 1.0}, {"beta", 1.0}, {"transB", int64_t{1}}});
-  ir::Graph g = b.take();
-  g.addOutput(logits);
-  return g;
+  return b.finish(logits);
 }
 
 struct UnetSize {
@@ -315,9 +315,7 @@ ir::Graph unet(const UnetSize& u) {
     h = unetBlock(b, p, h, c);
   }
   ValueId out = conv(b, "out", h, 3, 1, 1, 0, true);
-  ir::Graph g = b.take();
-  g.addOutput(out);
-  return g;
+  return b.finish(out);
 }
 
 // ------------------------------------------------------------------ synthetic
@@ -333,9 +331,7 @@ ir::Graph chain(const ChainSize& c) {
     const std::string p = "layers." + std::to_string(l);
     h = b.node(Op::Relu, p + "/relu", {linear(b, p, h, c.width, c.width)}, {c.batch, c.width});
   }
-  ir::Graph g = b.take();
-  g.addOutput(h);
-  return g;
+  return b.finish(h);
 }
 
 struct DagSize {
@@ -364,9 +360,7 @@ ir::Graph randomDag(const DagSize& d) {
     default: values.push_back(b.node(Op::Sigmoid, p + "/sigmoid", {pick()}, shape)); break;
     }
   }
-  ir::Graph g = b.take();
-  g.addOutput(values.back());
-  return g;
+  return b.finish(values.back());
 }
 
 // ------------------------------------------------------------------ the table
