@@ -75,10 +75,10 @@ from torch.utils.checkpoint import checkpoint, checkpoint_sequential
 
 PROFILES = {
     "gpt2": {"small": dict(B=8, S=128, D=128, H=4, L=4, V=512),
-             "medium": dict(B=4, S=256, D=256, H=8, L=6, V=2048),
+             "medium": dict(B=4, S=256, D=256, H=8, L=6, V=1024),
              "large": dict(B=16, S=512, D=512, H=8, L=12, V=8192)},
     "transformer": {"small": dict(B=8, S=128, D=128, H=4, L=4, V=512),
-                    "medium": dict(B=4, S=256, D=256, H=8, L=6, V=2048),
+                    "medium": dict(B=4, S=256, D=256, H=8, L=6, V=1024),
                     "large": dict(B=32, S=512, D=512, H=8, L=12, V=8192)},
     "long_context": {"small": dict(B=1, S=1024, D=64, H=2, L=6, V=256),
                      "medium": dict(B=1, S=2048, D=128, H=4, L=6, V=512),

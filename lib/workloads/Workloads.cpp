@@ -382,8 +382,8 @@ std::string str(const TransformerSize& t) {
          " L" + std::to_string(t.layers) + " V" + std::to_string(t.vocab);
 }
 
-TransformerSize gpt2Size(Profile p) { return pick3<TransformerSize>(p, {8, 128, 128, 4, 4, 512}, {4, 256, 256, 8, 6, 2048}, {16, 512, 512, 8, 12, 8192}); }
-TransformerSize encoderSize(Profile p) { return pick3<TransformerSize>(p, {8, 128, 128, 4, 4, 512}, {4, 256, 256, 8, 6, 2048}, {32, 512, 512, 8, 12, 8192}); }
+TransformerSize gpt2Size(Profile p) { return pick3<TransformerSize>(p, {8, 128, 128, 4, 4, 512}, {4, 256, 256, 8, 6, 1024}, {16, 512, 512, 8, 12, 8192}); }
+TransformerSize encoderSize(Profile p) { return pick3<TransformerSize>(p, {8, 128, 128, 4, 4, 512}, {4, 256, 256, 8, 6, 1024}, {32, 512, 512, 8, 12, 8192}); }
 TransformerSize longSize(Profile p) { return pick3<TransformerSize>(p, {1, 1024, 64, 2, 6, 256}, {1, 2048, 128, 4, 6, 512}, {1, 8192, 128, 4, 4, 512}); }
 ResnetSize resnetSize(Profile p) { return pick3<ResnetSize>(p, {8, 64, 16, 3}, {16, 128, 32, 3}, {32, 224, 64, 3}); }
 UnetSize unetSize(Profile p) { return pick3<UnetSize>(p, {2, 64, 16, 3}, {4, 128, 32, 4}, {8, 256, 64, 4}); }
