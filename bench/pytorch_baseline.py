@@ -3,7 +3,7 @@
 
 Usage:
   /usr/bin/python3 bench/pytorch_baseline.py --workload W --profile small|medium|large \\
-      --mode store-all|checkpoint_sequential [--trials N] [--warmup W] [--threads T] [--seed S]
+      --mode store-all|checkpoint_sequential [--trials N] [--warmup W] [--min-time S] [--threads T] [--seed S]
   /usr/bin/python3 bench/pytorch_baseline.py --list
 
 Models follow docs/benchmarks.md op for op (fp32, training mode, no dropout): Linear layers are
@@ -35,7 +35,8 @@ Modes:
       are unaffected because training-mode BN normalizes with batch statistics.
 
 Measurement:
-  step time: median over --trials steps after --warmup unmeasured steps (time.perf_counter).
+  step time: median over --trials steps (more until --min-time seconds of them) after --warmup
+  unmeasured steps (time.perf_counter), as tbp's bench does.
   peak_bytes: peak of live tensor bytes during one further step, run under
       torch.profiler.profile(activities=[CPU], profile_memory=True). With memory profiling on,
       c10's CPU allocator reports every allocation (+nbytes) and every free of a block allocated
@@ -357,13 +358,16 @@ def run(args):
     x = make_inputs(args.workload, args.profile, requires_grad=checkpointed and float_input)
     segments = max(1, round(math.sqrt(model.num_units))) if checkpointed else None
     times, loss = [], None
-    for i in range(args.warmup + args.trials):
+    i = 0
+    # At least --trials measured steps, and more (up to 1000) until they took --min-time seconds.
+    while i < args.warmup + args.trials or (sum(times) < args.min_time and len(times) < 1000):
         t0 = time.perf_counter()
         loss = train_step(model, x, segments)
         dt = time.perf_counter() - t0
         check_grads(model)
         if i >= args.warmup:
             times.append(dt)
+        i += 1
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     peak_bytes = profiled_peak_bytes(model, x, segments)
     check_grads(model)
@@ -384,6 +388,7 @@ def main():
     ap.add_argument("--mode", choices=MODES)
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--min-time", type=float, default=0.0)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--list", action="store_true", help="print param counts of every workload x profile")

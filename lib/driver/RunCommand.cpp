@@ -130,6 +130,7 @@ int runRun(const RunArgs& args, Io& io) {
                              {"device", args.run.device},
                              {"memory_source", r->memorySource},
                              {"step_time_s", round6(r->stepTimeS)},
+                             {"measured_steps", r->measuredSteps},
                              {"forward_s", round6(r->forwardS)},
                              {"recompute_s", round6(r->recomputeS)},
                              {"backward_s", round6(r->backwardS)},
@@ -157,7 +158,7 @@ int runRun(const RunArgs& args, Io& io) {
     if (r->reservedPeakBytes)
       io.out << "cuda             caching allocator reserved " << formatBytes(r->reservedPeakBytes) << " at peak; cuBLAS/cuDNN workspaces "
              << formatBytes(r->libraryWorkspaceBytes) << " (not counted above)\n";
-    io.out << "step time        " << formatFixed(r->stepTimeS * 1000, 2) << " ms (median of " << std::max(args.run.steps, 1) << "): forward "
+    io.out << "step time        " << formatFixed(r->stepTimeS * 1000, 2) << " ms (median of " << r->measuredSteps << "): forward "
            << formatFixed(r->forwardS * 1000, 2) << " ms, recompute " << formatFixed(r->recomputeS * 1000, 2) << " ms, backward "
            << formatFixed(r->backwardS * 1000, 2) << " ms\n";
     io.out << "recompute ratio  " << formatFixed(c.sim.recomputeRatio, 3) << "\n";
@@ -195,6 +196,8 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
   app.add_option("--threads", args->run.threads, "intra-op threads");
   app.add_option("--steps", args->run.steps, "measured steps (median time)")->check(CLI::Range(1, 100000));
   app.add_option("--warmup", args->run.warmup, "unmeasured steps first")->check(CLI::Range(0, 100000));
+  app.add_option("--min-time", args->run.minTimeS, "measure more steps (up to 1000) until they took this many seconds")
+      ->check(CLI::Range(0.0, 3600.0));
   app.add_option("--format", args->format, "text|json")->check(CLI::IsMember({"text", "json"}));
   app.add_option("--optimizer", args->run.optimizer, "none|sgd|adam: update the parameters after backward")
       ->check(CLI::IsMember({"none", "sgd", "adam"}));

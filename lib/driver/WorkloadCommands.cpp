@@ -159,6 +159,7 @@ struct BenchArgs {
   std::vector<std::string> budgets = {"50%", "30%"};
   int trials = 3;
   int warmup = 1;
+  double minTime = 1.0;
   int threads = 0;
   std::string resultsDir = "results";
   std::string format = "text";
@@ -178,7 +179,8 @@ json tbpRow(const BenchArgs& args, const std::string& target, const std::string&
   }
   row["budget_fraction"] = budget.empty() || fraction == 0 ? json(nullptr) : json(fraction);
   std::vector<std::string> argv{selfPath(), "run", "--workload", target, "--profile", args.profile, "--format", "json",
-                                "--steps", std::to_string(args.trials), "--warmup", std::to_string(args.warmup), "--save-grads", gradDir.string(), "-q"};
+                                "--steps", std::to_string(args.trials), "--warmup", std::to_string(args.warmup),
+                                "--min-time", std::to_string(args.minTime), "--save-grads", gradDir.string(), "-q"};
   if (args.threads > 0) argv.insert(argv.end(), {"--threads", std::to_string(args.threads)});
   argv.insert(argv.end(), {"--planner", mode});
   if (!budget.empty()) argv.insert(argv.end(), {"--budget", budget});
@@ -190,7 +192,7 @@ json tbpRow(const BenchArgs& args, const std::string& target, const std::string&
   else if (p.exitCode == exitCodeOf(ErrorCode::CheckFailed) && hasReport) row["status"] = "over_budget";
   else row["status"] = "failed";
   row["error"] = row["status"] == "ok" ? json(nullptr) : json(lastLine(p.err.empty() ? "exit status " + std::to_string(p.exitCode) : p.err));
-  for (const char* key : {"budget_bytes", "measured_peak_bytes", "predicted_peak_bytes", "prediction_error", "peak_rss_bytes", "step_time_s",
+  for (const char* key : {"budget_bytes", "measured_peak_bytes", "predicted_peak_bytes", "prediction_error", "peak_rss_bytes", "step_time_s", "measured_steps",
                           "forward_s", "recompute_s", "backward_s", "recompute_ratio", "resident_bytes", "loss"})
     row[key] = hasReport && out.contains(key) ? out[key] : json(nullptr);
   return row;
@@ -216,7 +218,8 @@ json pytorchRow(const BenchArgs& args, const std::string& target, const std::str
     return row;
   }
   std::vector<std::string> argv{args.python, script, "--workload", target, "--profile", args.profile, "--mode", mode,
-                                "--trials", std::to_string(args.trials), "--warmup", std::to_string(args.warmup)};
+                                "--trials", std::to_string(args.trials), "--warmup", std::to_string(args.warmup),
+                                "--min-time", std::to_string(args.minTime)};
   if (args.threads > 0) argv.insert(argv.end(), {"--threads", std::to_string(args.threads)});
   ProcessResult p = runProcess(argv, scratch);
   json out = json::parse(p.out, nullptr, false);
@@ -410,6 +413,8 @@ std::function<int(Io&)> setupBench(CLI::App& app) {
   app.add_option("--budgets", args->budgets, "budgets for every mode but store-all (default 50%,30%)")->delimiter(',');
   app.add_option("--trials", args->trials, "measured steps per row; the median is reported (default 3)")->check(CLI::Range(1, 1000));
   app.add_option("--warmup", args->warmup, "unmeasured steps first (default 1)")->check(CLI::Range(0, 1000));
+  app.add_option("--min-time", args->minTime, "measure more steps per row until they took this many seconds (default 1)")
+      ->check(CLI::Range(0.0, 3600.0));
   app.add_option("--threads", args->threads, "intra-op threads for tbp and PyTorch (default: LibTorch's)");
   app.add_option("--results-dir", args->resultsDir, "where bench_<target>_<profile>.json go (default results)");
   app.add_option("--format", args->format, "text|json")->check(CLI::IsMember({"text", "json"}));

@@ -661,7 +661,10 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
     std::vector<double> times;
     std::vector<std::array<double, 3>> splits;
     uint64_t peak = 0;
-    const int total = options.warmup + std::max(options.steps, 1);
+    // Short steps are timed over several runs: at least `steps`, and until `minTimeS` of
+    // measured time (a median of one 50 ms step says little).
+    int total = options.warmup + std::max(options.steps, 1);
+    double measured = 0;
     for (int s = 0; s < total; ++s) {
       std::vector<uint64_t> timeline;
       double fwd = 0, rec = 0, bwd = 0;
@@ -699,6 +702,8 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
       if (!timeline.empty()) timeline.back() = std::max(timeline.back(), meter.peak());
       double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
       if (s < options.warmup) continue;
+      measured += seconds;
+      if (s + 1 == total && measured < options.minTimeS && total < options.warmup + 1000) ++total;
       report.loss = loss;
       times.push_back(seconds);
       splits.push_back({fwd, rec, bwd});
@@ -714,6 +719,7 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
     std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return times[a] < times[b]; });
     size_t med = idx[idx.size() / 2];
     report.stepTimeS = times[med];
+    report.measuredSteps = static_cast<int>(times.size());
     report.forwardS = splits[med][0];
     report.recomputeS = splits[med][1];
     report.backwardS = splits[med][2];

@@ -19,7 +19,8 @@ struct RunOptions {
   std::string device = "cpu"; ///< cpu | cuda | cuda:N
   uint64_t seed = 0;          ///< seeds inputs, targets and parameters without data
   int threads = 0;            ///< intra-op threads (0: LibTorch's default)
-  int steps = 1;              ///< measured steps
+  int steps = 1;              ///< measured steps (at least)
+  double minTimeS = 0;        ///< keep measuring (up to 1000 steps) until the measured steps took this long
   int warmup = 0;             ///< unmeasured steps before them
   bool verify = false;        ///< also run store-all and compare every gradient
   double rtol = 1e-4;         ///< verification: relative tolerance (fp32)
@@ -62,6 +63,7 @@ struct RunReport {
   uint64_t libraryWorkspaceBytes = 0; ///< CUDA: cuBLAS/cuDNN workspaces, left out of the measured peak
   std::string memorySource;         ///< what measured `measuredPeakBytes`
   double stepTimeS = 0;             ///< median step time
+  int measuredSteps = 0;            ///< how many steps the median is of
   double forwardS = 0, recomputeS = 0, backwardS = 0; ///< split of the median step
   std::optional<GradCheck> gradCheck; ///< with RunOptions::verify
   std::vector<HostGradient> gradients; ///< with RunOptions::keepGradients, in value-id order
