@@ -159,7 +159,7 @@ struct BenchArgs {
   std::vector<std::string> budgets = {"50%", "30%"};
   int trials = 3;
   int warmup = 1;
-  double minTime = 1.0;
+  double minTime = 3.0;
   int threads = 0;
   std::string resultsDir = "results";
   std::string format = "text";
@@ -413,7 +413,7 @@ std::function<int(Io&)> setupBench(CLI::App& app) {
   app.add_option("--budgets", args->budgets, "budgets for every mode but store-all (default 50%,30%)")->delimiter(',');
   app.add_option("--trials", args->trials, "measured steps per row; the median is reported (default 3)")->check(CLI::Range(1, 1000));
   app.add_option("--warmup", args->warmup, "unmeasured steps first (default 1)")->check(CLI::Range(0, 1000));
-  app.add_option("--min-time", args->minTime, "measure more steps per row until they took this many seconds (default 1)")
+  app.add_option("--min-time", args->minTime, "measure more steps per row until they took this many seconds (default 3)")
       ->check(CLI::Range(0.0, 3600.0));
   app.add_option("--threads", args->threads, "intra-op threads for tbp and PyTorch (default: LibTorch's)");
   app.add_option("--results-dir", args->resultsDir, "where bench_<target>_<profile>.json go (default results)");
