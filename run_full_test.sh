@@ -16,6 +16,8 @@
 # that much must run at most F times store-all's step time, --time-threshold, default 1.30). Defaults: --benchmark-profile small, --trials 1,
 # --targets transformer,gpt2,resnet,long_context,unet, and --with-pytorch when
 # /usr/bin/python3 can import torch (adds PyTorch checkpoint baselines to the benchmarks).
+# Benchmarks run with one intra-op thread on both sides: oneDNN's convolution backward keeps
+# per-thread buffers, so measured peaks (and the budget checks) would depend on the machine.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -235,7 +237,7 @@ smoke() {
   if have_torch_runtime; then
     smoke_cmd run 0 - "$TBP" run "${w[@]}" --budget 60% --verify
     smoke_cmd bench 0 "$T/bench/bench_chain_small.json" "$TBP" bench --profile small --targets chain \
-      --modes store-all,optimal --budgets 50% --trials 1 --results-dir "$T/bench"
+      --modes store-all,optimal --budgets 50% --trials 1 --threads 1 --results-dir "$T/bench"
   else
     smoke_note run skipped "" "tbp run --workload chain --profile small --budget 60% --verify" "built without LibTorch"
     smoke_note bench skipped "" "tbp bench --profile small --targets chain ..." "built without LibTorch"
@@ -252,6 +254,7 @@ benchmarks() {
   mkdir -p "$RESULTS_DIR" || { STAGE_DETAIL="cannot make $RESULTS_DIR"; return 1; }
   local cmd=("$TBP" bench --profile "$PROFILE" --targets "$TARGETS"
              --modes store-all,sqrt,interval-tree,optimal --budgets 60%,50%,30% --trials "$TRIALS"
+             --threads 1
              --results-dir "$RESULTS_DIR")
   [ "$WITH_PYTORCH" = 1 ] && cmd+=(--with-pytorch)
   log "  ${cmd[*]}"
