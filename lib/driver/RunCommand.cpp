@@ -130,6 +130,7 @@ int runRun(const RunArgs& args, Io& io) {
                              {"device", args.run.device},
                              {"memory_source", r->memorySource},
                              {"step_time_s", round6(r->stepTimeS)},
+                             {"step_time_min_s", round6(r->stepTimeMinS)},
                              {"measured_steps", r->measuredSteps},
                              {"forward_s", round6(r->forwardS)},
                              {"recompute_s", round6(r->recomputeS)},

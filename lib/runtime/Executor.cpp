@@ -720,6 +720,7 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
     size_t med = idx[idx.size() / 2];
     report.stepTimeS = times[med];
     report.measuredSteps = static_cast<int>(times.size());
+    report.stepTimeMinS = times[idx.front()];
     report.forwardS = splits[med][0];
     report.recomputeS = splits[med][1];
     report.backwardS = splits[med][2];

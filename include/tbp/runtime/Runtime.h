@@ -64,6 +64,7 @@ struct RunReport {
   std::string memorySource;         ///< what measured `measuredPeakBytes`
   double stepTimeS = 0;             ///< median step time
   int measuredSteps = 0;            ///< how many steps the median is of
+  double stepTimeMinS = 0;          ///< fastest measured step (what a noisy machine leaves intact)
   double forwardS = 0, recomputeS = 0, backwardS = 0; ///< split of the median step
   std::optional<GradCheck> gradCheck; ///< with RunOptions::verify
   std::vector<HostGradient> gradients; ///< with RunOptions::keepGradients, in value-id order
