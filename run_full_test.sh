@@ -254,7 +254,7 @@ benchmarks() {
   if [ ! -x "$TBP" ]; then STAGE_DETAIL="no tbp binary at $TBP"; return 1; fi
   mkdir -p "$RESULTS_DIR" || { STAGE_DETAIL="cannot make $RESULTS_DIR"; return 1; }
   local cmd=("$TBP" bench --profile "$PROFILE" --targets "$TARGETS"
-             --modes store-all,sqrt,interval-tree,optimal --budgets 60%,50%,30% --trials "$TRIALS"
+             --modes store-all,sqrt,interval-tree,optimal --budgets 70%,60%,50%,30% --trials "$TRIALS"
              --threads 1 --min-time 5
              --results-dir "$RESULTS_DIR")
   [ "$WITH_PYTORCH" = 1 ] && cmd+=(--with-pytorch)
