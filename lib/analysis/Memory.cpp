@@ -108,6 +108,9 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
     for (ValueId out : node.outputs) dependsOnParam[out] = any && ir::isFloat(g.value(out).type.dtype);
   }
   std::vector<bool> reachesLoss(g.numValues(), false);
+  // Per parameter: the last position whose backward hands it a gradient (-1: none). Its
+  // gradient buffer appears there, in the backward sweep, and stays to the end of the step.
+  std::vector<int64_t> paramGradPos(g.numValues(), -1);
   for (ValueId o : g.outputs()) reachesLoss[o] = true;
   m.keepsTape.assign(g.numNodes(), false);
   for (size_t i = n; i-- > 0;) {
@@ -119,7 +122,10 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
       ValueId in = node.inputs[k];
       if (in == kNone || !ir::inputTakesGradient(node, k)) continue;
       const ir::Value& v = g.value(in);
-      if (v.kind == ValueKind::Parameter) m.keepsTape[m.order[i]] = true;
+      if (v.kind == ValueKind::Parameter) {
+        m.keepsTape[m.order[i]] = true;
+        paramGradPos[in] = std::max<int64_t>(paramGradPos[in], static_cast<int64_t>(i));
+      }
       if (!dependsOnParam[in]) continue;
       m.keepsTape[m.order[i]] = true;
       reachesLoss[in] = true;
@@ -132,12 +138,17 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
     l.requiresGrad = dependsOnParam[v] && reachesLoss[v];
     if (l.requiresGrad && l.gradLastUsePos < 0) l.gradLastUsePos = static_cast<int64_t>(n) - 1; // a graph output
   }
+  for (ValueId v = 0; v < g.numValues(); ++v)
+    if (paramGradPos[v] >= 0) m.values[v].gradLastUsePos = paramGradPos[v];
+  m.needsGrad.assign(g.numValues(), false);
+  for (ValueId v = 0; v < g.numValues(); ++v)
+    m.needsGrad[v] = m.values[v].requiresGrad || g.value(v).kind == ValueKind::Parameter;
 
   // Tapes: which node saves what, and the extra state each node owns.
   std::vector<uint64_t> extraAt(n, 0), savedAt(n, 0);
   for (size_t i = 0; i < n; ++i) {
     if (!m.keepsTape[m.order[i]]) continue;
-    ir::SavedForBackward saved = ir::savedForBackward(g, g.node(m.order[i]));
+    ir::SavedForBackward saved = ir::savedForBackward(g, g.node(m.order[i]), &m.needsGrad);
     extraAt[i] = saved.extraBytes;
     for (ValueId v : saved.values) {
       const ir::Value& val = g.value(v);
@@ -149,11 +160,13 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
   }
 
   // Resident bytes and totals.
-  for (const ir::Value& v : g.values()) {
+  for (ValueId id = 0; id < g.numValues(); ++id) {
+    const ir::Value& v = g.value(id);
     switch (v.kind) {
     case ValueKind::Parameter:
       m.parameterBytes = saturatingAdd(m.parameterBytes, v.bytes);
-      m.residentBytes = saturatingAdd(m.residentBytes, saturatingAdd(v.bytes, v.bytes)); // weight + gradient
+      m.residentBytes = saturatingAdd(m.residentBytes, v.bytes);
+      if (paramGradPos[id] >= 0) m.gradientBytes = saturatingAdd(m.gradientBytes, v.bytes);
       break;
     case ValueKind::Constant:
     case ValueKind::Input: m.residentBytes = saturatingAdd(m.residentBytes, v.bytes); break;
@@ -161,8 +174,15 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
     }
   }
 
-  // Store-all step: forward positions 0..n-1, then backward positions n-1..0.
-  std::vector<int64_t> fwd(n + 1, 0), bwd(n + 1, 0);
+  const uint64_t baseResident = m.residentBytes;
+  m.residentBytes = saturatingAdd(m.residentBytes, m.gradientBytes);
+
+  // Store-all step: forward positions 0..n-1, then backward positions n-1..0. Parameter
+  // gradients exist from the backward of their last user on.
+  std::vector<int64_t> fwd(n + 1, 0), bwd(n + 1, 0), grads(n + 1, 0);
+  for (ValueId v = 0; v < g.numValues(); ++v)
+    if (paramGradPos[v] >= 0) addRange(grads, 0, paramGradPos[v], g.value(v).bytes);
+  const std::vector<uint64_t> gradsLive = prefixSums(grads, n);
   for (ValueId v = 0; v < g.numValues(); ++v) {
     const ir::Value& val = g.value(v);
     if (val.kind != ValueKind::Activation) continue;
@@ -195,20 +215,21 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
       addRange(bwd, static_cast<int64_t>(i), static_cast<int64_t>(i), g.value(in).bytes);
     }
   }
+  for (size_t i = 0; i < n; ++i) addRange(bwd, static_cast<int64_t>(i), static_cast<int64_t>(i), gradsLive[i]);
   for (size_t i = 0; i < n; ++i) {
     addRange(fwd, static_cast<int64_t>(i), static_cast<int64_t>(n) - 1, extraAt[i]);
     addRange(bwd, static_cast<int64_t>(i), static_cast<int64_t>(n) - 1, extraAt[i]);
     m.tapeBytes = saturatingAdd(m.tapeBytes, extraAt[i]);
   }
   std::vector<uint64_t> fwdLive = prefixSums(fwd, n), bwdLive = prefixSums(bwd, n);
-  uint64_t peak = 0;
+  uint64_t peak = m.gradientBytes; // the end of the step: every gradient made
   for (size_t i = 0; i < n; ++i) {
     if (fwdLive[i] > peak) { peak = fwdLive[i]; m.storeAllPeakPosition = i; m.storeAllPeakInBackward = false; }
   }
   for (size_t i = n; i-- > 0;) {
     if (bwdLive[i] > peak) { peak = bwdLive[i]; m.storeAllPeakPosition = i; m.storeAllPeakInBackward = true; }
   }
-  m.storeAllPeakBytes = saturatingAdd(m.residentBytes, peak);
+  m.storeAllPeakBytes = saturatingAdd(baseResident, peak);
 
   // Lower bounds. Working set of one op: forward = non-resident inputs + outputs;
   // backward = its tape + adjoints of its outputs and of its gradient-taking inputs.
@@ -236,18 +257,22 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
     for (ValueId in : node.inputs)
       if (in != kNone && m.values[in].requiresGrad && once(in) && m.keepsTape[m.order[i]])
         bwdSet = saturatingAdd(bwdSet, g.value(in).bytes);
+    // The first forward of an op runs before any gradient exists; its backward runs with the
+    // gradients of every parameter used at or after it.
+    bwdSet = saturatingAdd(bwdSet, gradsLive[i]);
     uint64_t ws = std::max(fwdSet, bwdSet);
     if (ws > m.maxOpWorkingSetBytes || m.maxOpWorkingSetNode == kNone) {
       m.maxOpWorkingSetBytes = ws;
       m.maxOpWorkingSetNode = m.order[i];
     }
-    uint64_t adjointSet = saturatingAdd(adjLive[i], saturatingAdd(savedAt[i], extraAt[i]));
+    uint64_t adjointSet = saturatingAdd(saturatingAdd(adjLive[i], gradsLive[i]), saturatingAdd(savedAt[i], extraAt[i]));
     if (adjointSet > m.adjointBoundBytes) {
       m.adjointBoundBytes = adjointSet;
       m.adjointBoundPosition = i;
     }
   }
-  m.lowerBoundBytes = saturatingAdd(m.residentBytes, std::max(m.maxOpWorkingSetBytes, m.adjointBoundBytes));
+  m.baseResidentBytes = baseResident;
+  m.lowerBoundBytes = std::max(m.residentBytes, saturatingAdd(baseResident, std::max(m.maxOpWorkingSetBytes, m.adjointBoundBytes)));
   return m;
 }
 

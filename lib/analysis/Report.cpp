@@ -45,8 +45,10 @@ Compressibility judge(const AnalysisReport& r) {
   Compressibility c;
   const MemoryAnalysis& m = r.memory;
   const uint64_t resident = m.residentBytes;
-  const uint64_t dynamicPeak = m.storeAllPeakBytes - resident;
-  const uint64_t dynamicBound = std::max<uint64_t>(m.lowerBoundBytes - resident, 1);
+  // Parameter gradients appear during the backward sweep: the part that a schedule can move
+  // is everything above the parameters, constants and inputs.
+  const uint64_t dynamicPeak = m.storeAllPeakBytes - m.baseResidentBytes;
+  const uint64_t dynamicBound = std::max<uint64_t>(m.lowerBoundBytes - m.baseResidentBytes, 1);
   c.potential = static_cast<double>(dynamicPeak) / static_cast<double>(dynamicBound);
   // The frontier includes graph inputs, so compare it with activations plus inputs.
   const uint64_t tensorBytes = checkedAdd(r.activationBytes, r.inputBytes).value_or(UINT64_MAX);
@@ -61,8 +63,8 @@ Compressibility judge(const AnalysisReport& r) {
   else if (c.potential >= 1.25 && stepSaving >= 0.05) c.verdict = "weakly compressible";
   else c.verdict = "not compressible";
 
-  c.reasons.push_back("activation memory above resident could shrink up to " + formatFixed(c.potential, 2) +
-                      "x: store-all needs " + formatBytes(dynamicPeak) + " beyond resident, the lower bound " +
+  c.reasons.push_back("memory above the parameters, constants and inputs could shrink up to " + formatFixed(c.potential, 2) +
+                      "x: store-all needs " + formatBytes(dynamicPeak) + " beyond them, the lower bound " +
                       formatBytes(dynamicBound));
   c.reasons.push_back("at best the whole step's peak drops by " + pct(stepSaving) + ", from " +
                       formatBytes(m.storeAllPeakBytes) + " to the lower bound " + formatBytes(m.lowerBoundBytes));

@@ -61,9 +61,9 @@ ordered_json toJson(const ir::Graph& g, const AnalysisReport& r, const std::stri
   j["lower_bound_bytes"] = m.lowerBoundBytes;
   j["lower_bounds"] = {
       {"resident_bytes", m.residentBytes},
-      {"max_op_working_set_bytes", m.residentBytes + m.maxOpWorkingSetBytes},
+      {"max_op_working_set_bytes", m.baseResidentBytes + m.maxOpWorkingSetBytes},
       {"max_op_working_set_node", m.maxOpWorkingSetNode == ir::kNone ? "" : g.node(m.maxOpWorkingSetNode).name},
-      {"adjoint_frontier_bytes", m.residentBytes + m.adjointBoundBytes},
+      {"adjoint_frontier_bytes", m.baseResidentBytes + m.adjointBoundBytes},
       {"adjoint_frontier_position", m.adjointBoundPosition}};
   ordered_json tensors = ordered_json::array();
   for (const auto& t : r.largestTensors)
@@ -148,9 +148,9 @@ std::string toText(const ir::Graph& g, const AnalysisReport& r, const std::strin
     << (m.storeAllPeakInBackward ? "backward" : "forward") << " pass at " << where(m.storeAllPeakPosition) << "\n";
   o << "  lower bound         " << formatBytes(m.lowerBoundBytes) << " (" << m.lowerBoundBytes << " bytes), the best any schedule in this order can do\n";
   o << "    resident            " << formatBytes(m.residentBytes) << " parameters, gradients, constants and inputs\n";
-  o << "    largest op          " << formatBytes(m.residentBytes + m.maxOpWorkingSetBytes) << " resident + "
+  o << "    largest op          " << formatBytes(m.baseResidentBytes + m.maxOpWorkingSetBytes) << " resident (gradients made so far) + "
     << (m.maxOpWorkingSetNode == ir::kNone ? std::string("-") : ir::describeNode(g, m.maxOpWorkingSetNode)) << "\n";
-  o << "    adjoint frontier    " << formatBytes(m.residentBytes + m.adjointBoundBytes) << " resident + live gradients at "
+  o << "    adjoint frontier    " << formatBytes(m.baseResidentBytes + m.adjointBoundBytes) << " resident (gradients made so far) + live gradients at "
     << where(m.adjointBoundPosition) << "\n\n";
 
   o << "largest tensors\n";

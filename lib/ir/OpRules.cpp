@@ -109,7 +109,7 @@ bool inputTakesGradient(const Node& node, size_t index) {
   return index >= 32 ? mask != 0xffffffffu : (mask & (1u << index)) == 0;
 }
 
-SavedForBackward savedForBackward(const Graph& g, const Node& n) {
+SavedForBackward savedForBackward(const Graph& g, const Node& n, const std::vector<bool>* needsGrad) {
   const OpInfo& info = opInfo(n.op);
   SavedForBackward saved;
   // An op none of whose inputs can take a gradient needs no tape at all.
@@ -119,9 +119,24 @@ SavedForBackward savedForBackward(const Graph& g, const Node& n) {
     if (v && inputTakesGradient(n, i) && isFloat(v->type.dtype)) anyGrad = true;
   }
   if (!anyGrad) return saved;
-  for (size_t i = 0; i < n.inputs.size() && i < 32; ++i)
-    if ((info.savedInputs >> i) & 1u)
-      if (n.inputs[i] != kNone) saved.values.push_back(n.inputs[i]);
+  // Which inputs require a gradient here (for the cross-saved ones).
+  auto requires = [&](size_t i) {
+    const Value* v = inputOf(g, n, i);
+    if (!v || !inputTakesGradient(n, i) || !isFloat(v->type.dtype)) return false;
+    if (needsGrad) return n.inputs[i] < needsGrad->size() && (*needsGrad)[n.inputs[i]];
+    return v->kind == ValueKind::Parameter || v->kind == ValueKind::Activation;
+  };
+  for (size_t i = 0; i < n.inputs.size() && i < 32; ++i) {
+    if (!((info.savedInputs >> i) & 1u) || n.inputs[i] == kNone) continue;
+    if ((info.crossInputs >> i) & 1u) {
+      bool otherNeeds = false;
+      // The other operands are the other saved inputs (Gemm's bias needs neither A nor B).
+      for (size_t j = 0; j < n.inputs.size() && j < 32; ++j)
+        otherNeeds = otherNeeds || (j != i && ((info.savedInputs >> j) & 1u) && requires(j));
+      if (!otherNeeds) continue;
+    }
+    saved.values.push_back(n.inputs[i]);
+  }
   for (size_t j = 0; j < n.outputs.size() && j < 32; ++j)
     if ((info.savedOutputs >> j) & 1u) saved.values.push_back(n.outputs[j]);
   std::sort(saved.values.begin(), saved.values.end());

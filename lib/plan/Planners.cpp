@@ -192,6 +192,8 @@ private:
     fa_.assign(L_ + 2, 0);
     bb_.assign(L_ + 2, 0);
     cost_.assign(L_ + 2, 0);
+    gradCum_.assign(L_ + 2, 0);
+    for (size_t k = 1; k <= L_; ++k) gradCum_[k] = gradCum_[k - 1] + m_.stage(k).gradientBytes;
     for (size_t k = 1; k <= L_ + 1; ++k) {
       const auto& F = m_.frontier(k);
       X_[k] = slotsOf(bytesOf(F));
@@ -228,6 +230,10 @@ private:
     }
     return 0;
   }
+  /// Slots of the parameter gradients that B i..B j make. A subproblem i..j runs after the
+  /// backward of every stage past j, so `mem` of a subproblem excludes the gradients those
+  /// made; the ones of i..j appear during its own backward sweep.
+  uint64_t gradSlots(size_t i, size_t j) const { return i > j ? 0 : slotsOf(gradCum_[j] - gradCum_[i - 1]); }
   /// Adjoint bytes held while stages i..j run forward: none before the loss is seeded.
   uint64_t adjointBefore(size_t j) const { return j == L_ ? 0 : AD_[j + 1]; }
 
@@ -250,11 +256,11 @@ private:
             if (a + phi + fa_[i] <= mem) {
               if (i == j) {
                 uint64_t adjAtB = i == L_ ? AD_[L_ + 1] : AD_[i + 1];
-                if (adjAtB + keep + Tout_[i] + bb_[i] <= mem) {
+                if (adjAtB + keep + Tout_[i] + bb_[i] + gradSlots(i, i) <= mem) {
                   best = cost_[i];
                   pick = kFall;
                 }
-              } else if (keep + Tout_[i] <= mem && AD_[i + 1] + keep + Tout_[i] + bb_[i] <= mem) {
+              } else if (keep + Tout_[i] <= mem && AD_[i + 1] + keep + Tout_[i] + bb_[i] + gradSlots(i, j) <= mem) {
                 double inner = cost(Mode::CurAll, i + 1, j, mem - keep - Tout_[i]);
                 if (inner < kInf && cost_[i] + inner < best) {
                   best = cost_[i] + inner;
@@ -275,7 +281,9 @@ private:
                 if (advancePeak > mem) break;
                 double right = cost(Mode::CurN, k, j, rest);
                 if (right == kInf) continue;
-                double left = cost(Mode::Ckpt, i, k - 1, rest);
+                const uint64_t made = gradSlots(k, j);
+                if (made > rest) continue;
+                double left = cost(Mode::Ckpt, i, k - 1, rest - made);
                 if (left == kInf) continue;
                 double c = advanceCost + right + left;
                 if (c < best) {
@@ -311,7 +319,7 @@ private:
     const size_t rest = mem - (mode == Mode::Ckpt ? 0 : phi);
     emitAdvance(out, i, k - 1, mode == Mode::Ckpt);
     emit(out, Mode::CurN, k, j, rest);
-    emit(out, Mode::Ckpt, i, k - 1, rest);
+    emit(out, Mode::Ckpt, i, k - 1, rest - gradSlots(k, j));
   }
 
   const StageModel& m_;
@@ -319,6 +327,7 @@ private:
   size_t M_, L_;
   std::vector<uint64_t> X_, Tin_, Tout_, Ofree_, AD_, ff_, fa_, bb_;
   std::vector<double> cost_;
+  std::vector<uint64_t> gradCum_; ///< bytes of parameter gradients made by B 1..B k
   std::vector<double> table_;
   std::vector<int16_t> choice_;
 };
@@ -424,8 +433,10 @@ std::vector<Candidate> candidates(const StageModel& m, PlannerKind kind, const P
     uint64_t range = storeAll->peakBytes - m.residentBytes;
     size_t slots = std::max<size_t>(1, options.memorySlots);
     uint64_t q = options.slotBytes ? options.slotBytes : std::max<uint64_t>(1, (range + slots - 1) / slots);
-    // Enough slots to reach store-all with every term rounded up.
-    size_t M = static_cast<size_t>(std::min<uint64_t>((range + q - 1) / q + 4 * L + 4, 4 * slots + 64));
+    // Enough slots to reach store-all with every term rounded up; the parameter gradients,
+    // which every schedule ends up holding, come on top of the granularity cap.
+    const uint64_t gradSlots = (m.gradientBytes + q - 1) / q;
+    size_t M = static_cast<size_t>(std::min<uint64_t>((range + q - 1) / q + 4 * L + 4, 4 * slots + 64 + gradSlots));
     OptimalDp dp(m, q, M);
     for (size_t mem = 0; mem <= M; ++mem)
       addUnique(out, seen, m, dp.stream(mem), {{"slot_bytes", std::to_string(q)}, {"slots", std::to_string(mem)}});

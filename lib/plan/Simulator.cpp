@@ -66,7 +66,7 @@ void SimState::acquireExtra(size_t k) { extraBytes_ += model_->stage(k).tapeExtr
 void SimState::releaseExtra(size_t k) { extraBytes_ -= model_->stage(k).tapeExtraBytes; }
 
 uint64_t SimState::heldBytes() const {
-  return model_->residentBytes + liveBytes_ + adjointBytes_ + extraBytes_;
+  return model_->residentBytes + gradientBytes_ + liveBytes_ + adjointBytes_ + extraBytes_;
 }
 
 Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
@@ -143,6 +143,7 @@ Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
   if (!tape_[k]) return badInput("B " + std::to_string(k) + " needs the tape of stage " + std::to_string(k) + " (run F_all " + std::to_string(k) + " first)");
   const Stage& s = model_->stage(k);
   releaseCurrent();
+  gradientBytes_ += s.gradientBytes; // made during the backward, kept to the end
   peakDuring = heldBytes() + s.backwardTransientBytes;
   for (ValueId v : s.produced)
     if (adjoint_[v]) {

@@ -31,7 +31,8 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
   const size_t n = order.size();
   const size_t numValues = g.numValues();
   analysis::MemoryAnalysis mem = analysis::analyzeMemory(g, order);
-  m.residentBytes = mem.residentBytes;
+  m.residentBytes = mem.baseResidentBytes;
+  m.gradientBytes = mem.gradientBytes;
   m.valueBytes.resize(numValues);
   m.requiresGrad.resize(numValues);
   m.producerPos.resize(numValues);
@@ -60,6 +61,13 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
     s.last = static_cast<uint32_t>((k + 1 < L ? starts[k + 1] : n) - 1);
     for (uint32_t p = s.first; p <= s.last; ++p) stageOf[p] = static_cast<uint32_t>(k);
   }
+
+  // Parameter gradients: made by the backward of the stage of their last user.
+  for (ValueId v = 0; v < numValues; ++v)
+    if (g.value(v).kind == ValueKind::Parameter && mem.values[v].gradLastUsePos >= 0) {
+      Stage& s = m.stages[stageOf[static_cast<size_t>(mem.values[v].gradLastUsePos)]];
+      s.gradientBytes = saturatingAdd(s.gradientBytes, g.value(v).bytes);
+    }
 
   // Frontiers: a value made before stage k (graph inputs count) and used at or after it.
   std::vector<bool> isOutput(numValues, false);
@@ -96,7 +104,7 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
     for (uint32_t p = s.first; p <= s.last; ++p) {
       const ir::Node& node = g.node(order[p]);
       s.forwardFlops = saturatingAdd(s.forwardFlops, ir::estimateFlops(g, node));
-      ir::SavedForBackward saved = m.keepsTape[order[p]] ? ir::savedForBackward(g, node) : ir::SavedForBackward{};
+      ir::SavedForBackward saved = m.keepsTape[order[p]] ? ir::savedForBackward(g, node, &mem.needsGrad) : ir::SavedForBackward{};
       extraAt[p - s.first] = saved.extraBytes;
       s.tapeExtraBytes = saturatingAdd(s.tapeExtraBytes, saved.extraBytes);
       for (ValueId v : saved.values)

@@ -20,7 +20,9 @@ struct ValueLiveness {
   /// Float activation that depends on a parameter and whose gradient reaches the loss: it gets
   /// an adjoint in the backward pass.
   bool requiresGrad = false;
-  int64_t gradLastUsePos = -1; ///< last consumer that passes a gradient back to it (-1: none)
+  /// Last consumer that passes a gradient back to it (-1: none). For a parameter: where its
+  /// gradient buffer is made in the backward sweep.
+  int64_t gradLastUsePos = -1;
 };
 
 /// Live bytes across each cut of an order.
@@ -40,20 +42,30 @@ struct MemoryAnalysis {
   /// Indexed by NodeId: the node's backward runs (it lies on a gradient path from a parameter
   /// to the loss), so autograd keeps its tape.
   std::vector<bool> keepsTape;
+  /// Indexed by ValueId: the value requires a gradient in the step (trainable parameters and
+  /// activations with `requiresGrad`); decides the cross-saved inputs of OpRules.
+  std::vector<bool> needsGrad;
   FrontierProfile frontier;            ///< live-frontier profile (forward only)
-  uint64_t residentBytes = 0;          ///< parameters + parameter gradients + constants + inputs
+  /// Parameters + parameter gradients + constants + inputs: what stays at the end of the step.
+  uint64_t residentBytes = 0;
+  /// The same without the gradients, which appear one by one in the backward sweep (a
+  /// parameter's gradient at the backward of its last user in the order).
+  uint64_t baseResidentBytes = 0;
+  uint64_t gradientBytes = 0;          ///< gradients of parameters on a gradient path
   uint64_t parameterBytes = 0;         ///< trainable parameters
   uint64_t activationBytes = 0;        ///< all activations (node outputs)
   uint64_t tapeBytes = 0;              ///< store-all tape: saved activations (once each) + extras
   uint64_t storeAllPeakBytes = 0;      ///< estimated peak of a store-all training step
   size_t storeAllPeakPosition = 0;     ///< where it occurs (see storeAllPeakInBackward)
   bool storeAllPeakInBackward = false; ///< peak during the backward sweep
-  uint64_t maxOpWorkingSetBytes = 0;   ///< largest single-op forward/backward working set
+  /// Largest single-op forward/backward working set; a backward's includes the parameter
+  /// gradients that exist by then. Bounds add it to baseResidentBytes.
+  uint64_t maxOpWorkingSetBytes = 0;
   ir::NodeId maxOpWorkingSetNode = ir::kNone; ///< the node with that working set
-  uint64_t adjointBoundBytes = 0;      ///< largest backward working set incl. live adjoints
+  uint64_t adjointBoundBytes = 0;      ///< largest backward working set incl. live adjoints and gradients
   size_t adjointBoundPosition = 0;     ///< where
   /// The best lower bound on the peak of any schedule that uses this order:
-  /// max(resident, resident + largest op working set, resident + adjoint bound).
+  /// max(resident, base resident + largest op working set, base resident + adjoint bound).
   uint64_t lowerBoundBytes = 0;
 };
 

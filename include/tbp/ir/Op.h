@@ -54,6 +54,7 @@ struct OpInfo {
   uint32_t savedOutputs;  ///< bit j: output j is saved for backward
   ExtraSaved extra;       ///< extra saved state
   uint32_t noGradInputs;  ///< bit i: input i receives no gradient
+  uint32_t crossInputs;   ///< bit i: saved input i only serves the other inputs' gradients
 };
 
 /// The rules of `op`.

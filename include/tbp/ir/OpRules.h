@@ -21,7 +21,12 @@ struct SavedForBackward {
 /// The saved set of `node` by its op's rule. Absent inputs are left out, and an op none of
 /// whose float inputs can take a gradient saves nothing. Whether the node runs a backward at
 /// all (it lies on a gradient path) is the analysis' question, not this rule's.
-SavedForBackward savedForBackward(const Graph& graph, const Node& node);
+///
+/// `needsGrad` (indexed by ValueId) says which values require a gradient; it decides the
+/// inputs that Ops.def marks as cross-saved (Mul keeps x only when the other factor requires a
+/// gradient). Without it, parameters and activations count as requiring one and graph inputs
+/// and constants do not.
+SavedForBackward savedForBackward(const Graph& graph, const Node& node, const std::vector<bool>* needsGrad = nullptr);
 
 /// Scratch a node's backward needs beyond the gradients themselves. Convolutions: the CPU
 /// kernels (oneDNN) reorder the saved input and the output gradient into their blocked layout,

@@ -6,7 +6,8 @@
 /// It tracks every tensor once, however many holders share it: the current forward state
 /// (the frontier the last forward produced), checkpoints (F_k held by `F_ck k` until `B k`),
 /// tapes (saved tensors of `F_all k` until `B k`) and adjoints. Memory at an instruction is
-/// resident + held tensors + live adjoints + the instruction's transient working set.
+/// resident + parameter gradients made so far + held tensors + live adjoints + the
+/// instruction's transient working set.
 
 #include "tbp/plan/Schedule.h"
 #include "tbp/plan/StageModel.h"
@@ -63,6 +64,7 @@ private:
   uint64_t liveBytes_ = 0;
   uint64_t adjointBytes_ = 0;
   uint64_t extraBytes_ = 0;
+  uint64_t gradientBytes_ = 0;   ///< parameter gradients made so far
   std::vector<bool> tape_, checkpoint_, backwarded_;
   size_t current_ = 0;           ///< F_current_ is held as the current state (0: none)
   size_t nextBackward_;

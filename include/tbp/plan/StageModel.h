@@ -28,6 +28,7 @@ struct Stage {
   uint64_t forwardTransientBytes = 0;     ///< peak of tensors made inside, forward without grad
   uint64_t forwardAllTransientBytes = 0;  ///< same, with autograd keeping the tape
   uint64_t backwardTransientBytes = 0;    ///< peak of gradients made inside the backward
+  uint64_t gradientBytes = 0;             ///< parameter gradients B k makes (their last user is here)
 };
 
 /// The stage model of one graph under one order.
@@ -42,7 +43,8 @@ struct StageModel {
   std::vector<int64_t> lastUsePos;        ///< per value: last consumer position (-1)
   std::vector<int64_t> gradLastUsePos;    ///< per value: last consumer passing a gradient (-1)
   std::vector<bool> keepsTape;            ///< per node: it runs a backward and keeps a tape
-  uint64_t residentBytes = 0;             ///< parameters + gradients + constants + inputs (+ optimizer state)
+  uint64_t residentBytes = 0;             ///< parameters + constants + inputs (+ optimizer state)
+  uint64_t gradientBytes = 0;             ///< all parameter gradients (made stage by stage by B k)
   uint64_t finalTransientBytes = 0;       ///< scratch of the optimizer update after the last B
   uint64_t onePassFlops = 0;              ///< forward FLOPs of one pass
   uint64_t onePassCost = 0;               ///< planner cost of one pass

@@ -77,7 +77,9 @@ TEST_CASE("saved tensors follow autograd") {
   const Node& relu = g.node(1);
   const Node& reshape = g.node(2);
   SavedForBackward s = savedForBackward(g, gemm);
-  CHECK(s.values == std::vector<ValueId>{*g.findValue("x"), *g.findValue("w1")});
+  // x is a graph input: w1's gradient needs it, and nothing needs w1 (addmm keeps mat2 only
+  // for mat1's gradient).
+  CHECK(s.values == std::vector<ValueId>{*g.findValue("x")});
   CHECK(savedForBackward(g, relu).values == std::vector<ValueId>{*g.findValue("r")});
   CHECK(savedForBackward(g, reshape).values.empty());
   CHECK(estimateFlops(g, gemm) == 2u * 8 * 4 * 16 + 4 * 16);
@@ -85,6 +87,38 @@ TEST_CASE("saved tensors follow autograd") {
   CHECK(estimateFlops(g, reshape) == 0u);
   CHECK_FALSE(inputTakesGradient(reshape, 1));
   CHECK(inputTakesGradient(reshape, 0));
+}
+
+TEST_CASE("cross-saved operands are kept only for the other operand's gradient") {
+  Graph g = parseOk(R"(graph x {
+    input %x : f32[4,8]
+    param %w : f32[8,8]
+    param %b : f32[8]
+    const %c : f32[] = [0.5]
+    %h : f32[4,8] = MatMul(%x, %w)
+    %s : f32[4,8] = Mul(%h, %c)
+    %t : f32[4,8] = Mul(%h, %s)
+    %d : f32[4,8] = Div(%t, %c)
+    %e : f32[4,8] = Div(%c, %t)
+    %a : f32[4,8] = Gemm(%x, %w, %b)
+    output %e
+  })");
+  auto saved = [&](size_t node) { return savedForBackward(g, g.node(node)).values; };
+  auto id = [&](const char* name) { return *g.findValue(name); };
+  // x @ w with a graph input x: w's gradient needs x; x needs no gradient, so w is not kept
+  // for it (w is resident anyway, but the rule must say what autograd does).
+  CHECK(saved(0) == std::vector<ValueId>{id("x")});
+  // h * 0.5 keeps only the constant; h * s keeps both.
+  CHECK(saved(1) == std::vector<ValueId>{id("c")});
+  CHECK(saved(2) == std::vector<ValueId>{id("h"), id("s")});
+  // t / c keeps c; c / t keeps both.
+  CHECK(saved(3) == std::vector<ValueId>{id("c")});
+  CHECK(saved(4) == std::vector<ValueId>{id("c"), id("t")});
+  // Gemm: the bias takes a gradient, but A and B are kept only for each other.
+  CHECK(saved(5) == std::vector<ValueId>{id("x")});
+  // With an explicit requires-gradient set: nothing requires one, nothing cross-saved is kept.
+  std::vector<bool> none(g.numValues(), false);
+  CHECK(savedForBackward(g, g.node(2), &none).values.empty());
 }
 
 TEST_CASE("conv and layer norm rules") {

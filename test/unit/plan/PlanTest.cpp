@@ -94,6 +94,29 @@ TEST_CASE("store-all simulation agrees with the analysis estimate") {
   }
 }
 
+TEST_CASE("parameter gradients appear in the backward of their stage and stay") {
+  ir::Graph g = uniformBlockChain(2); // two blocks of four 256-byte ops, one weight each
+  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
+  StageModel m = buildStageModel(g, order, everyPosition(order.size() - 1, 4));
+  REQUIRE(m.size() == 2);
+  CHECK(m.gradientBytes == 512u);
+  CHECK(m.stage(1).gradientBytes == 256u);
+  CHECK(m.stage(2).gradientBytes == 256u);
+  SimState state(m);
+  uint64_t during = 0;
+  for (const Instruction& i : {fall(1), fall(2), loss()}) REQUIRE(state.apply(i, during));
+  // Before the backward no gradient exists: resident + both tapes (h0 is in both, counted
+  // once) + the loss's adjoint.
+  const uint64_t tapes = m.stage(1).tapeBytes + m.stage(2).tapeBytes - 256;
+  CHECK(state.heldBytes() == m.residentBytes + tapes + 4);
+  REQUIRE(state.apply(bwd(2), during));
+  // w1's gradient, stage 1's tape and the adjoint of h0 (256 bytes).
+  CHECK(state.heldBytes() == m.residentBytes + 256 + m.stage(1).tapeBytes + 256);
+  REQUIRE(state.apply(bwd(1), during));
+  CHECK(state.finished());
+  CHECK(state.heldBytes() == m.residentBytes + m.gradientBytes); // x takes no adjoint
+}
+
 TEST_CASE("the simulator names the first bad instruction") {
   ir::Graph g = reluChain(3);
   StageModel m = fineModel(g); // stages: Mul, Relu, Relu, Relu, SumLoss
