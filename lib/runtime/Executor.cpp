@@ -291,6 +291,10 @@ public:
     std::vector<bool> forwarded(m_.size() + 2, false);
     double loss = 0;
     for (const plan::Instruction& instr : stream) {
+      // Leaving the current state (a backward, or a forward that starts from a checkpoint)
+      // frees it before the instruction runs, as the simulator counts it; measuring from
+      // after the drop keeps each instruction's peak its own.
+      if (instr.kind == plan::InstrKind::Backward || (instr.isForward() && current_ != instr.stage)) dropCurrent();
       meter_.resetPeak();
       auto t0 = Clock::now();
       switch (instr.kind) {
@@ -337,8 +341,16 @@ private:
     const bool withGrad = instr.kind == plan::InstrKind::ForwardAll;
     Tape& tape = tapes_[k];
     if (withGrad) {
+      // Leaves only for what the stage reads. A value carried through unused keeps its tensor
+      // (and its adjoint passes B k untouched): a leaf of it would pin its buffer in this tape
+      // after the value dies elsewhere.
+      std::vector<ValueId> read;
+      for (uint32_t p = s.first; p <= s.last; ++p)
+        for (ValueId in : g_.node(m_.order[p]).inputs)
+          if (in != ir::kNone) read.push_back(in);
+      std::sort(read.begin(), read.end());
       for (ValueId v : m_.frontier(k)) {
-        if (g_.value(v).kind != ir::ValueKind::Activation) continue;
+        if (g_.value(v).kind != ir::ValueKind::Activation || !std::binary_search(read.begin(), read.end(), v)) continue;
         at::Tensor leaf = vals_[v].detach();
         if (m_.requiresGrad[v]) leaf.requires_grad_(true);
         tape.leaves.emplace_back(v, leaf);
@@ -363,6 +375,11 @@ private:
         inputs.clear();
         for (ValueId in : node.inputs) inputs.push_back(in == ir::kNone ? at::Tensor() : vals_[in]);
         KernelContext context{&generator_, firstForward, &vals_, device_};
+        // An op off every gradient path (a dead branch, a mask computed from activations)
+        // records no autograd graph: its saved tensors would live as long as its outputs, which
+        // the simulator does not count.
+        c10::optional<at::NoGradGuard> offPath;
+        if (withGrad && !m_.keepsTape[m_.order[p]]) offPath.emplace();
         std::vector<at::Tensor> outs = kernelFor(node.op)(context, g_, node, inputs);
         for (size_t o = 0; o < node.outputs.size() && o < outs.size(); ++o) vals_[node.outputs[o]] = outs[o];
         // Free values whose last use was this op and that leave nothing behind.
@@ -384,16 +401,22 @@ private:
       if (g_.value(v).kind == ir::ValueKind::Activation) {
         vals_[v] = at::Tensor();
         releaseTapeOutput(v);
+        releaseLeaves(v);
       }
-    if (withGrad) {
-      // A leaf is kept only to read its gradient after B k. Unless the stage's ops saved it,
-      // its buffer is not needed: swap it for an empty one so it is freed now, as the simulator
-      // assumes (the autograd graph recorded the shape it needs).
-      for (auto& [v, leaf] : tape.leaves)
-        if (!std::binary_search(s.tape.begin(), s.tape.end(), v) && !vals_[v].defined())
-          leaf.set_data(at::empty({0}, leaf.options()));
-    }
     current_ = k + 1;
+  }
+
+  /// A leaf is kept only to read its gradient after B k. Once its value is dead, unless stage
+  /// k's ops saved it, its buffer is not needed: swap it for an empty one so it is freed now,
+  /// as the simulator assumes (the autograd graph recorded the shape it needs). Every stage
+  /// that read the value has its own leaf, and each would pin the buffer until its B.
+  void releaseLeaves(ValueId v) {
+    for (size_t k = 1; k <= m_.size(); ++k) {
+      const std::vector<ValueId>& saved = m_.stage(k).tape;
+      if (std::binary_search(saved.begin(), saved.end(), v)) continue;
+      for (auto& [id, leaf] : tapes_[k].leaves)
+        if (id == v && leaf.defined() && leaf.numel() > 0) leaf.set_data(at::empty({0}, leaf.options()));
+    }
   }
 
   /// A stage output kept only as the root of its stage's backward: once nothing reads its value
@@ -429,7 +452,10 @@ private:
     for (ValueId v : m_.frontier(current_))
       if (g_.value(v).kind == ir::ValueKind::Activation) {
         vals_[v] = at::Tensor();
-        if (!heldByCheckpoint(v)) releaseTapeOutput(v);
+        if (!heldByCheckpoint(v)) {
+          releaseTapeOutput(v);
+          releaseLeaves(v);
+        }
       }
     current_ = 0;
   }
