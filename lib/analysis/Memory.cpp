@@ -52,6 +52,95 @@ void summarize(FrontierProfile& p) {
   p.meanBytes = p.bytes.empty() ? 0.0 : static_cast<double>(sum / p.bytes.size());
 }
 
+/// Input slots whose gradient is the output's gradient tensor itself (same size assumed).
+bool passesGradientThrough(const ir::Node& node, size_t slot) {
+  switch (node.op) {
+  case ir::Op::Add: return slot < 2;
+  case ir::Op::Sub:
+  case ir::Op::Identity:
+  case ir::Op::Reshape:
+  case ir::Op::Flatten:
+  case ir::Op::Squeeze:
+  case ir::Op::Unsqueeze: return slot == 0;
+  default: return false;
+  }
+}
+
+/// Fills m.gradGroup (see Memory.h). Needs positions, gradient paths and gradLastUsePos.
+void groupGradients(const Graph& g, MemoryAnalysis& m) {
+  const size_t n = m.order.size();
+  m.gradGroup.assign(g.numValues(), kNone);
+  std::vector<std::vector<ValueId>> members(g.numValues());
+  std::vector<std::vector<int64_t>> partials(g.numValues()); // positions where a later partial is added
+  for (ValueId v = 0; v < g.numValues(); ++v)
+    if (m.values[v].requiresGrad && g.value(v).kind == ValueKind::Activation) {
+      m.gradGroup[v] = v;
+      members[v] = {v};
+    }
+  for (size_t i = 0; i < n; ++i) {
+    const ir::Node& node = g.node(m.order[i]);
+    if (!m.keepsTape[m.order[i]]) continue;
+    for (size_t k = 0; k < node.inputs.size(); ++k) {
+      ValueId in = node.inputs[k];
+      if (in == kNone || !ir::inputTakesGradient(node, k) || m.gradGroup[in] == kNone) continue;
+      if (m.values[in].gradLastUsePos != static_cast<int64_t>(i)) partials[in].push_back(static_cast<int64_t>(i));
+    }
+  }
+  // a's partial at q lands while b's gradient is alive: the sum cannot be taken in place.
+  auto clash = [&](ValueId a, ValueId b) {
+    for (int64_t q : partials[a])
+      if (m.values[b].producerPos < q && q <= m.values[b].gradLastUsePos) return true;
+    return false;
+  };
+  // Whether a gradient is a dense buffer of its own layout: the backward of Transpose and
+  // Concat hands out strided views (and the sum losses an expanded scalar), which a reshape's
+  // backward must copy.
+  std::vector<bool> dense(g.numValues(), true);
+  auto reshapes = [](ir::Op op) {
+    return op == ir::Op::Reshape || op == ir::Op::Flatten || op == ir::Op::Squeeze || op == ir::Op::Unsqueeze;
+  };
+  for (size_t i = n; i-- > 0;) {
+    const ir::Node& node = g.node(m.order[i]);
+    if (!m.keepsTape[m.order[i]] || node.outputs.empty()) continue;
+    const ValueId out = node.outputs[0];
+    const bool strided = node.op == ir::Op::Transpose || node.op == ir::Op::Concat || node.op == ir::Op::SumLoss ||
+                         node.op == ir::Op::MeanLoss;
+    for (ValueId in : node.inputs)
+      if (in != kNone && m.values[in].gradLastUsePos == static_cast<int64_t>(i)) dense[in] = !strided;
+    if (m.gradGroup[out] == kNone) continue;
+    for (size_t k = 0; k < node.inputs.size(); ++k) {
+      ValueId in = node.inputs[k];
+      if (in == kNone || !passesGradientThrough(node, k) || m.gradGroup[in] == kNone) continue;
+      if (m.values[in].gradLastUsePos != static_cast<int64_t>(i) || g.value(in).bytes != g.value(out).bytes) continue;
+      if (std::count(node.inputs.begin(), node.inputs.end(), in) != 1) continue; // Add(a, a) sums
+      if (reshapes(node.op) && !dense[out]) continue;                              // copied
+      dense[in] = dense[out];
+      ValueId a = m.gradGroup[in], b = m.gradGroup[out];
+      if (a == b) continue;
+      bool ok = true;
+      for (ValueId x : members[a])
+        for (ValueId y : members[b]) ok = ok && !clash(x, y) && !clash(y, x);
+      if (!ok) continue;
+      for (ValueId x : members[a]) m.gradGroup[x] = b;
+      members[b].insert(members[b].end(), members[a].begin(), members[a].end());
+      members[a].clear();
+    }
+  }
+}
+
+/// Adds the live range of every gradient group (once per group) to `diff`.
+void addGradientGroups(const Graph& g, const MemoryAnalysis& m, std::vector<int64_t>& diff) {
+  std::vector<int64_t> from(g.numValues(), INT64_MAX), to(g.numValues(), -1);
+  for (ValueId v = 0; v < g.numValues(); ++v) {
+    ValueId r = m.gradGroup[v];
+    if (r == kNone) continue;
+    from[r] = std::min(from[r], m.values[v].producerPos);
+    to[r] = std::max(to[r], m.values[v].gradLastUsePos);
+  }
+  for (ValueId r = 0; r < g.numValues(); ++r)
+    if (to[r] >= 0) addRange(diff, from[r], to[r], g.value(r).bytes);
+}
+
 } // namespace
 
 FrontierProfile frontierProfile(const Graph& g, const std::vector<NodeId>& order) {
@@ -140,6 +229,7 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
   }
   for (ValueId v = 0; v < g.numValues(); ++v)
     if (paramGradPos[v] >= 0) m.values[v].gradLastUsePos = paramGradPos[v];
+  groupGradients(g, m);
   m.needsGrad.assign(g.numValues(), false);
   for (ValueId v = 0; v < g.numValues(); ++v)
     m.needsGrad[v] = m.values[v].requiresGrad || g.value(v).kind == ValueKind::Parameter;
@@ -194,15 +284,18 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
       m.tapeBytes = saturatingAdd(m.tapeBytes, val.bytes);
     }
     addRange(fwd, l.producerPos, end, val.bytes);
-    if (l.requiresGrad) addRange(bwd, l.producerPos, l.gradLastUsePos, val.bytes); // adjoint
   }
+  addGradientGroups(g, m, bwd); // adjoints, one buffer per gradient group
   // Autograd sums the partial gradients of a value with several gradient-passing uses: when a
   // use's backward makes its partial, the adjoint made by a later use is still there. One
-  // extra buffer at every such use but the last, which makes the adjoint (Mul(a, a) too).
+  // extra buffer at every such use but the last, which makes the adjoint (Mul(a, a) too),
+  // unless the partial is the output's gradient handed through (Add, reshapes): that one is
+  // added in place and costs nothing. Plus the op's own backward scratch.
+  m.backwardExtraBytes.assign(n, 0);
   for (size_t i = 0; i < n; ++i) {
     const ir::Node& node = g.node(m.order[i]);
     if (!m.keepsTape[m.order[i]]) continue;
-    addRange(bwd, static_cast<int64_t>(i), static_cast<int64_t>(i), ir::backwardScratchBytes(g, node));
+    uint64_t extra = ir::backwardScratchBytes(g, node);
     std::vector<ValueId> adjointMade;
     for (size_t k = 0; k < node.inputs.size(); ++k) {
       ValueId in = node.inputs[k];
@@ -212,8 +305,14 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
         adjointMade.push_back(in);
         continue;
       }
-      addRange(bwd, static_cast<int64_t>(i), static_cast<int64_t>(i), g.value(in).bytes);
+      const bool handsThrough = node.op == ir::Op::Add || node.op == ir::Op::Sub || node.op == ir::Op::Identity;
+      if (handsThrough && passesGradientThrough(node, k) && !node.outputs.empty() &&
+          g.value(in).bytes == g.value(node.outputs[0]).bytes)
+        continue;
+      extra = saturatingAdd(extra, g.value(in).bytes);
     }
+    m.backwardExtraBytes[i] = extra;
+    addRange(bwd, static_cast<int64_t>(i), static_cast<int64_t>(i), extra);
   }
   for (size_t i = 0; i < n; ++i) addRange(bwd, static_cast<int64_t>(i), static_cast<int64_t>(i), gradsLive[i]);
   for (size_t i = 0; i < n; ++i) {
@@ -234,10 +333,7 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
   // Lower bounds. Working set of one op: forward = non-resident inputs + outputs;
   // backward = its tape + adjoints of its outputs and of its gradient-taking inputs.
   std::vector<int64_t> adj(n + 1, 0);
-  for (ValueId v = 0; v < g.numValues(); ++v) {
-    const ValueLiveness& l = m.values[v];
-    if (l.requiresGrad) addRange(adj, l.producerPos, l.gradLastUsePos, g.value(v).bytes);
-  }
+  addGradientGroups(g, m, adj);
   std::vector<uint64_t> adjLive = prefixSums(adj, n);
   for (size_t i = 0; i < n; ++i) {
     const ir::Node& node = g.node(m.order[i]);

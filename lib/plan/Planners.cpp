@@ -197,9 +197,15 @@ private:
     for (size_t k = 1; k <= L_ + 1; ++k) {
       const auto& F = m_.frontier(k);
       X_[k] = slotsOf(bytesOf(F));
-      uint64_t ad = 0;
+      uint64_t ad = 0; // adjoints of F_k, one buffer per gradient group
+      std::vector<ir::ValueId> groups;
       for (ir::ValueId v : F)
-        if (m_.requiresGrad[v]) ad += m_.valueBytes[v];
+        if (m_.requiresGrad[v]) {
+          ir::ValueId group = m_.gradGroup[v] != ir::kNone ? m_.gradGroup[v] : v;
+          if (std::find(groups.begin(), groups.end(), group) != groups.end()) continue;
+          groups.push_back(group);
+          ad += m_.valueBytes[group];
+        }
       AD_[k] = slotsOf(ad);
     }
     for (size_t k = 1; k <= L_; ++k) {

@@ -41,6 +41,7 @@ Expected<Instruction> parseInstruction(std::string_view text) {
 
 SimState::SimState(const StageModel& model)
     : model_(&model), refs_(model.valueBytes.size(), 0), adjoint_(model.valueBytes.size(), false),
+      groupRefs_(model.valueBytes.size(), 0),
       tape_(model.size() + 2, false), checkpoint_(model.size() + 2, false), backwarded_(model.size() + 2, false),
       current_(1), nextBackward_(model.size()) {
   acquire(model.frontier(1)); // the graph inputs (and nothing else) start as the current state
@@ -60,6 +61,20 @@ void SimState::release(const std::vector<ValueId>& values) {
     TBP_CHECK(refs_[v] > 0);
     if (--refs_[v] == 0) liveBytes_ -= model_->valueBytes[v];
   }
+}
+
+ValueId SimState::groupOf(ValueId v) const {
+  return v < model_->gradGroup.size() && model_->gradGroup[v] != ir::kNone ? model_->gradGroup[v] : v;
+}
+
+void SimState::addAdjoint(ValueId v) {
+  adjoint_[v] = true;
+  if (groupRefs_[groupOf(v)]++ == 0) adjointBytes_ += model_->valueBytes[groupOf(v)];
+}
+
+void SimState::dropAdjoint(ValueId v) {
+  adjoint_[v] = false;
+  if (--groupRefs_[groupOf(v)] == 0) adjointBytes_ -= model_->valueBytes[groupOf(v)];
 }
 
 void SimState::acquireExtra(size_t k) { extraBytes_ += model_->stage(k).tapeExtraBytes; }
@@ -127,10 +142,7 @@ Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
     if (current_ != L + 1) return badInput("Loss needs the output of stage " + std::to_string(L) + " as the current state");
     releaseCurrent();
     for (ValueId v : model_->outputFrontier)
-      if (model_->requiresGrad[v] && !adjoint_[v]) {
-        adjoint_[v] = true;
-        adjointBytes_ += model_->valueBytes[v];
-      }
+      if (model_->requiresGrad[v] && !adjoint_[v]) addAdjoint(v);
     lossDone_ = true;
     peakDuring = heldBytes();
     return Status::ok();
@@ -146,15 +158,9 @@ Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
   gradientBytes_ += s.gradientBytes; // made during the backward, kept to the end
   peakDuring = heldBytes() + s.backwardTransientBytes;
   for (ValueId v : s.produced)
-    if (adjoint_[v]) {
-      adjoint_[v] = false;
-      adjointBytes_ -= model_->valueBytes[v];
-    }
+    if (adjoint_[v]) dropAdjoint(v);
   for (ValueId v : s.newAdjoints)
-    if (!adjoint_[v]) {
-      adjoint_[v] = true;
-      adjointBytes_ += model_->valueBytes[v];
-    }
+    if (!adjoint_[v]) addAdjoint(v);
   release(s.tape);
   releaseExtra(k);
   tape_[k] = false;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <map>
 
 namespace tbp::plan {
 
@@ -39,6 +40,7 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
   m.lastUsePos.resize(numValues);
   m.gradLastUsePos.resize(numValues);
   m.keepsTape = mem.keepsTape;
+  m.gradGroup = mem.gradGroup;
   for (ValueId v = 0; v < numValues; ++v) {
     const ir::Value& val = g.value(v);
     m.valueBytes[v] = val.kind == ValueKind::Activation ? val.bytes : 0;
@@ -137,34 +139,34 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
     for (size_t i = 0; i < ops; ++i) range(allDiff, static_cast<int64_t>(i), static_cast<int64_t>(ops) - 1, extraAt[i]);
     // Backward: gradients of values made or consumed here that are not already held as
     // adjoints of F_{k+1}; each lives from its producer (or the stage start) to its last use
-    // inside the stage.
+    // inside the stage. Gradients of one group (analysis::MemoryAnalysis::gradGroup) share a
+    // buffer: counted once over their joint span, and not at all when the group's buffer is
+    // an adjoint of F_{k+1}, which the simulator holds through B k.
+    std::map<ValueId, std::pair<int64_t, int64_t>> spans;
+    std::vector<ValueId> heldGroups;
+    auto extend = [&spans](ValueId group, int64_t from, int64_t to) {
+      auto [it, fresh] = spans.try_emplace(group, from, to);
+      if (!fresh) it->second = {std::min(it->second.first, from), std::max(it->second.second, to)};
+    };
     for (ValueId v : s.produced) {
-      if (!m.requiresGrad[v] || m.gradLastUsePos[v] > static_cast<int64_t>(s.last)) continue;
-      range(bwdDiff, m.producerPos[v] - s.first, m.gradLastUsePos[v] - s.first, m.valueBytes[v]);
+      if (!m.requiresGrad[v]) continue;
+      if (m.gradLastUsePos[v] > static_cast<int64_t>(s.last)) {
+        heldGroups.push_back(mem.gradGroup[v]);
+        continue;
+      }
+      extend(mem.gradGroup[v], m.producerPos[v] - s.first, m.gradLastUsePos[v] - s.first);
     }
     for (ValueId v : s.inputFrontier) {
       if (!m.requiresGrad[v]) continue;
       if (m.gradLastUsePos[v] < static_cast<int64_t>(s.first) || m.gradLastUsePos[v] > static_cast<int64_t>(s.last)) continue;
       s.newAdjoints.push_back(v);
-      range(bwdDiff, 0, m.gradLastUsePos[v] - s.first, m.valueBytes[v]);
+      extend(mem.gradGroup[v], 0, m.gradLastUsePos[v] - s.first);
     }
-    // Partial gradients of values with several gradient-passing uses (as analyzeMemory counts
-    // them): one extra buffer at every use but the last.
-    for (uint32_t p = s.first; p <= s.last; ++p) {
-      const ir::Node& node = g.node(order[p]);
-      if (!m.keepsTape[order[p]]) continue;
-      range(bwdDiff, p - s.first, p - s.first, ir::backwardScratchBytes(g, node));
-      std::vector<ValueId> adjointMade;
-      for (size_t slot = 0; slot < node.inputs.size(); ++slot) {
-        ValueId in = node.inputs[slot];
-        if (in == ir::kNone || !ir::inputTakesGradient(node, slot) || g.value(in).kind != ValueKind::Activation || !m.requiresGrad[in]) continue;
-        if (m.gradLastUsePos[in] == static_cast<int64_t>(p) && std::find(adjointMade.begin(), adjointMade.end(), in) == adjointMade.end()) {
-          adjointMade.push_back(in);
-          continue;
-        }
-        range(bwdDiff, p - s.first, p - s.first, g.value(in).bytes);
-      }
-    }
+    for (const auto& [group, span] : spans)
+      if (std::find(heldGroups.begin(), heldGroups.end(), group) == heldGroups.end())
+        range(bwdDiff, span.first, span.second, g.value(group).bytes);
+    // Partial gradients and backward scratch, as analyzeMemory counts them.
+    for (uint32_t p = s.first; p <= s.last; ++p) range(bwdDiff, p - s.first, p - s.first, mem.backwardExtraBytes[p]);
     int64_t f = 0, a = 0, b = 0;
     for (size_t i = 0; i < ops; ++i) {
       f += fwdDiff[i];

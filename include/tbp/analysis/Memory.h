@@ -45,6 +45,17 @@ struct MemoryAnalysis {
   /// Indexed by ValueId: the value requires a gradient in the step (trainable parameters and
   /// activations with `requiresGrad`); decides the cross-saved inputs of OpRules.
   std::vector<bool> needsGrad;
+  /// Indexed by ValueId: the gradient group of a value that requires a gradient (kNone
+  /// otherwise). The backward of Add (both inputs), Sub (its first), Identity and the
+  /// reshapes hands the output's gradient tensor itself to an input of the same size, so the
+  /// gradients of a group share one buffer, live from the smallest producer position of its
+  /// members to their largest gradLastUsePos. A value joins its consumer's group only where
+  /// that is the first gradient it gets in the backward sweep and no other member is alive
+  /// when a later partial is added to it (autograd then sums in place).
+  std::vector<ir::ValueId> gradGroup;
+  /// Indexed by position: bytes the node's backward allocates beyond the adjoints (partial
+  /// gradients still to be summed into an adjoint, convolution scratch).
+  std::vector<uint64_t> backwardExtraBytes;
   FrontierProfile frontier;            ///< live-frontier profile (forward only)
   /// Parameters + parameter gradients + constants + inputs: what stays at the end of the step.
   uint64_t residentBytes = 0;

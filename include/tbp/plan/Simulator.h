@@ -55,12 +55,17 @@ private:
   void acquire(const std::vector<ir::ValueId>& values);
   void release(const std::vector<ir::ValueId>& values);
   void acquireExtra(size_t k);
+  /// Adjoints of one gradient group share a buffer (StageModel::gradGroup): counted once.
+  ir::ValueId groupOf(ir::ValueId v) const;
+  void addAdjoint(ir::ValueId v);
+  void dropAdjoint(ir::ValueId v);
   void releaseExtra(size_t k);
   bool available(ir::ValueId v) const;
 
   const StageModel* model_;
   std::vector<uint32_t> refs_;   ///< holders per value
   std::vector<bool> adjoint_;    ///< live gradient per value
+  std::vector<uint32_t> groupRefs_; ///< live adjoints per gradient group
   uint64_t liveBytes_ = 0;
   uint64_t adjointBytes_ = 0;
   uint64_t extraBytes_ = 0;

@@ -43,6 +43,7 @@ struct StageModel {
   std::vector<int64_t> lastUsePos;        ///< per value: last consumer position (-1)
   std::vector<int64_t> gradLastUsePos;    ///< per value: last consumer passing a gradient (-1)
   std::vector<bool> keepsTape;            ///< per node: it runs a backward and keeps a tape
+  std::vector<ir::ValueId> gradGroup;     ///< per value: its gradient group (MemoryAnalysis::gradGroup)
   uint64_t residentBytes = 0;             ///< parameters + constants + inputs (+ optimizer state)
   uint64_t gradientBytes = 0;             ///< all parameter gradients (made stage by stage by B k)
   uint64_t finalTransientBytes = 0;       ///< scratch of the optimizer update after the last B

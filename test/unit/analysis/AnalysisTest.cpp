@@ -191,3 +191,36 @@ TEST_CASE("dot output labels and shades nodes") {
   CHECK(dot.find("fillcolor=\"#ff") != std::string::npos);
   CHECK(dot.find("n0 -> n1") != std::string::npos);
 }
+
+TEST_CASE("gradients handed through Add and reshapes share one buffer") {
+  Graph g = tbp::testing::parseOk(R"(graph residual {
+    input %x : f32[8,16]
+    param %w : f32[16,16]
+    const %shape : i64[2] = [16, 8]
+    %a : f32[8,16] = MatMul(%x, %w)
+    %b : f32[8,16] = Tanh(%a)
+    %c : f32[8,16] = Add(%a, %b)
+    %d : f32[8,16] = Sub(%c, %a)
+    %r : f32[16,8] = Reshape(%d, %shape)
+    %t : f32[8,16] = Transpose(%r)
+    %s : f32[16,8] = Reshape(%t, %shape)
+    %u : f32[16,8] = Tanh(%s)
+    %loss : f32[] = SumLoss(%u)
+    output %loss
+  })");
+  MemoryAnalysis m = analyzeMemory(g, computeOrder(g, OrderHeuristic::File));
+  auto group = [&](const char* name) { return m.gradGroup[*g.findValue(name)]; };
+  // A reshape of a dense gradient is a view of it.
+  CHECK(group("t") == group("s"));
+  // Transpose's backward makes its own (strided) gradient, and the reshape below it must copy
+  // that one.
+  CHECK(group("r") != group("t"));
+  CHECK(group("d") != group("r"));
+  // Sub hands its output's gradient to its first input; the second gets a negated copy.
+  CHECK(group("c") == group("d"));
+  // Add hands it to both inputs. a's first gradient comes from Sub's negation, so a stays
+  // apart; b joins.
+  CHECK(group("b") == group("c"));
+  CHECK(group("a") != group("c"));
+  CHECK(m.gradGroup[*g.findValue("x")] == ir::kNone); // no gradient at all
+}
