@@ -429,20 +429,28 @@ Tensors globalMaxPool(const KernelContext&, const Graph&, const Node&, const Ten
 
 // ------------------------------------------------------------------ normalization
 
-Tensors batchNorm(const KernelContext& context, const Graph&, const Node& n, const Tensors& in) {
+Tensors batchNorm(const KernelContext& context, const Graph& g, const Node& n, const Tensors& in) {
   const at::Tensor &x = in[0], &runningMean = in[3], &runningVar = in[4];
   const double eps = n.attrFloat("epsilon", 1e-5), momentum = n.attrFloat("momentum", 0.9);
   // Training: the training_mode attribute (opset 14+), or any output beyond Y (opsets 7-13).
   const bool training = n.attrInt("training_mode", 0) != 0 || n.outputs.size() > 1;
   if (!training) return one(at::batch_norm(x, in[1], in[2], runningMean.detach(), runningVar.detach(), false, 0.0, eps, false));
-  at::Tensor y = at::batch_norm(x, in[1], in[2], c10::nullopt, c10::nullopt, true, 0.0, eps, false);
-  if (n.outputs.size() == 1 && !context.firstForward) return one(y);
+  // native_batch_norm is what at::batch_norm runs (same autograd node, same saved tensors);
+  // calling it directly keeps the batch statistics it computed anyway.
+  auto [y, saveMean, saveInvstd] = at::native_batch_norm(x, in[1], in[2], c10::nullopt, c10::nullopt, true, 0.0, eps);
+  // The statistics outputs cost two passes over x: make them only where the running statistics
+  // change (the step's first forward) or something reads them. Replays skip them.
+  bool statsRead = false;
+  for (size_t i = 1; i < n.outputs.size(); ++i) statsRead = statsRead || !g.value(n.outputs[i]).users.empty();
+  for (ir::ValueId o : g.outputs())
+    for (size_t i = 1; i < n.outputs.size(); ++i) statsRead = statsRead || o == n.outputs[i];
+  if (!context.firstForward && !statsRead) return one(y);
   // ONNX: running = running * momentum + batch * (1 - momentum), with the biased batch
-  // variance (PyTorch's momentum is 1 - ONNX's and it keeps the unbiased variance).
+  // variance (PyTorch's momentum is 1 - ONNX's and it keeps the unbiased variance). The
+  // kernel saved the biased variance as 1 / sqrt(var + eps).
   at::NoGradGuard noGrad;
-  Ints dims = allAxes(x.dim());
-  dims.erase(dims.begin() + 1);
-  at::Tensor batchMean = x.mean(dims), batchVar = x.var(dims, /*unbiased=*/false);
+  at::Tensor batchMean = saveMean.detach();
+  at::Tensor batchVar = (saveInvstd.detach().to(at::kDouble).pow(-2) - eps).to(x.scalar_type());
   at::Tensor newMean = runningMean * momentum + batchMean * (1 - momentum);
   at::Tensor newVar = runningVar * momentum + batchVar * (1 - momentum);
   if (context.firstForward) {
