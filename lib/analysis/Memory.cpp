@@ -295,7 +295,7 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
   for (size_t i = 0; i < n; ++i) {
     const ir::Node& node = g.node(m.order[i]);
     if (!m.keepsTape[m.order[i]]) continue;
-    uint64_t extra = ir::backwardScratchBytes(g, node);
+    uint64_t extra = ir::backwardScratchBytes(g, node, &m.needsGrad);
     std::vector<ValueId> adjointMade;
     for (size_t k = 0; k < node.inputs.size(); ++k) {
       ValueId in = node.inputs[k];
@@ -355,13 +355,15 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
         bwdSet = saturatingAdd(bwdSet, g.value(in).bytes);
     // The first forward of an op runs before any gradient exists; its backward runs with the
     // gradients of every parameter used at or after it.
-    bwdSet = saturatingAdd(bwdSet, gradsLive[i]);
+    // Its scratch and the partial gradients it makes are part of it in every schedule.
+    bwdSet = saturatingAdd(saturatingAdd(bwdSet, gradsLive[i]), m.backwardExtraBytes[i]);
     uint64_t ws = std::max(fwdSet, bwdSet);
     if (ws > m.maxOpWorkingSetBytes || m.maxOpWorkingSetNode == kNone) {
       m.maxOpWorkingSetBytes = ws;
       m.maxOpWorkingSetNode = m.order[i];
     }
     uint64_t adjointSet = saturatingAdd(saturatingAdd(adjLive[i], gradsLive[i]), saturatingAdd(savedAt[i], extraAt[i]));
+    adjointSet = saturatingAdd(adjointSet, m.backwardExtraBytes[i]);
     if (adjointSet > m.adjointBoundBytes) {
       m.adjointBoundBytes = adjointSet;
       m.adjointBoundPosition = i;

@@ -17,8 +17,8 @@ constexpr ExtraSaved None = ExtraSaved::None, Mask = ExtraSaved::Mask,
                      RowStats = ExtraSaved::RowStats, InstanceStats = ExtraSaved::InstanceStats;
 
 constexpr OpInfo kOpInfos[] = {
-#define TBP_OP(id, flops, perElem, savedIn, savedOut, extra, noGradIn, crossIn)                    \
-  OpInfo{#id, flops, perElem, savedIn, savedOut, extra, noGradIn, crossIn},
+#define TBP_OP(id, flops, perElem, savedIn, savedOut, extra, noGradIn, crossIn, bwdScratch)        \
+  OpInfo{#id, flops, perElem, savedIn, savedOut, extra, noGradIn, crossIn, bwdScratch},
 #include "tbp/ir/Ops.def"
 #undef TBP_OP
 };

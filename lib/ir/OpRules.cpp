@@ -175,10 +175,22 @@ SavedForBackward savedForBackward(const Graph& g, const Node& n, const std::vect
   return saved;
 }
 
-uint64_t backwardScratchBytes(const Graph& graph, const Node& node) {
-  if (node.op != Op::Conv && node.op != Op::ConvTranspose) return 0;
-  if (node.inputs.empty() || node.inputs[0] == kNone || node.outputs.empty()) return 0;
-  return graph.value(node.inputs[0]).bytes + graph.value(node.outputs[0]).bytes;
+uint64_t backwardScratchBytes(const Graph& graph, const Node& node, const std::vector<bool>* needsGrad) {
+  if (node.outputs.empty()) return 0;
+  if (node.op == Op::Conv || node.op == Op::ConvTranspose) {
+    if (node.inputs.empty() || node.inputs[0] == kNone) return 0;
+    return graph.value(node.inputs[0]).bytes + graph.value(node.outputs[0]).bytes;
+  }
+  const uint32_t halves = opInfo(node.op).backwardScratchHalves;
+  if (halves == 0) return 0;
+  if (node.op == Op::Div) {
+    const Value* divisor = inputOf(graph, node, 1);
+    if (!divisor) return 0;
+    const bool takesGrad = needsGrad ? node.inputs[1] < needsGrad->size() && (*needsGrad)[node.inputs[1]]
+                                     : divisor->kind == ValueKind::Parameter || divisor->kind == ValueKind::Activation;
+    if (!takesGrad) return 0;
+  }
+  return saturatingMul(graph.value(node.outputs[0]).bytes, halves) / 2;
 }
 
 } // namespace tbp::ir

@@ -55,6 +55,7 @@ struct OpInfo {
   ExtraSaved extra;       ///< extra saved state
   uint32_t noGradInputs;  ///< bit i: input i receives no gradient
   uint32_t crossInputs;   ///< bit i: saved input i only serves the other inputs' gradients
+  uint32_t backwardScratchHalves; ///< backward temporaries, in halves of output 0's bytes
 };
 
 /// The rules of `op`.

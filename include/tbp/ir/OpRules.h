@@ -28,11 +28,14 @@ struct SavedForBackward {
 /// and constants do not.
 SavedForBackward savedForBackward(const Graph& graph, const Node& node, const std::vector<bool>* needsGrad = nullptr);
 
-/// Scratch a node's backward needs beyond the gradients themselves. Convolutions: the CPU
-/// kernels (oneDNN) reorder the saved input and the output gradient into their blocked layout,
-/// so their backward briefly holds one more copy of each (measured on the built-in workloads;
-/// with more intra-op threads the weight-gradient reduction adds per-thread buffers on top).
-uint64_t backwardScratchBytes(const Graph& graph, const Node& node);
+/// Scratch a node's backward needs beyond the gradients themselves: Ops.def's BwdScratch
+/// (temporaries of the backward formula; Div's only when `needsGrad` says the divisor takes a
+/// gradient, or without it when the divisor is not a constant or graph input). Convolutions:
+/// the CPU kernels (oneDNN) reorder the saved input and the output gradient into their blocked
+/// layout, so their backward briefly holds one more copy of each (measured on the built-in
+/// workloads; with more intra-op threads the weight-gradient reduction adds per-thread
+/// buffers on top).
+uint64_t backwardScratchBytes(const Graph& graph, const Node& node, const std::vector<bool>* needsGrad = nullptr);
 
 /// True when input `index` of `node` can receive a gradient (by the op's rule).
 bool inputTakesGradient(const Node& node, size_t index);

@@ -121,6 +121,26 @@ TEST_CASE("cross-saved operands are kept only for the other operand's gradient")
   CHECK(savedForBackward(g, g.node(2), &none).values.empty());
 }
 
+TEST_CASE("backward scratch follows the measured temporaries of each backward formula") {
+  Graph g = parseOk(R"(graph s {
+    input %x : f32[4,8]
+    param %w : f32[8,8]
+    const %c : f32[] = [0.5]
+    %h : f32[4,8] = MatMul(%x, %w)
+    %e : f32[4,8] = Erf(%h)
+    %d : f32[4,8] = Div(%e, %c)
+    %q : f32[4,8] = Div(%c, %d)
+    %r : f32[4,8] = Relu(%q)
+    output %r
+  })");
+  const uint64_t out = 4 * 8 * 4;
+  CHECK(backwardScratchBytes(g, g.node(1)) == 4 * out); // 2/sqrt(pi) * exp(-x^2) * g
+  CHECK(backwardScratchBytes(g, g.node(2)) == 0);       // a constant divisor: g / c only
+  CHECK(backwardScratchBytes(g, g.node(3)) == 3 * out); // the divisor's gradient
+  CHECK(backwardScratchBytes(g, g.node(4)) == 0);
+  CHECK(backwardScratchBytes(g, g.node(0)) == 0);
+}
+
 TEST_CASE("conv and layer norm rules") {
   Graph g = parseOk(R"(graph c {
     input %x : f32[2,3,8,8]
