@@ -27,8 +27,8 @@ done
 # name  file  tbp dims  pytorch args
 CASES=(
   "gpt2|gpt2_op17_train.onnx|--dim batch=8 --dim seq=128|gpt2 8 --seq 128"
-  "resnet50|resnet50_op17_train.onnx|--dim batch=16|resnet50 16"
-  "unet|unet_op17_train.onnx|--dim batch=4|unet 4"
+  "resnet50|resnet50_op17_train.onnx|--dim batch=96|resnet50 96"
+  "unet|unet_op17_train.onnx|--dim batch=8|unet 8"
 )
 rows=()
 printf '%-9s %-10s %-7s %12s %12s %8s %9s %8s %s\n' model planner budget measured predicted error step_s ratio grads
