@@ -52,18 +52,16 @@ void summarize(FrontierProfile& p) {
   p.meanBytes = p.bytes.empty() ? 0.0 : static_cast<double>(sum / p.bytes.size());
 }
 
-/// Input slots whose gradient is the output's gradient tensor itself (same size assumed).
-bool passesGradientThrough(const ir::Node& node, size_t slot) {
-  switch (node.op) {
-  case ir::Op::Add: return slot < 2;
-  case ir::Op::Sub:
-  case ir::Op::Identity:
-  case ir::Op::Reshape:
-  case ir::Op::Flatten:
-  case ir::Op::Squeeze:
-  case ir::Op::Unsqueeze: return slot == 0;
-  default: return false;
-  }
+bool isReshape(ir::Op op) {
+  return op == ir::Op::Reshape || op == ir::Op::Flatten || op == ir::Op::Squeeze || op == ir::Op::Unsqueeze;
+}
+
+/// Input slots whose gradient is the output's gradient tensor itself (same size assumed):
+/// both inputs of Add, the first of Sub and Identity. Reshapes hand out a view of it, which
+/// is the same buffer only while that gradient is dense (see groupGradients).
+bool passesGradientThrough(const ir::Node& node, size_t slot, bool withReshapes) {
+  if (node.op == ir::Op::Add) return slot < 2;
+  return slot == 0 && (node.op == ir::Op::Sub || node.op == ir::Op::Identity || (withReshapes && isReshape(node.op)));
 }
 
 /// Fills m.gradGroup (see Memory.h). Needs positions, gradient paths and gradLastUsePos.
@@ -96,9 +94,6 @@ void groupGradients(const Graph& g, MemoryAnalysis& m) {
   // Concat hands out strided views (and the sum losses an expanded scalar), which a reshape's
   // backward must copy.
   std::vector<bool> dense(g.numValues(), true);
-  auto reshapes = [](ir::Op op) {
-    return op == ir::Op::Reshape || op == ir::Op::Flatten || op == ir::Op::Squeeze || op == ir::Op::Unsqueeze;
-  };
   for (size_t i = n; i-- > 0;) {
     const ir::Node& node = g.node(m.order[i]);
     if (!m.keepsTape[m.order[i]] || node.outputs.empty()) continue;
@@ -110,10 +105,10 @@ void groupGradients(const Graph& g, MemoryAnalysis& m) {
     if (m.gradGroup[out] == kNone) continue;
     for (size_t k = 0; k < node.inputs.size(); ++k) {
       ValueId in = node.inputs[k];
-      if (in == kNone || !passesGradientThrough(node, k) || m.gradGroup[in] == kNone) continue;
+      if (in == kNone || !passesGradientThrough(node, k, true) || m.gradGroup[in] == kNone) continue;
       if (m.values[in].gradLastUsePos != static_cast<int64_t>(i) || g.value(in).bytes != g.value(out).bytes) continue;
       if (std::count(node.inputs.begin(), node.inputs.end(), in) != 1) continue; // Add(a, a) sums
-      if (reshapes(node.op) && !dense[out]) continue;                              // copied
+      if (isReshape(node.op) && !dense[out]) continue;                             // copied
       dense[in] = dense[out];
       ValueId a = m.gradGroup[in], b = m.gradGroup[out];
       if (a == b) continue;
@@ -305,9 +300,7 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
         adjointMade.push_back(in);
         continue;
       }
-      const bool handsThrough = node.op == ir::Op::Add || node.op == ir::Op::Sub || node.op == ir::Op::Identity;
-      if (handsThrough && passesGradientThrough(node, k) && !node.outputs.empty() &&
-          g.value(in).bytes == g.value(node.outputs[0]).bytes)
+      if (passesGradientThrough(node, k, false) && !node.outputs.empty() && g.value(in).bytes == g.value(node.outputs[0]).bytes)
         continue;
       extra = saturatingAdd(extra, g.value(in).bytes);
     }
@@ -354,8 +347,8 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
       if (in != kNone && m.values[in].requiresGrad && once(in) && m.keepsTape[m.order[i]])
         bwdSet = saturatingAdd(bwdSet, g.value(in).bytes);
     // The first forward of an op runs before any gradient exists; its backward runs with the
-    // gradients of every parameter used at or after it.
-    // Its scratch and the partial gradients it makes are part of it in every schedule.
+    // gradients of every parameter used at or after it, and its scratch and the partial
+    // gradients it makes are part of it in every schedule.
     bwdSet = saturatingAdd(saturatingAdd(bwdSet, gradsLive[i]), m.backwardExtraBytes[i]);
     uint64_t ws = std::max(fwdSet, bwdSet);
     if (ws > m.maxOpWorkingSetBytes || m.maxOpWorkingSetNode == kNone) {

@@ -109,6 +109,19 @@ bool inputTakesGradient(const Node& node, size_t index) {
   return index >= 32 ? mask != 0xffffffffu : (mask & (1u << index)) == 0;
 }
 
+namespace {
+
+/// Whether input `i` of `n` requires a gradient in the step: by `needsGrad` when given,
+/// otherwise every parameter and activation does (graph inputs and constants do not).
+bool inputRequiresGrad(const Graph& g, const Node& n, size_t i, const std::vector<bool>* needsGrad) {
+  const Value* v = inputOf(g, n, i);
+  if (!v || !inputTakesGradient(n, i) || !isFloat(v->type.dtype)) return false;
+  if (needsGrad) return n.inputs[i] < needsGrad->size() && (*needsGrad)[n.inputs[i]];
+  return v->kind == ValueKind::Parameter || v->kind == ValueKind::Activation;
+}
+
+} // namespace
+
 SavedForBackward savedForBackward(const Graph& g, const Node& n, const std::vector<bool>* needsGrad) {
   const OpInfo& info = opInfo(n.op);
   SavedForBackward saved;
@@ -119,20 +132,13 @@ SavedForBackward savedForBackward(const Graph& g, const Node& n, const std::vect
     if (v && inputTakesGradient(n, i) && isFloat(v->type.dtype)) anyGrad = true;
   }
   if (!anyGrad) return saved;
-  // Which inputs require a gradient here (for the cross-saved ones).
-  auto requires = [&](size_t i) {
-    const Value* v = inputOf(g, n, i);
-    if (!v || !inputTakesGradient(n, i) || !isFloat(v->type.dtype)) return false;
-    if (needsGrad) return n.inputs[i] < needsGrad->size() && (*needsGrad)[n.inputs[i]];
-    return v->kind == ValueKind::Parameter || v->kind == ValueKind::Activation;
-  };
   for (size_t i = 0; i < n.inputs.size() && i < 32; ++i) {
     if (!((info.savedInputs >> i) & 1u) || n.inputs[i] == kNone) continue;
     if ((info.crossInputs >> i) & 1u) {
       bool otherNeeds = false;
       // The other operands are the other saved inputs (Gemm's bias needs neither A nor B).
       for (size_t j = 0; j < n.inputs.size() && j < 32; ++j)
-        otherNeeds = otherNeeds || (j != i && ((info.savedInputs >> j) & 1u) && requires(j));
+        otherNeeds = otherNeeds || (j != i && ((info.savedInputs >> j) & 1u) && inputRequiresGrad(g, n, j, needsGrad));
       if (!otherNeeds) continue;
     }
     saved.values.push_back(n.inputs[i]);
@@ -183,13 +189,7 @@ uint64_t backwardScratchBytes(const Graph& graph, const Node& node, const std::v
   }
   const uint32_t halves = opInfo(node.op).backwardScratchHalves;
   if (halves == 0) return 0;
-  if (node.op == Op::Div) {
-    const Value* divisor = inputOf(graph, node, 1);
-    if (!divisor) return 0;
-    const bool takesGrad = needsGrad ? node.inputs[1] < needsGrad->size() && (*needsGrad)[node.inputs[1]]
-                                     : divisor->kind == ValueKind::Parameter || divisor->kind == ValueKind::Activation;
-    if (!takesGrad) return 0;
-  }
+  if (node.op == Op::Div && !inputRequiresGrad(graph, node, 1, needsGrad)) return 0; // only the divisor's gradient
   return saturatingMul(graph.value(node.outputs[0]).bytes, halves) / 2;
 }
 

@@ -429,22 +429,17 @@ Tensors globalMaxPool(const KernelContext&, const Graph&, const Node&, const Ten
 
 // ------------------------------------------------------------------ normalization
 
-Tensors batchNorm(const KernelContext& context, const Graph& g, const Node& n, const Tensors& in) {
+Tensors batchNorm(const KernelContext& context, const Graph&, const Node& n, const Tensors& in) {
   const at::Tensor &x = in[0], &runningMean = in[3], &runningVar = in[4];
   const double eps = n.attrFloat("epsilon", 1e-5), momentum = n.attrFloat("momentum", 0.9);
   // Training: the training_mode attribute (opset 14+), or any output beyond Y (opsets 7-13).
   const bool training = n.attrInt("training_mode", 0) != 0 || n.outputs.size() > 1;
   if (!training) return one(at::batch_norm(x, in[1], in[2], runningMean.detach(), runningVar.detach(), false, 0.0, eps, false));
-  // native_batch_norm is what at::batch_norm runs (same autograd node, same saved tensors);
-  // calling it directly keeps the batch statistics it computed anyway.
+  // On CPU native_batch_norm is what at::batch_norm runs (same autograd node, same saved
+  // tensors); calling it directly keeps the batch statistics it computed anyway, instead of two
+  // more passes over x. (On CUDA this is ATen's own kernel rather than cuDNN's.)
   auto [y, saveMean, saveInvstd] = at::native_batch_norm(x, in[1], in[2], c10::nullopt, c10::nullopt, true, 0.0, eps);
-  // The statistics outputs cost two passes over x: make them only where the running statistics
-  // change (the step's first forward) or something reads them. Replays skip them.
-  bool statsRead = false;
-  for (size_t i = 1; i < n.outputs.size(); ++i) statsRead = statsRead || !g.value(n.outputs[i]).users.empty();
-  for (ir::ValueId o : g.outputs())
-    for (size_t i = 1; i < n.outputs.size(); ++i) statsRead = statsRead || o == n.outputs[i];
-  if (!context.firstForward && !statsRead) return one(y);
+  if (n.outputs.size() == 1 && !context.firstForward) return one(y);
   // ONNX: running = running * momentum + batch * (1 - momentum), with the biased batch
   // variance (PyTorch's momentum is 1 - ONNX's and it keeps the unbiased variance). The
   // kernel saved the biased variance as 1 / sqrt(var + eps).

@@ -55,11 +55,11 @@ private:
   void acquire(const std::vector<ir::ValueId>& values);
   void release(const std::vector<ir::ValueId>& values);
   void acquireExtra(size_t k);
+  void releaseExtra(size_t k);
   /// Adjoints of one gradient group share a buffer (StageModel::gradGroup): counted once.
   ir::ValueId groupOf(ir::ValueId v) const;
   void addAdjoint(ir::ValueId v);
   void dropAdjoint(ir::ValueId v);
-  void releaseExtra(size_t k);
   bool available(ir::ValueId v) const;
 
   const StageModel* model_;
