@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <set>
 #include <unordered_map>
@@ -148,7 +149,10 @@ struct RevolveEmitter {
 /// slots, every quantity rounded up, so a schedule's slot count bounds its simulated peak.
 class OptimalDp {
 public:
-  OptimalDp(const StageModel& m, uint64_t slotBytes, size_t slots) : m_(m), q_(std::max<uint64_t>(slotBytes, 1)), M_(slots), L_(m.size()) {
+  /// `cacheStage[k]`: stage k's first forward caches its cacheable outputs (empty: none does).
+  OptimalDp(const StageModel& m, uint64_t slotBytes, size_t slots, std::vector<bool> cacheStage = {})
+      : m_(m), q_(std::max<uint64_t>(slotBytes, 1)), M_(slots), L_(m.size()), cacheStage_(std::move(cacheStage)) {
+    cacheStage_.resize(L_ + 2, false);
     prepare();
     solve();
   }
@@ -158,6 +162,13 @@ public:
     Stream out;
     if (cost(Mode::Ckpt, 1, L_, mem) == kInf) return out;
     emit(out, Mode::Ckpt, 1, static_cast<uint32_t>(L_), mem);
+    // The first forward of a caching stage keeps its cacheable outputs to its backward.
+    std::vector<bool> seen(L_ + 2, false);
+    for (Instruction& instr : out)
+      if (instr.isForward() && !seen[instr.stage]) {
+        seen[instr.stage] = true;
+        instr.cache = cacheStage_[instr.stage];
+      }
     return out;
   }
   size_t slots() const { return M_; }
@@ -192,8 +203,10 @@ private:
     fa_.assign(L_ + 2, 0);
     bb_.assign(L_ + 2, 0);
     cost_.assign(L_ + 2, 0);
+    cacheCum_.assign(L_ + 2, 0);
     gradCum_.assign(L_ + 2, 0);
     for (size_t k = 1; k <= L_; ++k) gradCum_[k] = gradCum_[k - 1] + m_.stage(k).gradientBytes;
+    for (size_t k = 1; k <= L_; ++k) cacheCum_[k] = cacheCum_[k - 1] + (cacheStage_[k] ? m_.stage(k).cacheableBytes : 0);
     for (size_t k = 1; k <= L_ + 1; ++k) {
       const auto& F = m_.frontier(k);
       X_[k] = slotsOf(bytesOf(F));
@@ -213,12 +226,16 @@ private:
       const auto& F = m_.frontier(k);
       std::vector<ir::ValueId> tapeOut = setMinus(s.tape, F);
       Tin_[k] = slotsOf(bytesOf(s.tape) - bytesOf(tapeOut));
+      // Cached outputs the tape saves are held by the cache already (cacheCum_).
+      if (cacheStage_[k]) tapeOut = setMinus(tapeOut, s.cacheable);
       Tout_[k] = slotsOf(bytesOf(tapeOut) + s.tapeExtraBytes);
       Ofree_[k] = slotsOf(bytesOf(setMinus(m_.frontier(k + 1), s.tape)));
       ff_[k] = slotsOf(s.forwardTransientBytes);
       fa_[k] = slotsOf(s.forwardAllTransientBytes);
       bb_[k] = slotsOf(s.backwardTransientBytes);
-      cost_[k] = static_cast<double>(s.cost);
+      // Every stage runs its first forward once at full cost whatever the schedule, so a
+      // caching stage's forwards are all priced as replays: the difference is a constant.
+      cost_[k] = static_cast<double>(cacheStage_[k] ? s.replayCost : s.cost);
     }
   }
 
@@ -242,6 +259,10 @@ private:
   uint64_t gradSlots(size_t i, size_t j) const { return i > j ? 0 : slotsOf(gradCum_[j] - gradCum_[i - 1]); }
   /// Adjoint bytes held while stages i..j run forward: none before the loss is seeded.
   uint64_t adjointBefore(size_t j) const { return j == L_ ? 0 : AD_[j + 1]; }
+  /// Slots of the outputs that stages i..j cache. A subproblem's `mem` includes them: held
+  /// from its start (exactly so for replays; an over-count during the first forward) until
+  /// each stage's backward.
+  uint64_t cacheSlots(size_t i, size_t j) const { return i > j ? 0 : slotsOf(cacheCum_[j] - cacheCum_[i - 1]); }
 
   void solve() {
     table_.assign(3 * (L_ + 1) * (L_ + 1) * (M_ + 1), kInf);
@@ -255,51 +276,55 @@ private:
           const uint64_t keep = mode == Mode::Ckpt ? 0 : std::min(phi, Tin_[i]);
           const uint64_t a = adjointBefore(j);
           const uint64_t persistent = mode == Mode::Ckpt ? 0 : phi;
-          for (size_t mem = 0; mem <= M_; ++mem) {
-            double best = kInf;
-            int16_t pick = kNone;
-            // F_all i, then the rest (or B i directly when i == j).
-            if (a + phi + fa_[i] <= mem) {
-              if (i == j) {
-                uint64_t adjAtB = i == L_ ? AD_[L_ + 1] : AD_[i + 1];
-                if (adjAtB + keep + Tout_[i] + bb_[i] + gradSlots(i, i) <= mem) {
-                  best = cost_[i];
-                  pick = kFall;
-                }
-              } else if (keep + Tout_[i] <= mem && AD_[i + 1] + keep + Tout_[i] + bb_[i] + gradSlots(i, j) <= mem) {
-                double inner = cost(Mode::CurAll, i + 1, j, mem - keep - Tout_[i]);
-                if (inner < kInf && cost_[i] + inner < best) {
-                  best = cost_[i] + inner;
-                  pick = kFall;
+          const uint64_t cached = cacheSlots(i, j), cachedI = cacheSlots(i, i);
+          // The row of (mode, i, j) over all memory sizes is contiguous: fill it option by
+          // option (F_all first, then the splits k in order; ties keep the earlier option).
+          double* best = &table_[index(mode, i, j, 0)];
+          int16_t* pick = &choice_[index(mode, i, j, 0)];
+          // F_all i, then the rest (or B i directly when i == j).
+          if (i == j) {
+            const uint64_t adjAtB = i == L_ ? AD_[L_ + 1] : AD_[i + 1];
+            const uint64_t need = std::max(a + phi + fa_[i] + cached, adjAtB + keep + Tout_[i] + bb_[i] + gradSlots(i, i) + cachedI);
+            for (size_t mem = need; mem <= M_; ++mem) {
+              best[mem] = cost_[i];
+              pick[mem] = kFall;
+            }
+          } else {
+            const uint64_t taken = keep + Tout_[i] + cachedI;
+            const uint64_t need = std::max({a + phi + fa_[i] + cached, taken, AD_[i + 1] + taken + bb_[i] + gradSlots(i, j)});
+            const double* inner = &table_[index(Mode::CurAll, i + 1, j, 0)];
+            for (size_t mem = need; mem <= M_; ++mem) {
+              const double c = cost_[i] + inner[mem - taken];
+              if (c < best[mem]) {
+                best[mem] = c;
+                pick[mem] = kFall;
+              }
+            }
+          }
+          // Checkpoint F_i, advance to stage k without autograd, solve k..j, then i..k-1.
+          if (i < j) {
+            uint64_t advancePeak = a + phi + ff_[i] + cached;
+            double advanceCost = cost_[i];
+            for (size_t k = i + 1; k <= j; ++k) {
+              if (k > i + 1) {
+                advancePeak = std::max(advancePeak, a + persistent + X_[k - 1] + ff_[k - 1] + cached);
+                advanceCost += cost_[k - 1];
+              }
+              if (advancePeak > M_) break;
+              const uint64_t heldLeft = cacheSlots(i, k - 1); // the left part's cache, held meanwhile
+              const uint64_t made = gradSlots(k, j);
+              const double* right = &table_[index(Mode::CurN, k, j, 0)];
+              const double* left = &table_[index(Mode::Ckpt, i, k - 1, 0)];
+              const uint64_t need = std::max(advancePeak, persistent + std::max(heldLeft, made));
+              for (size_t mem = need; mem <= M_; ++mem) {
+                const size_t rest = mem - persistent;
+                const double c = advanceCost + right[rest - heldLeft] + left[rest - made];
+                if (c < best[mem]) {
+                  best[mem] = c;
+                  pick[mem] = static_cast<int16_t>(k);
                 }
               }
             }
-            // Checkpoint F_i, advance to stage k without autograd, solve k..j, then i..k-1.
-            if (i < j && persistent <= mem) {
-              const size_t rest = mem - persistent;
-              uint64_t advancePeak = a + phi + ff_[i];
-              double advanceCost = cost_[i];
-              for (size_t k = i + 1; k <= j; ++k) {
-                if (k > i + 1) {
-                  advancePeak = std::max(advancePeak, a + persistent + X_[k - 1] + ff_[k - 1]);
-                  advanceCost += cost_[k - 1];
-                }
-                if (advancePeak > mem) break;
-                double right = cost(Mode::CurN, k, j, rest);
-                if (right == kInf) continue;
-                const uint64_t made = gradSlots(k, j);
-                if (made > rest) continue;
-                double left = cost(Mode::Ckpt, i, k - 1, rest - made);
-                if (left == kInf) continue;
-                double c = advanceCost + right + left;
-                if (c < best) {
-                  best = c;
-                  pick = static_cast<int16_t>(k);
-                }
-              }
-            }
-            table_[index(mode, i, j, mem)] = best;
-            choice_[index(mode, i, j, mem)] = pick;
           }
         }
       }
@@ -316,7 +341,7 @@ private:
       if (i == j) {
         if (i == L_) out.push_back(loss());
       } else {
-        emit(out, Mode::CurAll, i + 1, j, mem - keep - Tout_[i]);
+        emit(out, Mode::CurAll, i + 1, j, mem - keep - Tout_[i] - cacheSlots(i, i));
       }
       out.push_back(bwd(i));
       return;
@@ -324,7 +349,7 @@ private:
     const uint32_t k = static_cast<uint32_t>(pick);
     const size_t rest = mem - (mode == Mode::Ckpt ? 0 : phi);
     emitAdvance(out, i, k - 1, mode == Mode::Ckpt);
-    emit(out, Mode::CurN, k, j, rest);
+    emit(out, Mode::CurN, k, j, rest - cacheSlots(i, k - 1));
     emit(out, Mode::Ckpt, i, k - 1, rest - gradSlots(k, j));
   }
 
@@ -334,16 +359,50 @@ private:
   std::vector<uint64_t> X_, Tin_, Tout_, Ofree_, AD_, ff_, fa_, bb_;
   std::vector<double> cost_;
   std::vector<uint64_t> gradCum_; ///< bytes of parameter gradients made by B 1..B k
+  std::vector<bool> cacheStage_;  ///< per stage: its first forward caches
+  std::vector<uint64_t> cacheCum_; ///< bytes cached by stages 1..k
   std::vector<double> table_;
   std::vector<int16_t> choice_;
 };
+
+/// Which stages cache their contractions' outputs (selective recomputation): a stage does when
+/// the forward FLOPs it saves per byte it keeps reach a threshold. A few thresholds, from
+/// "every stage that can" to "only the most profitable fifth", each a separate dynamic program;
+/// the budget decides among their schedules.
+std::vector<std::pair<std::string, std::vector<bool>>> cachePolicies(const StageModel& m) {
+  const size_t L = m.size();
+  std::vector<double> ratio(L + 2, -1.0);
+  std::vector<double> ratios;
+  for (size_t k = 1; k <= L; ++k) {
+    const Stage& s = m.stage(k);
+    if (s.cacheable.empty() || s.cacheableBytes == 0 || s.forwardFlops <= s.replayFlops) continue;
+    ratio[k] = static_cast<double>(s.forwardFlops - s.replayFlops) / static_cast<double>(s.cacheableBytes);
+    ratios.push_back(ratio[k]);
+  }
+  std::vector<std::pair<std::string, std::vector<bool>>> out;
+  if (ratios.empty()) return out;
+  std::sort(ratios.begin(), ratios.end());
+  std::vector<double> thresholds;
+  for (double quantile : {0.0, 0.5, 0.8}) {
+    const double t = ratios[static_cast<size_t>(quantile * static_cast<double>(ratios.size() - 1))];
+    if (thresholds.empty() || t != thresholds.back()) thresholds.push_back(t);
+  }
+  for (double t : thresholds) {
+    std::vector<bool> cacheStage(L + 2, false);
+    for (size_t k = 1; k <= L; ++k) cacheStage[k] = ratio[k] >= t && ratio[k] >= 0;
+    char text[32];
+    std::snprintf(text, sizeof text, "%.1f", t);
+    out.emplace_back(text, std::move(cacheStage));
+  }
+  return out;
+}
 
 /// Adds a candidate unless the same stream is there already (hash first, then a full compare).
 void addUnique(std::vector<Candidate>& out, std::unordered_multimap<uint64_t, size_t>& seen, const StageModel& m, Stream stream,
                Params params) {
   if (stream.empty()) return;
   Hasher h;
-  for (const Instruction& i : stream) h.add(static_cast<int64_t>(static_cast<uint32_t>(i.kind) << 24 | i.stage));
+  for (const Instruction& i : stream) h.add(static_cast<int64_t>(static_cast<uint32_t>(i.kind) << 24 | (i.cache ? 1u << 23 : 0u) | i.stage));
   auto [first, last] = seen.equal_range(h.digest());
   for (auto it = first; it != last; ++it)
     if (out[it->second].stream == stream) return;
@@ -443,9 +502,18 @@ std::vector<Candidate> candidates(const StageModel& m, PlannerKind kind, const P
     // which every schedule ends up holding, come on top of the granularity cap.
     const uint64_t gradSlots = (m.gradientBytes + q - 1) / q;
     size_t M = static_cast<size_t>(std::min<uint64_t>((range + q - 1) / q + 4 * L + 4, 4 * slots + 64 + gradSlots));
-    OptimalDp dp(m, q, M);
-    for (size_t mem = 0; mem <= M; ++mem)
-      addUnique(out, seen, m, dp.stream(mem), {{"slot_bytes", std::to_string(q)}, {"slots", std::to_string(mem)}});
+    {
+      OptimalDp dp(m, q, M);
+      for (size_t mem = 0; mem <= M; ++mem)
+        addUnique(out, seen, m, dp.stream(mem), {{"slot_bytes", std::to_string(q)}, {"slots", std::to_string(mem)}});
+    }
+    if (options.selective)
+      for (const auto& [threshold, cacheStage] : cachePolicies(m)) {
+        OptimalDp dp(m, q, M, cacheStage);
+        for (size_t mem = 0; mem <= M; ++mem)
+          addUnique(out, seen, m, dp.stream(mem),
+                    {{"slot_bytes", std::to_string(q)}, {"slots", std::to_string(mem)}, {"cache_min_flops_per_byte", threshold}});
+      }
     if (!options.portfolio) break;
     for (PlannerKind other : {PlannerKind::StoreAll, PlannerKind::Sqrt, PlannerKind::IntervalTree, PlannerKind::Revolve})
       for (Candidate& c : candidates(m, other, options)) {

@@ -10,10 +10,11 @@ namespace tbp::plan {
 using ir::ValueId;
 
 std::string formatInstruction(const Instruction& instr) {
+  const std::string cache = instr.cache ? " cache" : "";
   switch (instr.kind) {
-  case InstrKind::ForwardCheckpoint: return "F_ck " + std::to_string(instr.stage);
-  case InstrKind::ForwardNone: return "F_n " + std::to_string(instr.stage);
-  case InstrKind::ForwardAll: return "F_all " + std::to_string(instr.stage);
+  case InstrKind::ForwardCheckpoint: return "F_ck " + std::to_string(instr.stage) + cache;
+  case InstrKind::ForwardNone: return "F_n " + std::to_string(instr.stage) + cache;
+  case InstrKind::ForwardAll: return "F_all " + std::to_string(instr.stage) + cache;
   case InstrKind::Loss: return "Loss";
   case InstrKind::Backward: return "B " + std::to_string(instr.stage);
   }
@@ -28,21 +29,26 @@ Expected<Instruction> parseInstruction(std::string_view text) {
   };
   static constexpr Prefix kPrefixes[] = {{"F_ck ", InstrKind::ForwardCheckpoint}, {"F_n ", InstrKind::ForwardNone},
                                          {"F_all ", InstrKind::ForwardAll}, {"B ", InstrKind::Backward}};
+  constexpr std::string_view kCache = " cache";
   for (const Prefix& p : kPrefixes) {
     if (text.substr(0, p.name.size()) != p.name) continue;
     std::string_view number = text.substr(p.name.size());
+    const bool cache = p.kind != InstrKind::Backward && number.size() > kCache.size() &&
+                       number.substr(number.size() - kCache.size()) == kCache;
+    if (cache) number.remove_suffix(kCache.size());
     uint32_t stage = 0;
     auto [ptr, ec] = std::from_chars(number.data(), number.data() + number.size(), stage);
     if (ec != std::errc() || ptr != number.data() + number.size() || stage == 0) break;
-    return Instruction{p.kind, stage};
+    return Instruction{p.kind, stage, cache};
   }
-  return badInput("'" + std::string(text) + "' is not an instruction (F_ck k, F_n k, F_all k, Loss, B k)");
+  return badInput("'" + std::string(text) + "' is not an instruction (F_ck k, F_n k, F_all k, each optionally followed by 'cache'; Loss, B k)");
 }
 
 SimState::SimState(const StageModel& model)
     : model_(&model), refs_(model.valueBytes.size(), 0), adjoint_(model.valueBytes.size(), false),
       groupRefs_(model.valueBytes.size(), 0),
       tape_(model.size() + 2, false), checkpoint_(model.size() + 2, false), backwarded_(model.size() + 2, false),
+      cache_(model.size() + 2, false),
       current_(1), nextBackward_(model.size()) {
   acquire(model.frontier(1)); // the graph inputs (and nothing else) start as the current state
 }
@@ -100,6 +106,9 @@ Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
     if (instr.kind == InstrKind::ForwardCheckpoint && checkpoint_[k])
       return badInput("stage " + std::to_string(k) + " is already checkpointed");
     const Stage& s = model_->stage(k);
+    if (instr.cache && cache_[k]) return badInput("the cache of stage " + std::to_string(k) + " is already held");
+    if (instr.cache && s.cacheable.empty())
+      return badInput("stage " + std::to_string(k) + " has no cacheable outputs (Conv, MatMul, Gemm) to cache");
     // The input is held when it is the current state or a checkpoint; otherwise every tensor
     // must be held by something (a tape, say).
     if (current_ != k && !checkpoint_[k])
@@ -108,7 +117,7 @@ Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
           return badInput("input '" + model_->graph->value(v).name + "' of stage " + std::to_string(k) +
                           " is not held: no checkpoint, tape or current state has it");
     for (ValueId v : s.born)
-      if (refs_[v] > 0)
+      if (refs_[v] > 0 && !(cache_[k] && std::binary_search(s.cacheable.begin(), s.cacheable.end(), v)))
         return badInput("output '" + model_->graph->value(v).name + "' of stage " + std::to_string(k) +
                         " is still held; recomputing it would keep two copies");
     const bool fromCurrent = current_ == k;
@@ -128,6 +137,10 @@ Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
       acquire(s.tape);
       acquireExtra(k);
       tape_[k] = true;
+    }
+    if (instr.cache) {
+      acquire(s.cacheable);
+      cache_[k] = true;
     }
     // The state moves from F_k to F_{k+1}: add what the stage made, drop what it consumed.
     acquire(s.born);
@@ -155,6 +168,11 @@ Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
   if (!tape_[k]) return badInput("B " + std::to_string(k) + " needs the tape of stage " + std::to_string(k) + " (run F_all " + std::to_string(k) + " first)");
   const Stage& s = model_->stage(k);
   releaseCurrent();
+  // The backward reads the operands its tape saved, not the kept outputs: the cache goes first.
+  if (cache_[k]) {
+    release(s.cacheable);
+    cache_[k] = false;
+  }
   gradientBytes_ += s.gradientBytes; // made during the backward, kept to the end
   peakDuring = heldBytes() + s.backwardTransientBytes;
   for (ValueId v : s.produced)
@@ -182,11 +200,14 @@ Expected<SimResult> simulate(const StageModel& model, const Stream& stream) {
   for (size_t i = 0; i < stream.size(); ++i) {
     const Instruction& instr = stream[i];
     uint64_t during = 0;
+    // A forward of a stage whose cache is held skips the cached contractions.
+    const bool replay = instr.isForward() && instr.stage >= 1 && instr.stage <= model.size() && state.hasCache(instr.stage);
     Status s = state.apply(instr, during);
     if (!s) return s.withContext("instruction " + std::to_string(i + 1) + " (" + formatInstruction(instr) + ")");
     if (instr.isForward()) {
-      r.forwardFlops = checkedAdd(r.forwardFlops, model.stage(instr.stage).forwardFlops).value_or(UINT64_MAX);
-      r.forwardCost = checkedAdd(r.forwardCost, model.stage(instr.stage).cost).value_or(UINT64_MAX);
+      const Stage& st = model.stage(instr.stage);
+      r.forwardFlops = checkedAdd(r.forwardFlops, replay ? st.replayFlops : st.forwardFlops).value_or(UINT64_MAX);
+      r.forwardCost = checkedAdd(r.forwardCost, replay ? st.replayCost : st.cost).value_or(UINT64_MAX);
     }
     r.checkpointsMax = std::max(r.checkpointsMax, state.checkpoints());
     r.timeline.push_back(during);

@@ -22,6 +22,15 @@ uint64_t elements(const ir::Value& v) {
   return n;
 }
 
+/// A contraction whose backward the runtime can run from a kept output (kernels
+/// `cachedReplay`): the op that dominates a stage's recomputation.
+bool cacheableOp(const ir::Graph& g, const ir::Node& node) {
+  if (node.op != ir::Op::MatMul && node.op != ir::Op::Gemm && node.op != ir::Op::Conv) return false;
+  if (node.outputs.size() != 1) return false;
+  const ir::Value& out = g.value(node.outputs[0]);
+  return out.kind == ValueKind::Activation && ir::isFloat(out.type.dtype) && out.bytes > 0;
+}
+
 } // namespace
 
 StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
@@ -111,11 +120,21 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       s.tapeExtraBytes = saturatingAdd(s.tapeExtraBytes, saved.extraBytes);
       for (ValueId v : saved.values)
         if (g.value(v).kind == ValueKind::Activation) tape.push_back(v);
+      uint64_t nodeCost = ir::estimateFlops(g, node);
       for (ValueId out : node.outputs) {
         s.produced.push_back(out);
         s.cost = saturatingAdd(s.cost, elements(g.value(out)));
+        nodeCost = saturatingAdd(nodeCost, elements(g.value(out)));
+      }
+      if (cacheableOp(g, node) && m.lastUsePos[node.outputs[0]] >= 0) {
+        s.cacheable.push_back(node.outputs[0]);
+        s.cacheableBytes = saturatingAdd(s.cacheableBytes, m.valueBytes[node.outputs[0]]);
+      } else {
+        s.replayFlops = saturatingAdd(s.replayFlops, ir::estimateFlops(g, node));
+        s.replayCost = saturatingAdd(s.replayCost, nodeCost);
       }
     }
+    std::sort(s.cacheable.begin(), s.cacheable.end());
     std::sort(tape.begin(), tape.end());
     tape.erase(std::unique(tape.begin(), tape.end()), tape.end());
     s.tape = tape;

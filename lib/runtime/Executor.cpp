@@ -362,6 +362,11 @@ private:
     // (Only stages with a stochastic op keep a state: it is a tensor, and it counts.)
     const bool firstForward = !forwardedOnce_[k];
     forwardedOnce_[k] = true;
+    // With stage k's cache held, its contractions take their kept outputs (selective
+    // recomputation); a forward marked `cache` keeps them until B k.
+    const bool replayKeptOutputs = cacheHeld_[k];
+    if (instr.cache) cacheHeld_[k] = true;
+    auto cacheable = [&s](ValueId v) { return std::binary_search(s.cacheable.begin(), s.cacheable.end(), v); };
     if (stochastic(s)) {
       if (firstForward) rngState_[k] = generator_.get_state();
       else generator_.set_state(rngState_[k]);
@@ -380,7 +385,10 @@ private:
         // the simulator does not count.
         c10::optional<at::NoGradGuard> offPath;
         if (withGrad && !m_.keepsTape[m_.order[p]]) offPath.emplace();
-        std::vector<at::Tensor> outs = kernelFor(node.op)(context, g_, node, inputs);
+        const bool kept = replayKeptOutputs && node.outputs.size() == 1 && cacheable(node.outputs[0]);
+        std::vector<at::Tensor> outs = kept ? replayKept(context, g_, node, inputs, kept_[node.outputs[0]])
+                                            : kernelFor(node.op)(context, g_, node, inputs);
+        if (instr.cache && node.outputs.size() == 1 && cacheable(node.outputs[0])) kept_[node.outputs[0]] = outs[0].detach();
         for (size_t o = 0; o < node.outputs.size() && o < outs.size(); ++o) vals_[node.outputs[o]] = outs[o];
         // Free values whose last use was this op and that leave nothing behind.
         for (ValueId in : node.inputs)
@@ -471,6 +479,9 @@ private:
 
   void backward(size_t k) {
     dropCurrent();
+    // The backward reads what its tape saved, not the kept outputs: free the cache first.
+    for (ValueId v : m_.stage(k).cacheable) kept_[v] = at::Tensor();
+    cacheHeld_[k] = false;
     Tape& tape = tapes_[k];
     std::vector<at::Tensor> outs, grads;
     for (auto& [v, t] : tape.outputs) {
@@ -529,6 +540,8 @@ private:
   std::map<ValueId, at::Tensor> adj_;
   std::vector<at::Tensor> rngState_;
   std::vector<bool> forwardedOnce_ = std::vector<bool>(m_.size() + 2, false);
+  std::vector<bool> cacheHeld_ = std::vector<bool>(m_.size() + 2, false); ///< per stage: its cache is held
+  std::vector<at::Tensor> kept_ = std::vector<at::Tensor>(vals_.size());   ///< per value: kept output
   at::Generator generator_;
   Meter& meter_;
   at::Device device_;

@@ -10,6 +10,8 @@
 
 #include "tbp/ir/Op.h"
 
+#include <torch/csrc/autograd/custom_function.h>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -264,21 +266,116 @@ Tensors einsum(const KernelContext&, const Graph&, const Node& n, const Tensors&
   return one(at::einsum(eq, in));
 }
 
-Tensors conv(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+/// A Conv node as ATen's convolution takes it: asymmetric padding is applied to the input
+/// first (an op of its own, which autograd differentiates).
+struct ConvCall {
+  at::Tensor x;
+  Ints strides, padding, dilations;
+  int64_t groups = 1;
+};
+ConvCall convCall(const Node& n, const Tensors& in) {
   const at::Tensor& w = in[1];
   const int64_t rank = w.dim() - 2;
   Window win = windowOf(n, in[0].sizes().slice(2), Ints(w.sizes().begin() + 2, w.sizes().end()));
-  at::Tensor x = in[0];
-  Ints padding = win.begin;
+  ConvCall c{in[0], win.strides, win.begin, win.dilations, n.attrInt("group", 1)};
   if (!win.symmetric()) {
-    x = at::constant_pad_nd(x, torchPads(win.begin, win.end), 0);
-    padding.assign(static_cast<size_t>(rank), 0);
+    c.x = at::constant_pad_nd(c.x, torchPads(win.begin, win.end), 0);
+    c.padding.assign(static_cast<size_t>(rank), 0);
   }
+  return c;
+}
+
+Tensors conv(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  ConvCall c = convCall(n, in);
   c10::optional<at::Tensor> bias;
   if (has(in, 2)) bias = in[2];
-  return one(at::convolution(x, w, bias, win.strides, padding, win.dilations, false, Ints(static_cast<size_t>(rank), 0),
-                             n.attrInt("group", 1)));
+  return one(at::convolution(c.x, in[1], bias, c.strides, c.padding, c.dilations, false, Ints(c.padding.size(), 0), c.groups));
 }
+
+// ------------------------------------------------------------------ replays from a kept output
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+/// y = a @ b (numpy matmul semantics, 1-D operands included) with y given. Like LibTorch's
+/// own matmul, it keeps each operand only for the other's gradient.
+struct KeptMatMul : torch::autograd::Function<KeptMatMul> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& a, const at::Tensor& b, const at::Tensor& y) {
+    ctx->save_for_backward({b.requires_grad() ? a : at::Tensor(), a.requires_grad() ? b : at::Tensor()});
+    ctx->saved_data["a"] = a.sizes().vec();
+    ctx->saved_data["b"] = b.sizes().vec();
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    variable_list saved = ctx->get_saved_variables();
+    const Ints aSizes = ctx->saved_data["a"].toIntVector(), bSizes = ctx->saved_data["b"].toIntVector();
+    const bool a1 = aSizes.size() == 1, b1 = bSizes.size() == 1;
+    at::Tensor g = grads[0];
+    if (a1) g = g.unsqueeze(-2);
+    if (b1) g = g.unsqueeze(-1);
+    at::Tensor ga, gb;
+    if (ctx->needs_input_grad(0)) {
+      at::Tensor b = b1 ? saved[1].unsqueeze(-1) : saved[1];
+      ga = at::sum_to(at::matmul(g, b.transpose(-1, -2)), a1 ? Ints{1, aSizes[0]} : aSizes).reshape(aSizes);
+    }
+    if (ctx->needs_input_grad(1)) {
+      at::Tensor a = a1 ? saved[0].unsqueeze(0) : saved[0];
+      gb = at::sum_to(at::matmul(a.transpose(-1, -2), g), b1 ? Ints{bSizes[0], 1} : bSizes).reshape(bSizes);
+    }
+    return {ga, gb, at::Tensor()};
+  }
+};
+
+/// y = alpha * a @ b + beta * c (Gemm, operands already transposed) with y given.
+struct KeptGemm : torch::autograd::Function<KeptGemm> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, const at::Tensor& y,
+                            double alpha, double beta, bool hasC) {
+    ctx->save_for_backward({b.requires_grad() ? a : at::Tensor(), a.requires_grad() ? b : at::Tensor()});
+    ctx->saved_data["alpha"] = alpha;
+    ctx->saved_data["beta"] = beta;
+    ctx->saved_data["c"] = c.sizes().vec();
+    ctx->saved_data["hasC"] = hasC;
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    variable_list saved = ctx->get_saved_variables();
+    const double alpha = ctx->saved_data["alpha"].toDouble(), beta = ctx->saved_data["beta"].toDouble();
+    const at::Tensor& g = grads[0];
+    at::Tensor ga, gb, gc;
+    if (ctx->needs_input_grad(0)) ga = at::mm(g, saved[1].t()) * alpha;
+    if (ctx->needs_input_grad(1)) gb = at::mm(saved[0].t(), g) * alpha;
+    if (ctx->saved_data["hasC"].toBool() && ctx->needs_input_grad(2)) gc = at::sum_to(g, ctx->saved_data["c"].toIntVector()) * beta;
+    return {ga, gb, gc, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+/// y = conv(x, w) + bias (ATen's convolution, symmetric padding) with y given.
+struct KeptConv : torch::autograd::Function<KeptConv> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& y,
+                            const ConvCall* call, bool hasBias) {
+    ctx->save_for_backward({x, w});
+    ctx->saved_data["strides"] = call->strides;
+    ctx->saved_data["padding"] = call->padding;
+    ctx->saved_data["dilations"] = call->dilations;
+    ctx->saved_data["groups"] = call->groups;
+    ctx->saved_data["bias"] = hasBias;
+    (void)bias;
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    variable_list saved = ctx->get_saved_variables();
+    const Ints padding = ctx->saved_data["padding"].toIntVector();
+    const bool hasBias = ctx->saved_data["bias"].toBool();
+    const Ints biasSizes{saved[1].size(0)};
+    at::OptionalIntArrayRef biasArg;
+    if (hasBias) biasArg = at::IntArrayRef(biasSizes);
+    auto [gx, gw, gb] = at::convolution_backward(
+        grads[0].contiguous(), saved[0], saved[1], biasArg, ctx->saved_data["strides"].toIntVector(), padding,
+        ctx->saved_data["dilations"].toIntVector(), false, Ints(padding.size(), 0), ctx->saved_data["groups"].toInt(),
+        {ctx->needs_input_grad(0), ctx->needs_input_grad(1), hasBias && ctx->needs_input_grad(2)});
+    return {gx, gw, hasBias ? gb : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
 
 Tensors convTranspose(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
   const at::Tensor& x = in[0];
@@ -1006,6 +1103,29 @@ constexpr std::pair<ir::Op, Kernel> kKernels[] = {
 #undef K
 
 } // namespace
+
+Tensors replayKept(const KernelContext&, const Graph&, const Node& n, const Tensors& in, const at::Tensor& kept) {
+  bool records = false;
+  for (const at::Tensor& t : in) records = records || (t.defined() && t.requires_grad());
+  if (!records || !at::GradMode::is_enabled()) return one(kept);
+  switch (n.op) {
+  case ir::Op::MatMul: return one(KeptMatMul::apply(in[0], in[1], kept));
+  case ir::Op::Gemm: {
+    at::Tensor a = n.attrInt("transA", 0) ? in[0].t() : in[0];
+    at::Tensor b = n.attrInt("transB", 0) ? in[1].t() : in[1];
+    // An absent operand travels as an empty tensor: custom functions take no undefined inputs.
+    return one(KeptGemm::apply(a, b, has(in, 2) ? in[2] : at::empty({0}, kept.options()), kept, n.attrFloat("alpha", 1.0),
+                               n.attrFloat("beta", 1.0), has(in, 2)));
+  }
+  case ir::Op::Conv: {
+    ConvCall c = convCall(n, in);
+    return one(KeptConv::apply(c.x, in[1], has(in, 2) ? in[2] : at::empty({0}, kept.options()), kept, &c, has(in, 2)));
+  }
+  default: break;
+  }
+  TBP_CHECK(false && "replayKept: not a cacheable op");
+  return {};
+}
 
 Kernel kernelFor(ir::Op op) {
   static const std::array<Kernel, ir::kNumOps> table = [] {

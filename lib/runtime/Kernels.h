@@ -36,6 +36,14 @@ using Kernel = std::vector<at::Tensor> (*)(const KernelContext& context, const i
 /// depends on the data, which the IR's static shapes cannot express).
 Kernel kernelFor(ir::Op op);
 
+/// Replays a contraction (Conv, MatMul, Gemm: plan::Stage::cacheable) whose output `kept` was
+/// kept from the stage's first forward: nothing is recomputed. When autograd records (grad mode
+/// on, an operand requiring a gradient), the result carries a backward node that computes the
+/// operands' gradients from the operands it saves, as the op's own backward would, so a stage
+/// replayed with autograd runs only its cheap ops again.
+std::vector<at::Tensor> replayKept(const KernelContext& context, const ir::Graph& graph, const ir::Node& node,
+                                   const std::vector<at::Tensor>& inputs, const at::Tensor& kept);
+
 /// The ATen element type that holds values of `dtype`. LibTorch has no u16/u32/u64 tensors:
 /// those are held as int64.
 at::ScalarType torchDType(ir::DType dtype);

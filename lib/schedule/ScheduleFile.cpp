@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -24,7 +25,8 @@ double round6(double v) { return std::round(v * 1e6) / 1e6; }
 std::string writeSchedule(const ScheduleFile& f) {
   ordered_json j;
   j["format"] = kFormatName;
-  j["version"] = kFormatVersion;
+  const bool caches = std::any_of(f.instructions.begin(), f.instructions.end(), [](const plan::Instruction& i) { return i.cache; });
+  j["version"] = caches ? kFormatVersion : kFormatVersionWithoutCache;
   j["graph_fingerprint"] = f.graphFingerprint;
   j["graph"] = f.graphName;
   j["planner"] = f.planner;
@@ -66,9 +68,11 @@ Expected<ScheduleFile> readSchedule(const std::string& text, const std::string& 
   if (!j.is_object()) return bad("expected a JSON object");
   if (!j.contains("format") || j["format"] != kFormatName)
     return bad("not a tbp schedule: field 'format' must be \"" + std::string(kFormatName) + "\"");
-  if (!j.contains("version") || !j["version"].is_number_integer() || j["version"].get<int>() != kFormatVersion)
+  if (!j.contains("version") || !j["version"].is_number_integer() || j["version"].get<int>() < kFormatVersionWithoutCache ||
+      j["version"].get<int>() > kFormatVersion)
     return bad("schedule format version " + (j.contains("version") ? j["version"].dump() : std::string("(missing)")) +
-               " is not supported; this tbp reads version " + std::to_string(kFormatVersion));
+               " is not supported; this tbp reads versions " + std::to_string(kFormatVersionWithoutCache) + " to " +
+               std::to_string(kFormatVersion));
   ScheduleFile f;
   try {
     f.graphFingerprint = j.at("graph_fingerprint").get<std::string>();
@@ -85,6 +89,9 @@ Expected<ScheduleFile> readSchedule(const std::string& text, const std::string& 
     for (size_t i = 0; i < instrs.size(); ++i) {
       Expected<plan::Instruction> instr = plan::parseInstruction(instrs[i].get<std::string>());
       if (!instr) return bad("instructions[" + std::to_string(i) + "]: " + instr.status().message());
+      if (instr->cache && j["version"].get<int>() < kFormatVersion)
+        return bad("instructions[" + std::to_string(i) + "]: a forward that caches needs schedule format version " +
+                   std::to_string(kFormatVersion));
       f.instructions.push_back(*instr);
     }
     f.predictedPeakBytes = j.at("predicted_peak_bytes").get<uint64_t>();

@@ -3,6 +3,8 @@
 
 #include "tbp/ir/Loss.h"
 #include "tbp/ir/TextFormat.h"
+#include "tbp/plan/StageModel.h"
+#include "tbp/plan/Schedule.h"
 
 #include <doctest/doctest.h>
 
@@ -27,6 +29,56 @@ inline ir::Graph reluChain(int n, int k = 256) {
     t += "  %a" + std::to_string(i) + " : f32[" + ks + "] = Relu(%a" + std::to_string(i - 1) + ")\n";
   t += "  %loss : f32[] = SumLoss(%a" + std::to_string(n) + ")\n  output %loss\n}\n";
   return parseOk(t);
+}
+
+/// Every contraction the runtime can replay from a kept output: a Conv with asymmetric padding,
+/// a Gemm with transB and a bias, MatMuls with a weight, with two activations and with a 1-D
+/// operand, and cheap ops between them.
+inline ir::Graph contractionChain() {
+  return parseOk(R"(graph contractions {
+  input %x : f32[16,3,16,16]
+  param %w : f32[4,3,3,3]
+  param %b : f32[4]
+  param %w2 : f32[32,4]
+  param %c2 : f32[32]
+  param %w3 : f32[32,32]
+  param %v : f32[16]
+  %y : f32[16,4,15,15] = Conv(%x, %w, %b) {pads=[1,1,0,0]}
+  %a : f32[16,4,15,15] = Tanh(%y)
+  %c : f32[16,4,15,15] = Sigmoid(%a)
+  %r : f32[16,4,15,15] = Relu(%c)
+  %p : f32[16,4,1,1] = GlobalAveragePool(%r)
+  %f : f32[16,4] = Flatten(%p) {axis=1}
+  %h : f32[16,32] = Gemm(%f, %w2, %c2) {transB=1}
+  %t : f32[16,32] = Tanh(%h)
+  %m : f32[16,32] = MatMul(%t, %w3)
+  %mt : f32[32,16] = Transpose(%m) {perm=[1,0]}
+  %u : f32[16,16] = MatMul(%m, %mt)
+  %s : f32[16,16] = Tanh(%u)
+  %z : f32[16] = MatMul(%s, %v)
+  %loss : f32[] = SumLoss(%z)
+  output %loss
+}
+)");
+}
+
+/// One stage per op: the first forward of every stage that has cacheable outputs caches them
+/// (checkpointing stage 1), the last stage keeps its tape; then every other stage is replayed
+/// with autograd from the checkpoint and backwarded.
+inline plan::Stream replayAllStream(const plan::StageModel& m, bool cache) {
+  const uint32_t L = static_cast<uint32_t>(m.size());
+  plan::Stream s;
+  for (uint32_t k = 1; k < L; ++k) {
+    plan::Instruction i = k == 1 ? plan::fck(k) : plan::fn(k);
+    i.cache = cache && !m.stage(k).cacheable.empty();
+    s.push_back(i);
+  }
+  s.push_back(plan::fall(L));
+  s.push_back(plan::loss());
+  s.push_back(plan::bwd(L));
+  for (uint32_t k = 1; k < L; ++k) s.push_back(plan::fall(k));
+  for (uint32_t k = L - 1; k >= 1; --k) s.push_back(plan::bwd(k));
+  return s;
 }
 
 /// A chain of `stages` blocks, each Mul(param) -> Tanh -> Sigmoid -> Tanh on f32[k]: the tape of

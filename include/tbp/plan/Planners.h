@@ -49,6 +49,9 @@ struct PlanOptions {
   /// The optimal planner also weighs the other planners' schedules, so it never does worse
   /// than any of them even where its memory model is conservative (skips shared by cuts).
   bool portfolio = true;
+  /// The optimal planner also plans with stages that cache their contractions' outputs on the
+  /// first forward (`F_n k cache`), so replays recompute only the cheap ops around them.
+  bool selective = true;
 };
 
 /// Every schedule `kind` considers for `model`, simulated. The optimal planner also includes the

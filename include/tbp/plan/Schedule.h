@@ -24,8 +24,11 @@ enum class InstrKind : uint8_t {
 struct Instruction {
   InstrKind kind;
   uint32_t stage = 0;
+  /// On a forward (`F_n 3 cache`): also keep the stage's cacheable outputs (Stage::cacheable)
+  /// until B k; while they are held, forwards of the stage take them instead of recomputing.
+  bool cache = false;
 
-  bool operator==(const Instruction& o) const { return kind == o.kind && stage == o.stage; }
+  bool operator==(const Instruction& o) const { return kind == o.kind && stage == o.stage && cache == o.cache; }
   bool operator!=(const Instruction& o) const { return !(*this == o); }
   /// True for the three forward kinds.
   bool isForward() const { return kind == InstrKind::ForwardCheckpoint || kind == InstrKind::ForwardNone || kind == InstrKind::ForwardAll; }
@@ -34,7 +37,7 @@ struct Instruction {
 /// An instruction stream.
 using Stream = std::vector<Instruction>;
 
-/// Formats `F_ck 3`, `F_n 4`, `F_all 5`, `Loss`, `B 5`.
+/// Formats `F_ck 3`, `F_n 4`, `F_all 5`, `Loss`, `B 5`; a forward that caches ends in ` cache`.
 std::string formatInstruction(const Instruction& instr);
 /// Parses the formatted form; BadInput naming the text when it does not parse.
 Expected<Instruction> parseInstruction(std::string_view text);

@@ -45,6 +45,8 @@ public:
   /// Whether stage k's tape / checkpoint is held.
   bool hasTape(size_t k) const { return tape_[k]; }
   bool hasCheckpoint(size_t k) const { return checkpoint_[k]; }
+  /// Whether stage k's cacheable outputs are held (a forward marked `cache` ran, B k did not).
+  bool hasCache(size_t k) const { return cache_[k]; }
   /// The stage whose input frontier is the current state (0: none).
   size_t current() const { return current_; }
   bool lossDone() const { return lossDone_; }
@@ -70,7 +72,7 @@ private:
   uint64_t adjointBytes_ = 0;
   uint64_t extraBytes_ = 0;
   uint64_t gradientBytes_ = 0;   ///< parameter gradients made so far
-  std::vector<bool> tape_, checkpoint_, backwarded_;
+  std::vector<bool> tape_, checkpoint_, backwarded_, cache_;
   size_t current_ = 0;           ///< F_current_ is held as the current state (0: none)
   size_t nextBackward_;
   size_t checkpoints_ = 0;

@@ -29,6 +29,13 @@ struct Stage {
   uint64_t forwardAllTransientBytes = 0;  ///< same, with autograd keeping the tape
   uint64_t backwardTransientBytes = 0;    ///< peak of gradients made inside the backward
   uint64_t gradientBytes = 0;             ///< parameter gradients B k makes (their last user is here)
+  /// Outputs of the stage's contractions (Conv, MatMul, Gemm) that a forward marked `cache`
+  /// keeps until B k, so that replays of the stage take them instead of recomputing the op
+  /// (selective recomputation: the expensive ops run once, the cheap ones are replayed).
+  std::vector<ir::ValueId> cacheable;     ///< sorted
+  uint64_t cacheableBytes = 0;            ///< bytes of `cacheable`
+  uint64_t replayFlops = 0;               ///< FLOPs of a forward while the cache is held
+  uint64_t replayCost = 0;                ///< planner cost of such a forward
 };
 
 /// The stage model of one graph under one order.

@@ -12,7 +12,10 @@ namespace tbp::schedule {
 
 /// Format name and version written into every file.
 inline constexpr const char* kFormatName = "tbp.schedule";
-inline constexpr int kFormatVersion = 1;
+inline constexpr int kFormatVersion = 2;
+/// Version 2 added forwards that cache (`F_n 3 cache`); a schedule without them is written as
+/// version 1, so older readers still take it. Both are read.
+inline constexpr int kFormatVersionWithoutCache = 1;
 
 /// A stage as the file records it.
 struct StageRecord {

@@ -5,6 +5,7 @@
 #include "tbp/plan/Planners.h"
 #include "tbp/plan/Simulator.h"
 #include "tbp/plan/StageModel.h"
+#include "tbp/workloads/Workloads.h"
 
 #include <doctest/doctest.h>
 
@@ -17,6 +18,8 @@ using namespace tbp::plan;
 using tbp::testing::randomDag;
 using tbp::testing::reluChain;
 using tbp::testing::uniformBlockChain;
+using tbp::testing::contractionChain;
+using tbp::testing::replayAllStream;
 
 namespace {
 
@@ -272,4 +275,91 @@ TEST_CASE("coarsening keeps cuts at small frontiers and balanced stages") {
   for (const Stage& s : m.stages) ops += s.last - s.first + 1;
   CHECK(ops == order.size());
   CHECK(simulate(m, storeAllStream(m.size())).hasValue());
+}
+
+TEST_CASE("a forward that caches keeps its contractions' outputs to B k, and replays skip them") {
+  ir::Graph g = contractionChain();
+  StageModel m = fineModel(g);
+  REQUIRE(m.size() == 14); // one stage per op
+  size_t cachingStages = 0;
+  uint64_t savedFlops = 0;
+  for (size_t k = 1; k <= m.size(); ++k) {
+    const Stage& s = m.stage(k);
+    const ir::Op op = g.node(m.order[s.first]).op;
+    const bool contraction = op == ir::Op::Conv || op == ir::Op::Gemm || op == ir::Op::MatMul;
+    CAPTURE(k);
+    CHECK(s.cacheable.empty() == !contraction);
+    if (!contraction) {
+      CHECK(s.replayFlops == s.forwardFlops);
+      continue;
+    }
+    ++cachingStages;
+    CHECK(s.cacheableBytes == g.value(s.cacheable[0]).bytes);
+    CHECK(s.replayFlops == 0);
+    CHECK(s.replayCost == 0);
+    savedFlops += s.forwardFlops;
+  }
+  CHECK(cachingStages == 5);
+
+  Expected<SimResult> plain = simulate(m, replayAllStream(m, false));
+  Expected<SimResult> cached = simulate(m, replayAllStream(m, true));
+  REQUIRE(plain.hasValue());
+  REQUIRE_MESSAGE(cached.hasValue(), cached.status().message());
+  // The replays skip exactly the contractions (the last stage, SumLoss, is not replayed).
+  CHECK(plain->forwardFlops - cached->forwardFlops == savedFlops);
+  // At the loss every cached output is held, and only those not held anyway cost more.
+  const size_t lossAt = m.size() + 1; // F_ck 1 .. F_n L-1, F_all L, Loss
+  uint64_t extra = 0;
+  for (size_t k = 1; k <= m.size(); ++k)
+    for (ir::ValueId v : m.stage(k).cacheable)
+      if (!std::binary_search(m.frontier(m.size() + 1).begin(), m.frontier(m.size() + 1).end(), v) &&
+          !std::binary_search(m.stage(m.size()).tape.begin(), m.stage(m.size()).tape.end(), v))
+        extra += m.valueBytes[v];
+  CHECK(extra > 0);
+  CHECK(cached->timeline[lossAt - 1] - plain->timeline[lossAt - 1] == extra);
+  // A backward frees its stage's cache before it runs: B 1 costs what it costs without one.
+  CHECK(cached->timeline.back() == plain->timeline.back());
+
+  auto error = [&](Stream s) { return simulate(m, s).status().message(); };
+  Instruction relu = fn(2);
+  relu.cache = true;
+  Instruction conv = fck(1);
+  conv.cache = true;
+  CHECK(error({conv, relu}).find("stage 2 has no cacheable outputs") != std::string::npos);
+  Instruction again = fall(1);
+  again.cache = true;
+  CHECK(error({conv, again}).find("the cache of stage 1 is already held") != std::string::npos);
+  CHECK(formatInstruction(conv) == "F_ck 1 cache");
+  CHECK(*parseInstruction("F_all 7 cache") == Instruction{InstrKind::ForwardAll, 7, true});
+  CHECK_FALSE(parseInstruction("B 7 cache").hasValue());
+  CHECK_FALSE(parseInstruction("F_n cache").hasValue());
+}
+
+TEST_CASE("selective recomputation lowers the optimal planner's cost, never raises it") {
+  Expected<ir::Graph> g = workloads::buildWorkload("unet", workloads::Profile::Small, false);
+  REQUIRE(g.hasValue());
+  std::vector<ir::NodeId> order = analysis::computeOrder(*g, analysis::OrderHeuristic::File);
+  StageModel m = buildStageModel(*g, order, chooseCuts(*g, order, 24));
+  uint64_t storeAll = simulate(m, storeAllStream(m.size()))->peakBytes;
+  PlanOptions plain, selective;
+  plain.selective = false;
+  plain.portfolio = selective.portfolio = false;
+  std::vector<Candidate> without = candidates(m, PlannerKind::Optimal, plain);
+  std::vector<Candidate> with = candidates(m, PlannerKind::Optimal, selective);
+  size_t cheaper = 0;
+  for (uint64_t pct = 30; pct <= 100; pct += 10) {
+    uint64_t budget = storeAll * pct / 100;
+    Expected<Plan> a = chooseCandidate(without, PlannerKind::Optimal, budget);
+    Expected<Plan> b = chooseCandidate(with, PlannerKind::Optimal, budget);
+    CAPTURE(pct);
+    if (!a) continue;
+    REQUIRE(b.hasValue());
+    CHECK(b->chosen.sim.forwardCost <= a->chosen.sim.forwardCost);
+    CHECK(b->chosen.sim.peakBytes <= budget);
+    if (b->chosen.sim.forwardCost < a->chosen.sim.forwardCost) {
+      ++cheaper;
+      CHECK(std::any_of(b->chosen.stream.begin(), b->chosen.stream.end(), [](const Instruction& i) { return i.cache; }));
+    }
+  }
+  CHECK(cheaper >= 3);
 }

@@ -71,7 +71,7 @@ TEST_CASE("validation catches edits and other graphs") {
   ir::Graph other = tbp::testing::randomDag(12, 40);
   CHECK(validateSchedule(f.file, other, "p.json").message().find("planned for another graph") != std::string::npos);
   CHECK(readSchedule("{", "x.json").status().message().rfind("x.json: not a JSON document", 0) == 0);
-  CHECK(readSchedule("{\"format\": \"tbp.schedule\", \"version\": 2}", "x.json").status().message().find("version 2 is not supported") != std::string::npos);
+  CHECK(readSchedule("{\"format\": \"tbp.schedule\", \"version\": 3}", "x.json").status().message().find("version 3 is not supported") != std::string::npos);
   CHECK(readSchedule("{\"format\": \"tbp.schedule\", \"version\": 1}", "x.json").status().message().find("malformed schedule") != std::string::npos);
 }
 
