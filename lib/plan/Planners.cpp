@@ -157,23 +157,18 @@ public:
     solve();
   }
 
-  /// The schedule for slot budget `mem`, or an empty stream when none fits.
+  /// The schedule for slot budget `mem`, or an empty stream when none fits. Only without
+  /// caching stages: with them, this program prices replays (FirstPassDp starts the step).
   Stream stream(size_t mem) const {
     Stream out;
     if (cost(Mode::Ckpt, 1, L_, mem) == kInf) return out;
     emit(out, Mode::Ckpt, 1, static_cast<uint32_t>(L_), mem);
-    // The first forward of a caching stage keeps its cacheable outputs to its backward.
-    std::vector<bool> seen(L_ + 2, false);
-    for (Instruction& instr : out)
-      if (instr.isForward() && !seen[instr.stage]) {
-        seen[instr.stage] = true;
-        instr.cache = cacheStage_[instr.stage];
-      }
     return out;
   }
   size_t slots() const { return M_; }
 
 private:
+  friend class FirstPassDp;
   enum class Mode : uint8_t { Ckpt = 0, CurAll = 1, CurN = 2 };
   static constexpr double kInf = std::numeric_limits<double>::infinity();
   static constexpr int16_t kNone = -2, kFall = -1; // choice codes; >= 1 is a split stage
@@ -397,6 +392,123 @@ std::vector<std::pair<std::string, std::vector<bool>>> cachePolicies(const Stage
   return out;
 }
 
+/// The first pass of the step over stages i..L, where each stage's first forward happens, on
+/// top of two replay programs: `none` (no stage caches) and `cached` (its caching stages hold
+/// their kept outputs). A split advances through i..k-1 for the first time and decides there
+/// whether those stages cache (the segment's later replays are priced by `cached`) or not
+/// (priced by `none`): selective recomputation wherever it pays for its memory.
+class FirstPassDp {
+  using Mode = OptimalDp::Mode;
+
+public:
+  FirstPassDp(const OptimalDp& none, const OptimalDp& cached) : n_(none), c_(cached), L_(none.L_), M_(none.M_) {
+    table_.assign(3 * (L_ + 2) * (M_ + 1), OptimalDp::kInf);
+    choice_.assign(table_.size(), OptimalDp::kNone);
+    for (size_t i = L_; i >= 1; --i)
+      for (Mode mode : {Mode::Ckpt, Mode::CurAll, Mode::CurN}) solve(mode, i);
+  }
+
+  Stream stream(size_t mem) const {
+    Stream out;
+    if (table_[index(Mode::Ckpt, 1, mem)] == OptimalDp::kInf) return out;
+    emit(out, Mode::Ckpt, 1, mem);
+    return out;
+  }
+
+private:
+  static constexpr int16_t kCaching = 4096; ///< added to a split stage when its segment caches
+
+  size_t index(Mode mode, size_t i, size_t mem) const { return (static_cast<size_t>(mode) * (L_ + 2) + i) * (M_ + 1) + mem; }
+
+  void solve(Mode mode, size_t i) {
+    const OptimalDp& n = n_;
+    const uint64_t phi = n.inputInside(mode, i);
+    const uint64_t keep = mode == Mode::Ckpt ? 0 : std::min(phi, n.Tin_[i]);
+    const uint64_t persistent = mode == Mode::Ckpt ? 0 : phi;
+    double* best = &table_[index(mode, i, 0)];
+    int16_t* pick = &choice_[index(mode, i, 0)];
+    // F_all i keeps its tape from this first forward; nothing of stage i is ever replayed.
+    if (i == L_) {
+      const uint64_t need = std::max(phi + n.fa_[i], n.AD_[L_ + 1] + keep + n.Tout_[i] + n.bb_[i] + n.gradSlots(i, i));
+      for (size_t mem = need; mem <= M_; ++mem) {
+        best[mem] = n.cost_[i];
+        pick[mem] = OptimalDp::kFall;
+      }
+      return;
+    }
+    const uint64_t taken = keep + n.Tout_[i];
+    const uint64_t need = std::max({phi + n.fa_[i], taken, n.AD_[i + 1] + taken + n.bb_[i] + n.gradSlots(i, L_)});
+    const double* inner = &table_[index(Mode::CurAll, i + 1, 0)];
+    for (size_t mem = need; mem <= M_; ++mem) {
+      const double c = n.cost_[i] + inner[mem - taken];
+      if (c < best[mem]) {
+        best[mem] = c;
+        pick[mem] = OptimalDp::kFall;
+      }
+    }
+    // Advance through i..k-1 (first forwards, full cost), solve k..L, replay i..k-1.
+    uint64_t advancePeak = phi + n.ff_[i];
+    double advanceCost = n.cost_[i];
+    for (size_t k = i + 1; k <= L_; ++k) {
+      if (k > i + 1) {
+        advancePeak = std::max(advancePeak, persistent + n.X_[k - 1] + n.ff_[k - 1]);
+        advanceCost += n.cost_[k - 1];
+      }
+      const uint64_t made = n.gradSlots(k, L_);
+      const double* right = &table_[index(Mode::CurN, k, 0)];
+      for (const OptimalDp* replay : {&n_, &c_}) {
+        // The segment's caches build up during the advance: counted from its start.
+        const uint64_t held = replay == &c_ ? c_.cacheSlots(i, k - 1) : 0;
+        if (replay == &c_ && held == 0) continue; // nothing to cache: the same as `none`
+        const uint64_t peak = advancePeak + held;
+        if (peak > M_) continue;
+        const double* left = &replay->table_[replay->index(Mode::Ckpt, i, k - 1, 0)];
+        const int16_t code = static_cast<int16_t>(k + (replay == &c_ ? kCaching : 0));
+        for (size_t mem = std::max(peak, persistent + std::max(held, made)); mem <= M_; ++mem) {
+          const size_t rest = mem - persistent;
+          const double c = advanceCost + right[rest - held] + left[rest - made];
+          if (c < best[mem]) {
+            best[mem] = c;
+            pick[mem] = code;
+          }
+        }
+      }
+    }
+  }
+
+  void emit(Stream& out, Mode mode, size_t i, size_t mem) const {
+    const OptimalDp& n = n_;
+    const int16_t pick = choice_[index(mode, i, mem)];
+    TBP_CHECK(pick != OptimalDp::kNone);
+    const uint64_t phi = n.inputInside(mode, i);
+    const uint64_t keep = mode == Mode::Ckpt ? 0 : std::min(phi, n.Tin_[i]);
+    const uint32_t si = static_cast<uint32_t>(i);
+    if (pick == OptimalDp::kFall) {
+      out.push_back(fall(si));
+      if (i == L_) out.push_back(loss());
+      else emit(out, Mode::CurAll, i + 1, mem - keep - n.Tout_[i]);
+      out.push_back(bwd(si));
+      return;
+    }
+    const bool caching = pick >= kCaching;
+    const uint32_t k = static_cast<uint32_t>(caching ? pick - kCaching : pick);
+    const size_t rest = mem - (mode == Mode::Ckpt ? 0 : phi);
+    const size_t first = out.size();
+    emitAdvance(out, si, k - 1, mode == Mode::Ckpt);
+    const OptimalDp& replay = caching ? c_ : n_;
+    if (caching)
+      for (size_t p = first; p < out.size(); ++p) out[p].cache = c_.cacheStage_[out[p].stage];
+    emit(out, Mode::CurN, k, rest - (caching ? c_.cacheSlots(i, k - 1) : 0));
+    replay.emit(out, Mode::Ckpt, si, k - 1, rest - n.gradSlots(k, L_));
+  }
+
+  const OptimalDp& n_;
+  const OptimalDp& c_;
+  size_t L_, M_;
+  std::vector<double> table_;
+  std::vector<int16_t> choice_;
+};
+
 /// Adds a candidate unless the same stream is there already (hash first, then a full compare).
 void addUnique(std::vector<Candidate>& out, std::unordered_multimap<uint64_t, size_t>& seen, const StageModel& m, Stream stream,
                Params params) {
@@ -502,18 +614,18 @@ std::vector<Candidate> candidates(const StageModel& m, PlannerKind kind, const P
     // which every schedule ends up holding, come on top of the granularity cap.
     const uint64_t gradSlots = (m.gradientBytes + q - 1) / q;
     size_t M = static_cast<size_t>(std::min<uint64_t>((range + q - 1) / q + 4 * L + 4, 4 * slots + 64 + gradSlots));
-    {
-      OptimalDp dp(m, q, M);
-      for (size_t mem = 0; mem <= M; ++mem)
-        addUnique(out, seen, m, dp.stream(mem), {{"slot_bytes", std::to_string(q)}, {"slots", std::to_string(mem)}});
-    }
-    if (options.selective)
+    OptimalDp none(m, q, M);
+    for (size_t mem = 0; mem <= M; ++mem)
+      addUnique(out, seen, m, none.stream(mem), {{"slot_bytes", std::to_string(q)}, {"slots", std::to_string(mem)}});
+    if (options.selective) {
       for (const auto& [threshold, cacheStage] : cachePolicies(m)) {
-        OptimalDp dp(m, q, M, cacheStage);
+        OptimalDp cachedReplays(m, q, M, cacheStage);
+        FirstPassDp dp(none, cachedReplays);
         for (size_t mem = 0; mem <= M; ++mem)
           addUnique(out, seen, m, dp.stream(mem),
                     {{"slot_bytes", std::to_string(q)}, {"slots", std::to_string(mem)}, {"cache_min_flops_per_byte", threshold}});
       }
+    }
     if (!options.portfolio) break;
     for (PlannerKind other : {PlannerKind::StoreAll, PlannerKind::Sqrt, PlannerKind::IntervalTree, PlannerKind::Revolve})
       for (Candidate& c : candidates(m, other, options)) {
