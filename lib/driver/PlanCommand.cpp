@@ -33,7 +33,7 @@ struct PlanArgs {
   std::string format = "text";
   std::string timeline;
   std::string order;
-  size_t maxStages = 64;
+  size_t maxStages = kDefaultMaxStages;
   size_t memorySlots = 256;
 };
 
@@ -208,7 +208,7 @@ std::function<int(Io&)> setupPlan(CLI::App& app) {
   app.add_option("--timeline", args->timeline, "write the memory timeline as SVG")->type_name("FILE.svg");
   app.add_option("--order", args->order, "order heuristic: file|greedy|dfs (default: best store-all peak)")
       ->check(CLI::IsMember({"file", "greedy", "dfs"}));
-  app.add_option("--max-stages", args->maxStages, "coarsen the order into at most N stages (default 64)")->check(CLI::Range(1, 4096));
+  app.add_option("--max-stages", args->maxStages, "coarsen the order into at most N stages (default " + std::to_string(kDefaultMaxStages) + ")")->check(CLI::Range(1, 4096));
   app.add_option("--memory-slots", args->memorySlots, "memory granularity of the optimal planner (default 256)")->check(CLI::Range(8, 4096));
   return [args](Io& io) { return runPlan(*args, io); };
 }

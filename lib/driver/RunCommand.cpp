@@ -25,7 +25,7 @@ struct RunArgs {
   std::string planner = "optimal";
   std::string order;
   std::string format = "text";
-  size_t maxStages = 64;
+  size_t maxStages = kDefaultMaxStages;
   std::vector<std::string> inputs;
   std::string saveGrads;
   runtime::RunOptions run;
@@ -190,7 +190,7 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
   app.add_option("--planner", args->planner, "store-all|sqrt|interval-tree|revolve|optimal")
       ->check(CLI::IsMember({"store-all", "sqrt", "interval-tree", "revolve", "optimal"}));
   app.add_option("--order", args->order, "order heuristic: file|greedy|dfs")->check(CLI::IsMember({"file", "greedy", "dfs"}));
-  app.add_option("--max-stages", args->maxStages, "coarsen into at most N stages (default 64)")->check(CLI::Range(1, 4096));
+  app.add_option("--max-stages", args->maxStages, "coarsen into at most N stages (default " + std::to_string(kDefaultMaxStages) + ")")->check(CLI::Range(1, 4096));
   app.add_option("--device", args->run.device, "cpu|cuda|cuda:N (cuda needs a LibTorch built with CUDA)")->type_name("DEVICE");
   app.add_flag("--verify", args->run.verify, "also run store-all and compare the loss and every parameter gradient");
   app.add_option("--seed", args->run.seed, "seed of inputs, targets and parameters without data");

@@ -171,6 +171,9 @@ private:
   friend class FirstPassDp;
   enum class Mode : uint8_t { Ckpt = 0, CurAll = 1, CurN = 2 };
   static constexpr double kInf = std::numeric_limits<double>::infinity();
+  /// Table entries: single precision halves the memory of the O(L²·M) tables; a near-tie
+  /// resolved differently costs nothing, since every stream is simulated before it is chosen.
+  using Cost = float;
   static constexpr int16_t kNone = -2, kFall = -1; // choice codes; >= 1 is a split stage
 
   uint64_t slotsOf(uint64_t bytes) const { return (bytes + q_ - 1) / q_; }
@@ -274,24 +277,24 @@ private:
           const uint64_t cached = cacheSlots(i, j), cachedI = cacheSlots(i, i);
           // The row of (mode, i, j) over all memory sizes is contiguous: fill it option by
           // option (F_all first, then the splits k in order; ties keep the earlier option).
-          double* best = &table_[index(mode, i, j, 0)];
+          Cost* best = &table_[index(mode, i, j, 0)];
           int16_t* pick = &choice_[index(mode, i, j, 0)];
           // F_all i, then the rest (or B i directly when i == j).
           if (i == j) {
             const uint64_t adjAtB = i == L_ ? AD_[L_ + 1] : AD_[i + 1];
             const uint64_t need = std::max(a + phi + fa_[i] + cached, adjAtB + keep + Tout_[i] + bb_[i] + gradSlots(i, i) + cachedI);
             for (size_t mem = need; mem <= M_; ++mem) {
-              best[mem] = cost_[i];
+              best[mem] = static_cast<Cost>(cost_[i]);
               pick[mem] = kFall;
             }
           } else {
             const uint64_t taken = keep + Tout_[i] + cachedI;
             const uint64_t need = std::max({a + phi + fa_[i] + cached, taken, AD_[i + 1] + taken + bb_[i] + gradSlots(i, j)});
-            const double* inner = &table_[index(Mode::CurAll, i + 1, j, 0)];
+            const Cost* inner = &table_[index(Mode::CurAll, i + 1, j, 0)];
             for (size_t mem = need; mem <= M_; ++mem) {
               const double c = cost_[i] + inner[mem - taken];
               if (c < best[mem]) {
-                best[mem] = c;
+                best[mem] = static_cast<Cost>(c);
                 pick[mem] = kFall;
               }
             }
@@ -308,14 +311,14 @@ private:
               if (advancePeak > M_) break;
               const uint64_t heldLeft = cacheSlots(i, k - 1); // the left part's cache, held meanwhile
               const uint64_t made = gradSlots(k, j);
-              const double* right = &table_[index(Mode::CurN, k, j, 0)];
-              const double* left = &table_[index(Mode::Ckpt, i, k - 1, 0)];
+              const Cost* right = &table_[index(Mode::CurN, k, j, 0)];
+              const Cost* left = &table_[index(Mode::Ckpt, i, k - 1, 0)];
               const uint64_t need = std::max(advancePeak, persistent + std::max(heldLeft, made));
               for (size_t mem = need; mem <= M_; ++mem) {
                 const size_t rest = mem - persistent;
                 const double c = advanceCost + right[rest - heldLeft] + left[rest - made];
                 if (c < best[mem]) {
-                  best[mem] = c;
+                  best[mem] = static_cast<Cost>(c);
                   pick[mem] = static_cast<int16_t>(k);
                 }
               }
@@ -356,7 +359,7 @@ private:
   std::vector<uint64_t> gradCum_; ///< bytes of parameter gradients made by B 1..B k
   std::vector<bool> cacheStage_;  ///< per stage: its first forward caches
   std::vector<uint64_t> cacheCum_; ///< bytes cached by stages 1..k
-  std::vector<double> table_;
+  std::vector<Cost> table_;
   std::vector<int16_t> choice_;
 };
 
@@ -425,24 +428,24 @@ private:
     const uint64_t phi = n.inputInside(mode, i);
     const uint64_t keep = mode == Mode::Ckpt ? 0 : std::min(phi, n.Tin_[i]);
     const uint64_t persistent = mode == Mode::Ckpt ? 0 : phi;
-    double* best = &table_[index(mode, i, 0)];
+    OptimalDp::Cost* best = &table_[index(mode, i, 0)];
     int16_t* pick = &choice_[index(mode, i, 0)];
     // F_all i keeps its tape from this first forward; nothing of stage i is ever replayed.
     if (i == L_) {
       const uint64_t need = std::max(phi + n.fa_[i], n.AD_[L_ + 1] + keep + n.Tout_[i] + n.bb_[i] + n.gradSlots(i, i));
       for (size_t mem = need; mem <= M_; ++mem) {
-        best[mem] = n.cost_[i];
+        best[mem] = static_cast<OptimalDp::Cost>(n.cost_[i]);
         pick[mem] = OptimalDp::kFall;
       }
       return;
     }
     const uint64_t taken = keep + n.Tout_[i];
     const uint64_t need = std::max({phi + n.fa_[i], taken, n.AD_[i + 1] + taken + n.bb_[i] + n.gradSlots(i, L_)});
-    const double* inner = &table_[index(Mode::CurAll, i + 1, 0)];
+    const OptimalDp::Cost* inner = &table_[index(Mode::CurAll, i + 1, 0)];
     for (size_t mem = need; mem <= M_; ++mem) {
       const double c = n.cost_[i] + inner[mem - taken];
       if (c < best[mem]) {
-        best[mem] = c;
+        best[mem] = static_cast<OptimalDp::Cost>(c);
         pick[mem] = OptimalDp::kFall;
       }
     }
@@ -455,20 +458,20 @@ private:
         advanceCost += n.cost_[k - 1];
       }
       const uint64_t made = n.gradSlots(k, L_);
-      const double* right = &table_[index(Mode::CurN, k, 0)];
+      const OptimalDp::Cost* right = &table_[index(Mode::CurN, k, 0)];
       for (const OptimalDp* replay : {&n_, &c_}) {
         // The segment's caches build up during the advance: counted from its start.
         const uint64_t held = replay == &c_ ? c_.cacheSlots(i, k - 1) : 0;
         if (replay == &c_ && held == 0) continue; // nothing to cache: the same as `none`
         const uint64_t peak = advancePeak + held;
         if (peak > M_) continue;
-        const double* left = &replay->table_[replay->index(Mode::Ckpt, i, k - 1, 0)];
+        const OptimalDp::Cost* left = &replay->table_[replay->index(Mode::Ckpt, i, k - 1, 0)];
         const int16_t code = static_cast<int16_t>(k + (replay == &c_ ? kCaching : 0));
         for (size_t mem = std::max(peak, persistent + std::max(held, made)); mem <= M_; ++mem) {
           const size_t rest = mem - persistent;
           const double c = advanceCost + right[rest - held] + left[rest - made];
           if (c < best[mem]) {
-            best[mem] = c;
+            best[mem] = static_cast<OptimalDp::Cost>(c);
             pick[mem] = code;
           }
         }
@@ -505,7 +508,7 @@ private:
   const OptimalDp& n_;
   const OptimalDp& c_;
   size_t L_, M_;
-  std::vector<double> table_;
+  std::vector<OptimalDp::Cost> table_;
   std::vector<int16_t> choice_;
 };
 
