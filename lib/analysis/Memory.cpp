@@ -308,6 +308,8 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
     addRange(bwd, static_cast<int64_t>(i), static_cast<int64_t>(i), extra);
   }
   for (size_t i = 0; i < n; ++i) addRange(bwd, static_cast<int64_t>(i), static_cast<int64_t>(i), gradsLive[i]);
+  for (size_t i = 0; i < n; ++i)
+    addRange(fwd, static_cast<int64_t>(i), static_cast<int64_t>(i), ir::forwardScratchBytes(g, g.node(m.order[i])));
   for (size_t i = 0; i < n; ++i) {
     addRange(fwd, static_cast<int64_t>(i), static_cast<int64_t>(n) - 1, extraAt[i]);
     addRange(bwd, static_cast<int64_t>(i), static_cast<int64_t>(n) - 1, extraAt[i]);
@@ -340,6 +342,7 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
     for (ValueId in : node.inputs)
       if (in != kNone && g.value(in).kind == ValueKind::Activation && once(in)) fwdSet = saturatingAdd(fwdSet, g.value(in).bytes);
     for (ValueId out : node.outputs) fwdSet = saturatingAdd(fwdSet, g.value(out).bytes);
+    fwdSet = saturatingAdd(fwdSet, ir::forwardScratchBytes(g, node));
     seen.clear();
     for (ValueId out : node.outputs)
       if (m.values[out].requiresGrad) bwdSet = saturatingAdd(bwdSet, g.value(out).bytes);

@@ -187,10 +187,26 @@ uint64_t backwardScratchBytes(const Graph& graph, const Node& node, const std::v
     if (node.inputs.empty() || node.inputs[0] == kNone) return 0;
     return graph.value(node.inputs[0]).bytes + graph.value(node.outputs[0]).bytes;
   }
+  if (node.op == Op::Mul) {
+    // The gradient of a broadcast factor is (g * other) reduced to its shape: the product is
+    // a full-size temporary (measured: x * s with s a [C,1,1] parameter).
+    uint64_t scratch = 0;
+    const uint64_t out = graph.value(node.outputs[0]).bytes;
+    for (size_t i = 0; i < node.inputs.size() && i < 2; ++i)
+      if (node.inputs[i] != kNone && graph.value(node.inputs[i]).bytes < out && inputRequiresGrad(graph, node, i, needsGrad))
+        scratch = saturatingAdd(scratch, out);
+    return scratch;
+  }
   const uint32_t halves = opInfo(node.op).backwardScratchHalves;
   if (halves == 0) return 0;
   if (node.op == Op::Div && !inputRequiresGrad(graph, node, 1, needsGrad)) return 0; // only the divisor's gradient
   return saturatingMul(graph.value(node.outputs[0]).bytes, halves) / 2;
+}
+
+uint64_t forwardScratchBytes(const Graph& graph, const Node& node) {
+  if (node.op != Op::Conv || node.inputs.size() < 2 || node.inputs[0] == kNone || node.inputs[1] == kNone || node.outputs.empty())
+    return 0;
+  return saturatingAdd(std::max(graph.value(node.inputs[0]).bytes, graph.value(node.outputs[0]).bytes), graph.value(node.inputs[1]).bytes);
 }
 
 } // namespace tbp::ir

@@ -156,6 +156,12 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       range(allDiff, a, taped ? static_cast<int64_t>(ops) - 1 : lastIn, m.valueBytes[v]);
     }
     for (size_t i = 0; i < ops; ++i) range(allDiff, static_cast<int64_t>(i), static_cast<int64_t>(ops) - 1, extraAt[i]);
+    // The kernels' own temporaries, while each op runs.
+    for (uint32_t p = s.first; p <= s.last; ++p) {
+      const uint64_t scratch = ir::forwardScratchBytes(g, g.node(order[p]));
+      range(fwdDiff, p - s.first, p - s.first, scratch);
+      range(allDiff, p - s.first, p - s.first, scratch);
+    }
     // Backward: gradients of values made or consumed here that are not already held as
     // adjoints of F_{k+1}; each lives from its producer (or the stage start) to its last use
     // inside the stage. Gradients of one group (analysis::MemoryAnalysis::gradGroup) share a

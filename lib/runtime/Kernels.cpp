@@ -298,13 +298,15 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 /// y = a @ b (numpy matmul semantics, 1-D operands included) with y given. Like LibTorch's
-/// own matmul, it keeps each operand only for the other's gradient.
+/// own matmul, it keeps each operand only for the other's gradient. The kept y comes in as a
+/// pointer, not as an input: an input handed back would become a view whose base pins the
+/// buffer for as long as the stage's tape, after the value itself died.
 struct KeptMatMul : torch::autograd::Function<KeptMatMul> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& a, const at::Tensor& b, const at::Tensor& y) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& a, const at::Tensor& b, const at::Tensor* y) {
     ctx->save_for_backward({b.requires_grad() ? a : at::Tensor(), a.requires_grad() ? b : at::Tensor()});
     ctx->saved_data["a"] = a.sizes().vec();
     ctx->saved_data["b"] = b.sizes().vec();
-    return y;
+    return y->detach();
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     variable_list saved = ctx->get_saved_variables();
@@ -328,14 +330,14 @@ struct KeptMatMul : torch::autograd::Function<KeptMatMul> {
 
 /// y = alpha * a @ b + beta * c (Gemm, operands already transposed) with y given.
 struct KeptGemm : torch::autograd::Function<KeptGemm> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, const at::Tensor& y,
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, const at::Tensor* y,
                             double alpha, double beta, bool hasC) {
     ctx->save_for_backward({b.requires_grad() ? a : at::Tensor(), a.requires_grad() ? b : at::Tensor()});
     ctx->saved_data["alpha"] = alpha;
     ctx->saved_data["beta"] = beta;
     ctx->saved_data["c"] = c.sizes().vec();
     ctx->saved_data["hasC"] = hasC;
-    return y;
+    return y->detach();
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     variable_list saved = ctx->get_saved_variables();
@@ -351,7 +353,7 @@ struct KeptGemm : torch::autograd::Function<KeptGemm> {
 
 /// y = conv(x, w) + bias (ATen's convolution, symmetric padding) with y given.
 struct KeptConv : torch::autograd::Function<KeptConv> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& y,
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor* y,
                             const ConvCall* call, bool hasBias) {
     ctx->save_for_backward({x, w});
     ctx->saved_data["strides"] = call->strides;
@@ -360,7 +362,7 @@ struct KeptConv : torch::autograd::Function<KeptConv> {
     ctx->saved_data["groups"] = call->groups;
     ctx->saved_data["bias"] = hasBias;
     (void)bias;
-    return y;
+    return y->detach();
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     variable_list saved = ctx->get_saved_variables();
@@ -1109,17 +1111,17 @@ Tensors replayKept(const KernelContext&, const Graph&, const Node& n, const Tens
   for (const at::Tensor& t : in) records = records || (t.defined() && t.requires_grad());
   if (!records || !at::GradMode::is_enabled()) return one(kept);
   switch (n.op) {
-  case ir::Op::MatMul: return one(KeptMatMul::apply(in[0], in[1], kept));
+  case ir::Op::MatMul: return one(KeptMatMul::apply(in[0], in[1], &kept));
   case ir::Op::Gemm: {
     at::Tensor a = n.attrInt("transA", 0) ? in[0].t() : in[0];
     at::Tensor b = n.attrInt("transB", 0) ? in[1].t() : in[1];
     // An absent operand travels as an empty tensor: custom functions take no undefined inputs.
-    return one(KeptGemm::apply(a, b, has(in, 2) ? in[2] : at::empty({0}, kept.options()), kept, n.attrFloat("alpha", 1.0),
+    return one(KeptGemm::apply(a, b, has(in, 2) ? in[2] : at::empty({0}, kept.options()), &kept, n.attrFloat("alpha", 1.0),
                                n.attrFloat("beta", 1.0), has(in, 2)));
   }
   case ir::Op::Conv: {
     ConvCall c = convCall(n, in);
-    return one(KeptConv::apply(c.x, in[1], has(in, 2) ? in[2] : at::empty({0}, kept.options()), kept, &c, has(in, 2)));
+    return one(KeptConv::apply(c.x, in[1], has(in, 2) ? in[2] : at::empty({0}, kept.options()), &kept, &c, has(in, 2)));
   }
   default: break;
   }
