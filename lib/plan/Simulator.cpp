@@ -48,7 +48,7 @@ SimState::SimState(const StageModel& model)
     : model_(&model), refs_(model.valueBytes.size(), 0), adjoint_(model.valueBytes.size(), false),
       groupRefs_(model.valueBytes.size(), 0),
       tape_(model.size() + 2, false), checkpoint_(model.size() + 2, false), backwarded_(model.size() + 2, false),
-      cache_(model.size() + 2, false),
+      cache_(model.size() + 2, false), replayed_(model.size() + 2, false), rngHeld_(model.size() + 2, false),
       current_(1), nextBackward_(model.size()) {
   acquire(model.frontier(1)); // the graph inputs (and nothing else) start as the current state
 }
@@ -87,7 +87,7 @@ void SimState::acquireExtra(size_t k) { extraBytes_ += model_->stage(k).tapeExtr
 void SimState::releaseExtra(size_t k) { extraBytes_ -= model_->stage(k).tapeExtraBytes; }
 
 uint64_t SimState::heldBytes() const {
-  return model_->residentBytes + gradientBytes_ + liveBytes_ + adjointBytes_ + extraBytes_;
+  return model_->residentBytes + gradientBytes_ + liveBytes_ + adjointBytes_ + extraBytes_ + rngBytes_;
 }
 
 Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
@@ -125,6 +125,11 @@ Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
       // Hold the input frontier while the stage runs, whatever held it before.
       acquire(model_->frontier(k));
       releaseCurrent();
+    }
+    // A stage that will be replayed keeps its generator state from its first forward on.
+    if (s.stochastic && k < replayed_.size() && replayed_[k] && !rngHeld_[k]) {
+      rngHeld_[k] = true;
+      rngBytes_ += kRngStateBytes;
     }
     uint64_t transient = instr.kind == InstrKind::ForwardAll ? s.forwardAllTransientBytes : s.forwardTransientBytes;
     peakDuring = heldBytes() + transient;
@@ -192,9 +197,19 @@ Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
   return Status::ok();
 }
 
+std::vector<bool> replayedStages(const StageModel& model, const Stream& stream) {
+  std::vector<uint32_t> forwards(model.size() + 2, 0);
+  for (const Instruction& instr : stream)
+    if (instr.isForward() && instr.stage < forwards.size()) ++forwards[instr.stage];
+  std::vector<bool> replayed(model.size() + 2, false);
+  for (size_t k = 0; k < forwards.size(); ++k) replayed[k] = forwards[k] > 1;
+  return replayed;
+}
+
 Expected<SimResult> simulate(const StageModel& model, const Stream& stream) {
   SimResult r;
   SimState state(model);
+  state.setReplayed(replayedStages(model, stream));
   r.timeline.reserve(stream.size());
   uint64_t peak = state.heldBytes();
   for (size_t i = 0; i < stream.size(); ++i) {

@@ -115,6 +115,7 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
     for (uint32_t p = s.first; p <= s.last; ++p) {
       const ir::Node& node = g.node(order[p]);
       s.forwardFlops = saturatingAdd(s.forwardFlops, ir::estimateFlops(g, node));
+      s.stochastic = s.stochastic || node.op == ir::Op::Dropout;
       ir::SavedForBackward saved = m.keepsTape[order[p]] ? ir::savedForBackward(g, node, &mem.needsGrad) : ir::SavedForBackward{};
       extraAt[p - s.first] = saved.extraBytes;
       s.tapeExtraBytes = saturatingAdd(s.tapeExtraBytes, saved.extraBytes);

@@ -289,6 +289,7 @@ public:
   /// Runs the stream; returns the loss. Fills the measured timeline and the phase times.
   double run(const plan::Stream& stream, std::vector<uint64_t>* timeline, double* fwd, double* recompute, double* bwd) {
     std::vector<bool> forwarded(m_.size() + 2, false);
+    replayed_ = plan::replayedStages(m_, stream);
     double loss = 0;
     for (const plan::Instruction& instr : stream) {
       // Leaving the current state (a backward, or a forward that starts from a checkpoint)
@@ -367,7 +368,7 @@ private:
     const bool replayKeptOutputs = cacheHeld_[k];
     if (instr.cache) cacheHeld_[k] = true;
     auto cacheable = [&s](ValueId v) { return std::binary_search(s.cacheable.begin(), s.cacheable.end(), v); };
-    if (stochastic(s)) {
+    if (s.stochastic && replayed_[k]) {
       if (firstForward) rngState_[k] = generator_.get_state();
       else generator_.set_state(rngState_[k]);
     }
@@ -441,12 +442,6 @@ private:
         if (id == v && t.defined() && t.numel() > 0) t.set_data(at::empty({0}, t.options()));
       return;
     }
-  }
-
-  bool stochastic(const plan::Stage& s) const {
-    for (uint32_t p = s.first; p <= s.last; ++p)
-      if (g_.node(m_.order[p]).op == ir::Op::Dropout) return true;
-    return false;
   }
 
   bool heldByCheckpoint(ValueId v) const {
@@ -540,6 +535,7 @@ private:
   std::map<ValueId, at::Tensor> adj_;
   std::vector<at::Tensor> rngState_;
   std::vector<bool> forwardedOnce_ = std::vector<bool>(m_.size() + 2, false);
+  std::vector<bool> replayed_; ///< per stage: the stream forwards it more than once
   std::vector<bool> cacheHeld_ = std::vector<bool>(m_.size() + 2, false); ///< per stage: its cache is held
   std::vector<at::Tensor> kept_ = std::vector<at::Tensor>(vals_.size());   ///< per value: kept output
   at::Generator generator_;

@@ -33,6 +33,11 @@ public:
   /// A state before the first instruction.
   explicit SimState(const StageModel& model);
 
+  /// Stages the stream forwards more than once (replayedStages): a stochastic one among them
+  /// keeps its generator state (kRngStateBytes) from its first forward to the end. Without
+  /// this call no stage counts as replayed.
+  void setReplayed(std::vector<bool> replayed) { replayed_ = std::move(replayed); }
+
   /// Applies one instruction; on an invalid one returns BadInput saying why and leaves the state
   /// unusable. `peakDuring` receives the memory while it runs.
   Status apply(const Instruction& instr, uint64_t& peakDuring);
@@ -72,12 +77,16 @@ private:
   uint64_t adjointBytes_ = 0;
   uint64_t extraBytes_ = 0;
   uint64_t gradientBytes_ = 0;   ///< parameter gradients made so far
-  std::vector<bool> tape_, checkpoint_, backwarded_, cache_;
+  std::vector<bool> tape_, checkpoint_, backwarded_, cache_, replayed_, rngHeld_;
+  uint64_t rngBytes_ = 0;        ///< generator states kept for replays
   size_t current_ = 0;           ///< F_current_ is held as the current state (0: none)
   size_t nextBackward_;
   size_t checkpoints_ = 0;
   bool lossDone_ = false;
 };
+
+/// Per stage (1..L): whether `stream` forwards it more than once.
+std::vector<bool> replayedStages(const StageModel& model, const Stream& stream);
 
 /// Simulates `stream` on `model`. Fails (BadInput) naming the first bad instruction:
 /// `instruction 7 (F_n 4): ...`.

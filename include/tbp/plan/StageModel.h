@@ -36,7 +36,14 @@ struct Stage {
   uint64_t cacheableBytes = 0;            ///< bytes of `cacheable`
   uint64_t replayFlops = 0;               ///< FLOPs of a forward while the cache is held
   uint64_t replayCost = 0;                ///< planner cost of such a forward
+  /// It draws random numbers (Dropout): a replay must restore the generator's state, which
+  /// the runtime keeps from the stage's first forward to the end of the step.
+  bool stochastic = false;
 };
+
+/// Bytes of one saved random-generator state (LibTorch's CPU Mersenne-twister state; a CUDA
+/// Philox state is 16 bytes, so this over-counts there).
+inline constexpr uint64_t kRngStateBytes = 5056;
 
 /// The stage model of one graph under one order.
 struct StageModel {
