@@ -322,7 +322,15 @@ struct KeptMatMul : torch::autograd::Function<KeptMatMul> {
     }
     if (ctx->needs_input_grad(1)) {
       at::Tensor a = a1 ? saved[0].unsqueeze(0) : saved[0];
-      gb = at::sum_to(at::matmul(a.transpose(-1, -2), g), b1 ? Ints{bSizes[0], 1} : bSizes).reshape(bSizes);
+      if (bSizes.size() == 2 && a.dim() > 2) {
+        // A weight shared by a batch of rows: one matrix product over the folded rows, as
+        // autograd's own matmul backward does (a batched product would make a [batch, K, N]
+        // temporary before the sum).
+        const int64_t k = a.size(-1), n = g.size(-1);
+        gb = at::mm(a.reshape({-1, k}).t(), g.reshape({-1, n}));
+      } else {
+        gb = at::sum_to(at::matmul(a.transpose(-1, -2), g), b1 ? Ints{bSizes[0], 1} : bSizes).reshape(bSizes);
+      }
     }
     return {ga, gb, at::Tensor()};
   }
