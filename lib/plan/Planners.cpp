@@ -149,7 +149,8 @@ struct RevolveEmitter {
 /// slots, every quantity rounded up, so a schedule's slot count bounds its simulated peak.
 class OptimalDp {
 public:
-  /// `cacheStage[k]`: stage k's first forward caches its cacheable outputs (empty: none does).
+  /// `cacheStage[k]`: stage k's cache is held wherever this program runs it, so its forwards
+  /// are replays of the cheap ops only (empty: no stage caches, the plain Rotor program).
   OptimalDp(const StageModel& m, uint64_t slotBytes, size_t slots, std::vector<bool> cacheStage = {})
       : m_(m), q_(std::max<uint64_t>(slotBytes, 1)), M_(slots), L_(m.size()), cacheStage_(std::move(cacheStage)) {
     cacheStage_.resize(L_ + 2, false);
@@ -363,10 +364,10 @@ private:
   std::vector<int16_t> choice_;
 };
 
-/// Which stages cache their contractions' outputs (selective recomputation): a stage does when
-/// the forward FLOPs it saves per byte it keeps reach a threshold. A few thresholds, from
-/// "every stage that can" to "only the most profitable fifth", each a separate dynamic program;
-/// the budget decides among their schedules.
+/// Which stages may cache their contractions' outputs (selective recomputation): those whose
+/// forward FLOPs saved per byte kept reach a threshold. A few thresholds, from "every stage
+/// that can" to "only the most profitable fifth", each with its own replay program; the
+/// first-pass program decides where caching pays, and the budget decides among the streams.
 std::vector<std::pair<std::string, std::vector<bool>>> cachePolicies(const StageModel& m) {
   const size_t L = m.size();
   std::vector<double> ratio(L + 2, -1.0);
