@@ -22,8 +22,8 @@ uint64_t elements(const ir::Value& v) {
   return n;
 }
 
-/// A contraction whose backward the runtime can run from a kept output (kernels
-/// `cachedReplay`): the op that dominates a stage's recomputation.
+/// A contraction whose backward the runtime can run from a kept output (runtime
+/// `replayKept`): the op that dominates a stage's recomputation.
 bool cacheableOp(const ir::Graph& g, const ir::Node& node) {
   if (node.op != ir::Op::MatMul && node.op != ir::Op::Gemm && node.op != ir::Op::Conv) return false;
   if (node.outputs.size() != 1) return false;
@@ -114,14 +114,15 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
     std::vector<ValueId> tape;
     for (uint32_t p = s.first; p <= s.last; ++p) {
       const ir::Node& node = g.node(order[p]);
-      s.forwardFlops = saturatingAdd(s.forwardFlops, ir::estimateFlops(g, node));
+      const uint64_t flops = ir::estimateFlops(g, node);
+      s.forwardFlops = saturatingAdd(s.forwardFlops, flops);
       s.stochastic = s.stochastic || node.op == ir::Op::Dropout;
       ir::SavedForBackward saved = m.keepsTape[order[p]] ? ir::savedForBackward(g, node, &mem.needsGrad) : ir::SavedForBackward{};
       extraAt[p - s.first] = saved.extraBytes;
       s.tapeExtraBytes = saturatingAdd(s.tapeExtraBytes, saved.extraBytes);
       for (ValueId v : saved.values)
         if (g.value(v).kind == ValueKind::Activation) tape.push_back(v);
-      uint64_t nodeCost = ir::estimateFlops(g, node);
+      uint64_t nodeCost = flops;
       for (ValueId out : node.outputs) {
         s.produced.push_back(out);
         s.cost = saturatingAdd(s.cost, elements(g.value(out)));
@@ -131,9 +132,13 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
         s.cacheable.push_back(node.outputs[0]);
         s.cacheableBytes = saturatingAdd(s.cacheableBytes, m.valueBytes[node.outputs[0]]);
       } else {
-        s.replayFlops = saturatingAdd(s.replayFlops, ir::estimateFlops(g, node));
+        s.replayFlops = saturatingAdd(s.replayFlops, flops);
         s.replayCost = saturatingAdd(s.replayCost, nodeCost);
       }
+      // The kernel's own temporaries, while the op runs.
+      const uint64_t scratch = ir::forwardScratchBytes(g, node);
+      range(fwdDiff, p - s.first, p - s.first, scratch);
+      range(allDiff, p - s.first, p - s.first, scratch);
     }
     std::sort(s.cacheable.begin(), s.cacheable.end());
     std::sort(tape.begin(), tape.end());
@@ -157,12 +162,6 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       range(allDiff, a, taped ? static_cast<int64_t>(ops) - 1 : lastIn, m.valueBytes[v]);
     }
     for (size_t i = 0; i < ops; ++i) range(allDiff, static_cast<int64_t>(i), static_cast<int64_t>(ops) - 1, extraAt[i]);
-    // The kernels' own temporaries, while each op runs.
-    for (uint32_t p = s.first; p <= s.last; ++p) {
-      const uint64_t scratch = ir::forwardScratchBytes(g, g.node(order[p]));
-      range(fwdDiff, p - s.first, p - s.first, scratch);
-      range(allDiff, p - s.first, p - s.first, scratch);
-    }
     // Backward: gradients of values made or consumed here that are not already held as
     // adjoints of F_{k+1}; each lives from its producer (or the stage start) to its last use
     // inside the stage. Gradients of one group (analysis::MemoryAnalysis::gradGroup) share a

@@ -386,10 +386,10 @@ private:
         // the simulator does not count.
         c10::optional<at::NoGradGuard> offPath;
         if (withGrad && !m_.keepsTape[m_.order[p]]) offPath.emplace();
-        const bool kept = replayKeptOutputs && node.outputs.size() == 1 && cacheable(node.outputs[0]);
-        std::vector<at::Tensor> outs = kept ? replayKept(context, g_, node, inputs, kept_[node.outputs[0]])
-                                            : kernelFor(node.op)(context, g_, node, inputs);
-        if (instr.cache && node.outputs.size() == 1 && cacheable(node.outputs[0])) kept_[node.outputs[0]] = outs[0].detach();
+        const bool cacheableNode = node.outputs.size() == 1 && cacheable(node.outputs[0]);
+        std::vector<at::Tensor> outs = replayKeptOutputs && cacheableNode ? replayKept(context, g_, node, inputs, kept_[node.outputs[0]])
+                                                                          : kernelFor(node.op)(context, g_, node, inputs);
+        if (instr.cache && cacheableNode) kept_[node.outputs[0]] = outs[0].detach();
         for (size_t o = 0; o < node.outputs.size() && o < outs.size(); ++o) vals_[node.outputs[o]] = outs[o];
         // Free values whose last use was this op and that leave nothing behind.
         for (ValueId in : node.inputs)
