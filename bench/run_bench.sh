@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runtime figures (issue 4): store-all, then sqrt and optimal at 50% and 30% of the store-all
-# peak, for the GPT-2-style decoder, resnet50 and the U-Net, through `tbp run`; and PyTorch
-# eager's store-all step on the same model and threads. Writes results/bench_run.json.
+# peak, for the GPT-2-style decoder, resnet50 and the U-Net, through `tbp run`; the optimal
+# planner twice at 50 %: priced by the estimate (FLOPs + elements) and by measured op times
+# (`--costs measured`); and PyTorch eager's store-all step on the same model and threads.
+# Step ratios are given for the median step and for the fastest one (what a noisy machine
+# leaves intact). Writes results/bench_run.json.
 #
 #   bench/run_bench.sh [--steps N] [--threads N]
 set -uo pipefail
@@ -31,31 +34,35 @@ CASES=(
   "unet|unet_op17_train.onnx|--dim batch=8|unet 8"
 )
 rows=()
-printf '%-9s %-10s %-7s %12s %12s %8s %9s %8s %s\n' model planner budget measured predicted error step_s ratio grads
+printf '%-9s %-17s %-7s %12s %12s %8s %9s %6s %6s %8s %s\n' model planner budget measured predicted error step_s ratio min_r recomp grads
 for c in "${CASES[@]}"; do
   IFS='|' read -r name file dims pyargs <<<"$c"
   eager="$(/usr/bin/python3 "$ROOT/bench/pytorch_step.py" $pyargs --steps "$STEPS" --threads "$THREADS" 2>/dev/null)"
   eagerS="$(sed -E 's/.*"median_step_s": ([0-9.e-]+).*/\1/' <<<"$eager")"
   base=""
-  for run in "store-all|" "sqrt|50%" "optimal|50%" "sqrt|30%" "optimal|30%"; do
-    IFS='|' read -r planner budget <<<"$run"
-    b=(); [ -n "$budget" ] && b=(--budget "$budget" --planner "$planner")
+  baseMin=""
+  for run in "store-all||estimate" "sqrt|50%|estimate" "optimal|50%|estimate" "optimal|50%|measured" "sqrt|30%|estimate" "optimal|30%|estimate"; do
+    IFS='|' read -r planner budget costs <<<"$run"
+    b=(); [ -n "$budget" ] && b=(--budget "$budget" --planner "$planner" --costs "$costs")
+    label="$planner"; [ "$costs" = measured ] && label="$planner-measured"
     # 96 stages: on these models (144-440 ops, seconds a step) finer stages cut recomputation
     # (GPT-2 at 50 %: 1.31 instead of 1.44) and the per-instruction overhead is negligible.
     json="$("$TBP" run "$MODELS/$file" $dims "${b[@]}" --max-stages 96 --steps "$STEPS" --warmup 1 --threads "$THREADS" --verify --format json 2>/tmp/tbp_bench_run.err)"
     if [ -z "$json" ]; then
-      printf '%-9s %-10s %-7s %s\n' "$name" "$planner" "${budget:-none}" "$(tail -n1 /tmp/tbp_bench_run.err | cut -c1-100)"
-      rows+=("{\"model\": \"$name\", \"planner\": \"$planner\", \"budget\": \"${budget:-none}\", \"error\": \"$(tail -n1 /tmp/tbp_bench_run.err | tr -d '"')\"}")
+      printf '%-9s %-17s %-7s %s\n' "$name" "$label" "${budget:-none}" "$(tail -n1 /tmp/tbp_bench_run.err | cut -c1-100)"
+      rows+=("{\"model\": \"$name\", \"planner\": \"$planner\", \"costs\": \"$costs\", \"budget\": \"${budget:-none}\", \"error\": \"$(tail -n1 /tmp/tbp_bench_run.err | tr -d '"')\"}")
       continue
     fi
     get() { tr -d '\n ' <<<"$json" | sed -E "s/.*\"$1\":([^,}]*).*/\1/"; }
     step="$(get step_time_s)"
-    [ -z "$base" ] && base="$step"
+    stepMin="$(get step_time_min_s)"
+    [ -z "$base" ] && base="$step" && baseMin="$stepMin"
     ratio="$(awk -v a="$step" -v b="$base" 'BEGIN { printf "%.2f", a / b }')"
+    ratioMin="$(awk -v a="$stepMin" -v b="$baseMin" 'BEGIN { printf "%.2f", a / b }')"
     err="$(awk -v e="$(get prediction_error)" 'BEGIN { printf "%+.1f%%", 100 * e }')"
-    printf '%-9s %-10s %-7s %12s %12s %8s %9s %8s %s\n' "$name" "$planner" "${budget:-none}" "$(get measured_peak_bytes)" \
-      "$(get predicted_peak_bytes)" "$err" "$step" "$ratio" "$(get passed)"
-    rows+=("{\"model\": \"$name\", \"planner\": \"$planner\", \"budget\": \"${budget:-none}\", \"tbp\": $(tr -d '\n' <<<"$json"), \"step_ratio_to_store_all\": $ratio}")
+    printf '%-9s %-17s %-7s %12s %12s %8s %9s %6s %6s %8s %s\n' "$name" "$label" "${budget:-none}" "$(get measured_peak_bytes)" \
+      "$(get predicted_peak_bytes)" "$err" "$step" "$ratio" "$ratioMin" "$(get recompute_s)" "$(get passed)"
+    rows+=("{\"model\": \"$name\", \"planner\": \"$planner\", \"costs\": \"$costs\", \"budget\": \"${budget:-none}\", \"tbp\": $(tr -d '\n' <<<"$json"), \"step_ratio_to_store_all\": $ratio, \"min_step_ratio_to_store_all\": $ratioMin}")
   done
   echo "$name: PyTorch eager store-all step $eagerS s; tbp store-all $base s ($(awk -v a="$base" -v b="$eagerS" 'BEGIN { printf "%.2f", a / b }')x)"
   rows+=("{\"model\": \"$name\", \"pytorch_eager\": $eager}")

@@ -79,7 +79,8 @@ struct PreparedStages {
 /// ask for more (bench/run_bench.sh uses 96).
 inline constexpr size_t kDefaultMaxStages = 64;
 
-PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, size_t maxStages);
+PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, size_t maxStages,
+                       const plan::NodeCosts& costs = {});
 
 /// Prints `status` as `tbp: error: message` and returns its exit code.
 int reportError(Io& io, const Status& status);

@@ -133,7 +133,7 @@ Expected<ir::Graph> loadModel(const ModelOptions& options, bool withData, bool w
   return std::move(*graph);
 }
 
-PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, size_t maxStages) {
+PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, size_t maxStages, const plan::NodeCosts& costs) {
   std::optional<analysis::OrderHeuristic> forced = analysis::parseOrder(orderName);
   std::optional<PreparedStages> best;
   for (analysis::OrderHeuristic h : analysis::kAllOrders) {
@@ -145,8 +145,10 @@ PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, siz
                  (memory.storeAllPeakBytes == best->memory.storeAllPeakBytes &&
                   memory.frontier.peakBytes >= best->memory.frontier.peakBytes)))
       continue;
+    // Cuts from the estimate, so measured costs reprice the same stages (same store-all peak,
+    // same percentage budgets) rather than redraw them with every timing.
     std::vector<uint32_t> cuts = plan::chooseCuts(graph, order, maxStages);
-    plan::StageModel model = plan::buildStageModel(graph, order, cuts);
+    plan::StageModel model = plan::buildStageModel(graph, order, cuts, costs);
     uint64_t storeAll = plan::simulate(model, plan::storeAllStream(model.size()))->peakBytes;
     best = PreparedStages{h, std::move(memory), std::move(model), storeAll};
   }

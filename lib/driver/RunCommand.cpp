@@ -3,6 +3,7 @@
 #include "Commands.h"
 
 #include "tbp/frontend/onnx/OnnxImporter.h"
+#include "tbp/ir/OpRules.h"
 #include "tbp/plan/Planners.h"
 #include "tbp/runtime/Runtime.h"
 #include "tbp/support/Bytes.h"
@@ -12,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 
@@ -26,6 +28,7 @@ struct RunArgs {
   std::string order;
   std::string format = "text";
   size_t maxStages = kDefaultMaxStages;
+  std::string costs = "estimate";
   std::vector<std::string> inputs;
   std::string saveGrads;
   runtime::RunOptions run;
@@ -82,7 +85,36 @@ int runRun(const RunArgs& args, Io& io) {
   if (Status s = readInputs(args.inputs, options.inputs); !s) return reportError(io, s);
   options.keepGradients = !args.saveGrads.empty();
   std::optional<uint64_t> budget;
-  PreparedStages p = prepare(*graph, args.order, args.maxStages);
+  // `--costs measured`: the runtime's profiling step times every op's forward on this device
+  // and these threads, and the planner prices recomputation with those times.
+  plan::NodeCosts costs;
+  double profileS = 0;
+  if (args.costs == "measured") {
+    auto t0 = std::chrono::steady_clock::now();
+    Expected<plan::NodeCosts> measured =
+        runtime::profileForwardCosts(*graph, analysis::computeOrder(*graph, analysis::kAllOrders[0]), options);
+    if (!measured) return reportError(io, measured.status().withContext(args.model.name()));
+    costs = std::move(*measured);
+    profileS = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (spdlog::should_log(spdlog::level::info)) {
+      std::map<std::string, std::pair<uint64_t, uint64_t>> byOp; // op -> (ns, FLOPs)
+      uint64_t total = 0;
+      for (ir::NodeId n = 0; n < graph->numNodes(); ++n) {
+        auto& [ns, flops] = byOp[ir::opName(graph->node(n).op)];
+        ns += costs[n];
+        flops += ir::estimateFlops(*graph, graph->node(n));
+        total += costs[n];
+      }
+      std::vector<std::pair<std::string, std::pair<uint64_t, uint64_t>>> rows(byOp.begin(), byOp.end());
+      std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
+      spdlog::info("measured forward {:.1f} ms without autograd; by op:", static_cast<double>(total) * 1e-6);
+      for (size_t i = 0; i < rows.size() && i < 8; ++i)
+        spdlog::info("  {:<20} {:>9.1f} ms {:>5.1f}%  {:>8.2f} GFLOP", rows[i].first, static_cast<double>(rows[i].second.first) * 1e-6,
+                     100.0 * static_cast<double>(rows[i].second.first) / static_cast<double>(std::max<uint64_t>(total, 1)),
+                     static_cast<double>(rows[i].second.second) * 1e-9);
+    }
+  }
+  PreparedStages p = prepare(*graph, args.order, args.maxStages, costs);
   // Optimizer state is resident, and the update needs its scratch: plan with both.
   uint64_t largestParameter = 0;
   for (const ir::Value& v : graph->values())
@@ -136,10 +168,15 @@ int runRun(const RunArgs& args, Io& io) {
                              {"recompute_s", round6(r->recomputeS)},
                              {"backward_s", round6(r->backwardS)},
                              {"recompute_ratio", round6(c.sim.recomputeRatio)},
+                             {"costs", args.costs},
                              {"loss", r->loss},
                              {"resident_bytes", p.model.residentBytes},
                              {"stages", p.model.size()},
                              {"instructions", c.stream.size()}};
+    if (args.costs == "measured") {
+      j["profile_time_s"] = round6(profileS);
+      j["predicted_recompute_s"] = round6(static_cast<double>(c.sim.forwardCost - std::min(c.sim.forwardCost, p.model.onePassCost)) * 1e-9);
+    }
     if (r->reservedPeakBytes) j["reserved_peak_bytes"] = r->reservedPeakBytes;
     if (r->libraryWorkspaceBytes) j["library_workspace_bytes"] = r->libraryWorkspaceBytes;
     if (r->gradCheck)
@@ -162,7 +199,11 @@ int runRun(const RunArgs& args, Io& io) {
     io.out << "step time        " << formatFixed(r->stepTimeS * 1000, 2) << " ms (median of " << r->measuredSteps << "): forward "
            << formatFixed(r->forwardS * 1000, 2) << " ms, recompute " << formatFixed(r->recomputeS * 1000, 2) << " ms, backward "
            << formatFixed(r->backwardS * 1000, 2) << " ms\n";
-    io.out << "recompute ratio  " << formatFixed(c.sim.recomputeRatio, 3) << "\n";
+    io.out << "recompute ratio  " << formatFixed(c.sim.recomputeRatio, 3);
+    if (args.costs == "measured")
+      io.out << " (FLOPs); costs measured in " << formatFixed(profileS, 2) << " s, predicted recompute "
+             << formatFixed(static_cast<double>(c.sim.forwardCost - std::min(c.sim.forwardCost, p.model.onePassCost)) * 1e-6, 2) << " ms";
+    io.out << "\n";
     io.out << "loss             " << formatFixed(r->loss, 6) << "\n";
     if (r->gradCheck)
       io.out << "gradients        " << (r->gradCheck->passed ? "match" : "DIFFER FROM") << " store-all autograd: max abs error "
@@ -191,6 +232,10 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
       ->check(CLI::IsMember({"store-all", "sqrt", "interval-tree", "revolve", "optimal"}));
   app.add_option("--order", args->order, "order heuristic: file|greedy|dfs")->check(CLI::IsMember({"file", "greedy", "dfs"}));
   app.add_option("--max-stages", args->maxStages, "coarsen into at most N stages (default " + std::to_string(kDefaultMaxStages) + ")")->check(CLI::Range(1, 4096));
+  app.add_option("--costs", args->costs,
+                 "estimate|measured: price recomputation by FLOPs + elements, or by each op's forward time measured on "
+                 "this device first (plans then vary with timing noise)")
+      ->check(CLI::IsMember({"estimate", "measured"}));
   app.add_option("--device", args->run.device, "cpu|cuda|cuda:N (cuda needs a LibTorch built with CUDA)")->type_name("DEVICE");
   app.add_flag("--verify", args->run.verify, "also run store-all and compare the loss and every parameter gradient");
   app.add_option("--seed", args->run.seed, "seed of inputs, targets and parameters without data");

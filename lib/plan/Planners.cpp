@@ -365,7 +365,7 @@ private:
 };
 
 /// Which stages may cache their contractions' outputs (selective recomputation): those whose
-/// forward FLOPs saved per byte kept reach a threshold. A few thresholds, from "every stage
+/// forward cost saved per byte kept reach a threshold. A few thresholds, from "every stage
 /// that can" to "only the most profitable fifth", each with its own replay program; the
 /// first-pass program decides where caching pays, and the budget decides among the streams.
 std::vector<std::pair<std::string, std::vector<bool>>> cachePolicies(const StageModel& m) {
@@ -374,8 +374,8 @@ std::vector<std::pair<std::string, std::vector<bool>>> cachePolicies(const Stage
   std::vector<double> ratios;
   for (size_t k = 1; k <= L; ++k) {
     const Stage& s = m.stage(k);
-    if (s.cacheable.empty() || s.cacheableBytes == 0 || s.forwardFlops <= s.replayFlops) continue;
-    ratio[k] = static_cast<double>(s.forwardFlops - s.replayFlops) / static_cast<double>(s.cacheableBytes);
+    if (s.cacheable.empty() || s.cacheableBytes == 0 || s.cost <= s.replayCost) continue;
+    ratio[k] = static_cast<double>(s.cost - s.replayCost) / static_cast<double>(s.cacheableBytes);
     ratios.push_back(ratio[k]);
   }
   std::vector<std::pair<std::string, std::vector<bool>>> out;

@@ -34,9 +34,10 @@ bool cacheableOp(const ir::Graph& g, const ir::Node& node) {
 } // namespace
 
 StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
-                           const std::vector<uint32_t>& cuts) {
+                           const std::vector<uint32_t>& cuts, const plan::NodeCosts& costs) {
   StageModel m;
   m.graph = &g;
+  m.measuredCosts = costs.size() == g.numNodes() && !costs.empty();
   m.order = order;
   const size_t n = order.size();
   const size_t numValues = g.numValues();
@@ -122,12 +123,12 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       s.tapeExtraBytes = saturatingAdd(s.tapeExtraBytes, saved.extraBytes);
       for (ValueId v : saved.values)
         if (g.value(v).kind == ValueKind::Activation) tape.push_back(v);
-      uint64_t nodeCost = flops;
+      uint64_t nodeCost = m.measuredCosts ? costs[order[p]] : flops;
       for (ValueId out : node.outputs) {
         s.produced.push_back(out);
-        s.cost = saturatingAdd(s.cost, elements(g.value(out)));
-        nodeCost = saturatingAdd(nodeCost, elements(g.value(out)));
+        if (!m.measuredCosts) nodeCost = saturatingAdd(nodeCost, elements(g.value(out)));
       }
+      s.cost = saturatingAdd(s.cost, nodeCost);
       if (cacheableOp(g, node) && m.lastUsePos[node.outputs[0]] >= 0) {
         s.cacheable.push_back(node.outputs[0]);
         s.cacheableBytes = saturatingAdd(s.cacheableBytes, m.valueBytes[node.outputs[0]]);
@@ -147,7 +148,6 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
     s.tapeBytes = s.tapeExtraBytes;
     for (ValueId v : tape) s.tapeBytes = saturatingAdd(s.tapeBytes, m.valueBytes[v]);
     s.backwardFlops = saturatingAdd(s.forwardFlops, s.forwardFlops);
-    s.cost = saturatingAdd(s.cost, s.forwardFlops);
 
     // Transients. Forward: tensors made in the stage, live from their producer to their last
     // use inside the stage (to the end when they leave the stage). With autograd, taped ones

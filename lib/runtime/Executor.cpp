@@ -590,37 +590,109 @@ std::vector<std::string> missingKernels(const ir::Graph& graph) {
   return out;
 }
 
-Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& m, const plan::Stream& stream, const RunOptions& options) {
+namespace {
+
+/// What a step or a profile needs before it runs: the device (threads set), and every
+/// parameter, constant and input as a tensor on it (parameters require gradients).
+struct Resident {
+  at::Device device = at::kCPU;
+  std::vector<at::Tensor> base;  ///< by value id; activations undefined
+  std::vector<ValueId> params;
+};
+
+Expected<Resident> prepareResident(const ir::Graph& g, const RunOptions& options) {
   Expected<at::Device> parsed = parseDevice(options.device);
   if (!parsed) return parsed.status();
-  const at::Device device = *parsed;
+  Resident r;
+  r.device = *parsed;
+  Meter installed(r.device); // the counting allocator, before any tensor is made
   std::vector<std::string> missing = missingKernels(g);
   if (!missing.empty()) {
     std::string list;
     for (const std::string& s : missing) list += (list.empty() ? "" : ", ") + s;
     return badInput("the runtime has no kernel yet for: " + list);
   }
-  try {
-    Meter meter(device);
-    if (options.threads > 0) at::set_num_threads(options.threads);
-    for (const auto& [name, array] : options.inputs) {
-      auto id = g.findValue(name);
-      if (!id || g.value(*id).kind != ir::ValueKind::Input)
-        return usageError("--input " + name + ": the model has no graph input of that name");
+  if (options.threads > 0) at::set_num_threads(options.threads);
+  for (const auto& [name, array] : options.inputs) {
+    auto id = g.findValue(name);
+    if (!id || g.value(*id).kind != ir::ValueKind::Input)
+      return usageError("--input " + name + ": the model has no graph input of that name");
+  }
+  at::Generator gen = at::detail::createCPUGenerator(options.seed);
+  r.base.resize(g.numValues());
+  for (ValueId v = 0; v < g.numValues(); ++v) {
+    if (g.value(v).kind == ir::ValueKind::Activation) continue;
+    Expected<at::Tensor> t = materialize(g, v, gen, options.inputs, r.device);
+    if (!t) return t.status();
+    r.base[v] = *t;
+    if (g.value(v).kind == ir::ValueKind::Parameter) {
+      r.base[v].requires_grad_(true);
+      r.params.push_back(v);
     }
-    at::Generator gen = at::detail::createCPUGenerator(options.seed);
-    std::vector<at::Tensor> base(g.numValues());
-    std::vector<ValueId> params;
-    for (ValueId v = 0; v < g.numValues(); ++v) {
-      if (g.value(v).kind == ir::ValueKind::Activation) continue;
-      Expected<at::Tensor> t = materialize(g, v, gen, options.inputs, device);
-      if (!t) return t.status();
-      base[v] = *t;
-      if (g.value(v).kind == ir::ValueKind::Parameter) {
-        base[v].requires_grad_(true);
-        params.push_back(v);
+  }
+  return r;
+}
+
+} // namespace
+
+Expected<plan::NodeCosts> profileForwardCosts(const ir::Graph& g, const std::vector<ir::NodeId>& order, const RunOptions& options,
+                                              int repeats) {
+  repeats = std::max(repeats, 1);
+  try {
+    Expected<Resident> resident = prepareResident(g, options);
+    if (!resident) return resident.status();
+    Meter meter(resident->device);
+    // Values die after their last use in this order, as in a forward without autograd.
+    std::vector<int64_t> lastUse(g.numValues(), -1);
+    for (size_t p = 0; p < order.size(); ++p)
+      for (ValueId in : g.node(order[p]).inputs)
+        if (in != ir::kNone) lastUse[in] = static_cast<int64_t>(p);
+    std::vector<std::vector<double>> samples(g.numNodes());
+    at::Generator generator = makeGenerator(resident->device, options.seed ^ 0x5eedULL);
+    at::NoGradGuard noGrad;
+    std::vector<at::Tensor> inputs;
+    for (int pass = 0; pass <= repeats; ++pass) {
+      std::vector<at::Tensor> vals = resident->base;
+      // Not the first forward: op state (running statistics) stays as it is, as in a replay.
+      KernelContext context{&generator, /*firstForward=*/false, &vals, resident->device};
+      for (size_t p = 0; p < order.size(); ++p) {
+        const ir::Node& node = g.node(order[p]);
+        inputs.clear();
+        for (ValueId in : node.inputs) inputs.push_back(in == ir::kNone ? at::Tensor() : vals[in]);
+        meter.synchronize();
+        auto t0 = Clock::now();
+        std::vector<at::Tensor> outs = kernelFor(node.op)(context, g, node, inputs);
+        meter.synchronize();
+        const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+        if (pass > 0) samples[order[p]].push_back(s);
+        for (size_t o = 0; o < node.outputs.size() && o < outs.size(); ++o) vals[node.outputs[o]] = outs[o];
+        for (ValueId in : node.inputs)
+          if (in != ir::kNone && g.value(in).kind == ir::ValueKind::Activation && lastUse[in] == static_cast<int64_t>(p))
+            vals[in] = at::Tensor();
       }
     }
+    plan::NodeCosts costs(g.numNodes(), 1);
+    for (ir::NodeId n = 0; n < g.numNodes(); ++n) {
+      std::vector<double>& t = samples[n];
+      if (t.empty()) continue;
+      std::nth_element(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(t.size() / 2), t.end());
+      costs[n] = std::max<uint64_t>(1, static_cast<uint64_t>(std::llround(t[t.size() / 2] * 1e9)));
+    }
+    return costs;
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    return internalError("LibTorch failed while profiling: " + what.substr(0, what.find('\n')));
+  }
+}
+
+Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& m, const plan::Stream& stream, const RunOptions& options) {
+  try {
+    Expected<Resident> prepared = prepareResident(g, options);
+    if (!prepared) return prepared.status();
+    const at::Device device = prepared->device;
+    Meter meter(device);
+    std::vector<at::Tensor>& base = prepared->base;
+    const std::vector<ValueId>& params = prepared->params;
     // Optimizer state is resident for the whole step, as the simulator counts it.
     std::vector<std::pair<at::Tensor, at::Tensor>> moments;
     if (options.optimizer == "adam")

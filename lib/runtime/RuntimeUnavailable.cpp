@@ -8,6 +8,11 @@ bool available() { return false; }
 
 std::vector<std::string> missingKernels(const ir::Graph&) { return {}; }
 
+Expected<plan::NodeCosts> profileForwardCosts(const ir::Graph&, const std::vector<ir::NodeId>&, const RunOptions&, int) {
+  return Status(ErrorCode::Internal,
+                "this build of tbp has no LibTorch runtime to measure costs; install libtorch-dev and rebuild with -DTBP_WITH_TORCH=ON");
+}
+
 Expected<RunReport> runTrainingStep(const ir::Graph&, const plan::StageModel&, const plan::Stream&, const RunOptions&) {
   return Status(ErrorCode::Internal,
                 "this build of tbp has no LibTorch runtime; install libtorch-dev and rebuild with -DTBP_WITH_TORCH=ON");

@@ -15,7 +15,8 @@ struct Stage {
   uint32_t first = 0, last = 0;   ///< order positions (inclusive)
   uint64_t forwardFlops = 0;      ///< FLOPs of one forward of the stage
   uint64_t backwardFlops = 0;     ///< FLOPs of its backward (estimated as 2x forward)
-  uint64_t cost = 0;              ///< planner objective of one forward: FLOPs + elements produced
+  uint64_t cost = 0;              ///< planner objective of one forward: FLOPs + elements produced,
+                                  ///< or the measured nanoseconds (NodeCosts)
   std::vector<ir::ValueId> inputFrontier; ///< F_k: activations/inputs made before, used at or after
   uint64_t inputFrontierBytes = 0;        ///< x_k: bytes of F_k that are not resident
   std::vector<ir::ValueId> tape;          ///< activations autograd saves in this stage
@@ -63,6 +64,7 @@ struct StageModel {
   uint64_t finalTransientBytes = 0;       ///< scratch of the optimizer update after the last B
   uint64_t onePassFlops = 0;              ///< forward FLOPs of one pass
   uint64_t onePassCost = 0;               ///< planner cost of one pass
+  bool measuredCosts = false;             ///< costs are measured nanoseconds (NodeCosts)
 
   /// Number of stages L.
   size_t size() const { return stages.size(); }
@@ -74,13 +76,20 @@ struct StageModel {
   }
 };
 
-/// Builds the model for `order` cut before each position in `cuts` (sorted, each in
-/// 1..n-1; an empty list gives one stage). Preconditions: `graph` verified, `order` topological.
-StageModel buildStageModel(const ir::Graph& graph, const std::vector<ir::NodeId>& order,
-                           const std::vector<uint32_t>& cuts);
+/// Measured cost of each node's forward, by node id, in nanoseconds (the runtime's profiling
+/// step, `runtime::profileForwardCosts`). Empty: the static estimate, FLOPs + elements
+/// produced, which prices memory-bound ops (BatchNorm, ReLU, Add) far below what they cost on
+/// a CPU next to a convolution.
+using NodeCosts = std::vector<uint64_t>;
 
-/// Cut positions for at most `maxStages` stages of roughly equal cost, each cut placed at the
-/// position with the smallest live frontier within its window (cheap cuts first).
+/// Builds the model for `order` cut before each position in `cuts` (sorted, each in
+/// 1..n-1; an empty list gives one stage). Stage costs come from `costs` when it has one
+/// entry per node. Preconditions: `graph` verified, `order` topological.
+StageModel buildStageModel(const ir::Graph& graph, const std::vector<ir::NodeId>& order,
+                           const std::vector<uint32_t>& cuts, const NodeCosts& costs = {});
+
+/// Cut positions for at most `maxStages` stages of roughly equal estimated cost, each cut
+/// placed at the position with the smallest live frontier within its window (cheap cuts first).
 std::vector<uint32_t> chooseCuts(const ir::Graph& graph, const std::vector<ir::NodeId>& order,
                                  size_t maxStages);
 

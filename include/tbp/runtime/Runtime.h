@@ -76,6 +76,14 @@ bool available();
 /// The op types of `graph` the runtime has no kernel for, sorted, with counts ("Conv x20").
 std::vector<std::string> missingKernels(const ir::Graph& graph);
 
+/// The runtime's profiling step (DESIGN.md §1: costs returned as data). Runs the forward of
+/// `graph` in `order` without autograd, as replays run, once to warm up and then `repeats`
+/// times, and returns each node's median time in nanoseconds, by node id (at least 1 each):
+/// `plan::NodeCosts` for the planner. Device, threads, seed and inputs come from `options`.
+/// Op state (BatchNorm running statistics) is left alone.
+Expected<plan::NodeCosts> profileForwardCosts(const ir::Graph& graph, const std::vector<ir::NodeId>& order,
+                                              const RunOptions& options, int repeats = 3);
+
 /// Runs `stream` (valid for `model`) as a training step: forward, loss, backward; parameters
 /// without data are initialized from the seed. Errors: BadInput for ops without kernels,
 /// Internal for LibTorch failures, Usage for an unavailable device.

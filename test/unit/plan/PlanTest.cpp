@@ -10,6 +10,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <queue>
 
@@ -77,6 +78,26 @@ std::optional<uint64_t> bruteForce(const StageModel& m, uint64_t budget) {
     }
   }
   return std::nullopt;
+}
+
+/// For every budget from the resident bytes to store-all's peak, in 4-byte steps: the dynamic
+/// program alone finds a plan exactly when exhaustive search finds a stream, at the same cost.
+/// `also` sees each budget and its plan.
+void checkDpAgainstExhaustiveSearch(const StageModel& m, const std::function<void(uint64_t, const Plan&)>& also = {}) {
+  PlanOptions dpOnly;
+  dpOnly.portfolio = false;
+  dpOnly.slotBytes = 4;
+  std::vector<Candidate> dp = candidates(m, PlannerKind::Optimal, dpOnly);
+  uint64_t storeAll = simulate(m, storeAllStream(m.size()))->peakBytes;
+  for (uint64_t budget = m.residentBytes; budget <= storeAll; budget += 4) {
+    std::optional<uint64_t> exhaustive = bruteForce(m, budget);
+    Expected<Plan> plan = chooseCandidate(dp, PlannerKind::Optimal, budget);
+    CAPTURE(budget);
+    REQUIRE(exhaustive.has_value() == plan.hasValue());
+    if (!plan) continue;
+    CHECK(plan->chosen.sim.forwardCost == *exhaustive);
+    if (also) also(budget, *plan);
+  }
 }
 
 } // namespace
@@ -246,20 +267,8 @@ TEST_CASE("on small chains the dynamic program equals exhaustive search") {
     }
     t += "  %loss : f32[] = SumLoss(%a" + std::to_string(n - 1) + ")\n  output %loss\n}\n";
     ir::Graph g = tbp::testing::parseOk(t);
-    StageModel m = fineModel(g);
-    PlanOptions dpOnly;
-    dpOnly.portfolio = false;
-    dpOnly.slotBytes = 4;
-    std::vector<Candidate> dp = candidates(m, PlannerKind::Optimal, dpOnly);
-    uint64_t storeAll = simulate(m, storeAllStream(m.size()))->peakBytes;
-    for (uint64_t budget = m.residentBytes; budget <= storeAll; budget += 4) {
-      std::optional<uint64_t> exhaustive = bruteForce(m, budget);
-      Expected<Plan> plan = chooseCandidate(dp, PlannerKind::Optimal, budget);
-      CAPTURE(trial);
-      CAPTURE(budget);
-      CHECK(exhaustive.has_value() == plan.hasValue());
-      if (exhaustive && plan) CHECK(plan->chosen.sim.forwardCost == *exhaustive);
-    }
+    CAPTURE(trial);
+    checkDpAgainstExhaustiveSearch(fineModel(g));
   }
 }
 
@@ -362,4 +371,69 @@ TEST_CASE("selective recomputation lowers the optimal planner's cost, never rais
     }
   }
   CHECK(cheaper >= 3);
+}
+
+TEST_CASE("measured node costs price the stages, and the dynamic program stays exact under them") {
+  ir::Graph g = reluChain(4, 8);
+  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
+  StageModel estimate = buildStageModel(g, order, everyPosition(order.size()));
+  CHECK_FALSE(estimate.measuredCosts);
+  // A cost table of the wrong length is not a measurement: the estimate stays.
+  StageModel wrong = buildStageModel(g, order, everyPosition(order.size()), NodeCosts(g.numNodes() - 1, 7));
+  CHECK_FALSE(wrong.measuredCosts);
+  CHECK(wrong.onePassCost == estimate.onePassCost);
+
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 20; ++trial) {
+    NodeCosts costs(g.numNodes());
+    for (uint64_t& c : costs) c = 1 + rng() % 1000;
+    StageModel m = buildStageModel(g, order, everyPosition(order.size()), costs);
+    REQUIRE(m.measuredCosts);
+    uint64_t total = 0;
+    for (size_t k = 1; k <= m.size(); ++k) {
+      uint64_t sum = 0;
+      for (uint32_t p = m.stage(k).first; p <= m.stage(k).last; ++p) sum += costs[order[p]];
+      CHECK(m.stage(k).cost == sum);
+      CHECK(m.stage(k).replayCost == sum); // nothing cacheable in a Mul/ReLU chain
+      total += sum;
+    }
+    CHECK(m.onePassCost == total);
+    // FLOPs are still FLOPs: the recompute ratio does not change with the prices.
+    CHECK(m.onePassFlops == estimate.onePassFlops);
+    CAPTURE(trial);
+    checkDpAgainstExhaustiveSearch(m, [&](uint64_t budget, const Plan& plan) {
+      // The plan the estimate picks, priced in the measured costs, is never cheaper.
+      Expected<Plan> byEstimate = planForBudget(estimate, PlannerKind::Optimal, budget);
+      REQUIRE(byEstimate.hasValue());
+      CHECK(simulate(m, byEstimate->chosen.stream)->forwardCost >= plan.chosen.sim.forwardCost);
+    });
+  }
+}
+
+TEST_CASE("with measured costs the planner keeps what is slow and replays what is fast") {
+  // Eight stages; the estimate prices them alike, the measurement says stage 3 is slow.
+  ir::Graph g = uniformBlockChain(8);
+  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
+  std::vector<uint32_t> cuts = everyPosition(order.size() - 1, 4);
+  NodeCosts costs(g.numNodes(), 10);
+  for (uint32_t p = 8; p < 12; ++p) costs[order[p]] = 100000;
+  StageModel m = buildStageModel(g, order, cuts, costs);
+  REQUIRE(m.size() == 8);
+  REQUIRE(m.stage(3).cost == 400000);
+  uint64_t storeAll = simulate(m, storeAllStream(m.size()))->peakBytes;
+  size_t recomputing = 0;
+  for (uint64_t pct = 40; pct < 100; pct += 10) {
+    const uint64_t budget = m.residentBytes + (storeAll - m.residentBytes) * pct / 100;
+    Expected<Plan> p = planForBudget(m, PlannerKind::Optimal, budget);
+    if (!p) continue;
+    size_t forwardsOf3 = 0, forwards = 0;
+    for (const Instruction& i : p->chosen.stream) {
+      forwards += i.isForward();
+      forwardsOf3 += i.isForward() && i.stage == 3;
+    }
+    CAPTURE(pct);
+    CHECK(forwardsOf3 == 1);
+    recomputing += forwards > m.size();
+  }
+  CHECK(recomputing >= 2);
 }

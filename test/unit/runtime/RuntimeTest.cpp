@@ -186,3 +186,31 @@ TEST_CASE("replays from kept outputs give autograd's gradients and the simulator
   }
   CHECK(excess[1] <= excess[0]);
 }
+
+TEST_CASE("the profiling step prices every op, and plans priced by it keep the gradients and the budget") {
+  REQUIRE(runtime::available());
+  ir::Graph g = mlp(32);
+  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
+  Expected<plan::NodeCosts> costs = runtime::profileForwardCosts(g, order, runtime::RunOptions{}, 2);
+  REQUIRE_MESSAGE(costs.hasValue(), costs.status().message());
+  REQUIRE(costs->size() == g.numNodes());
+  for (uint64_t c : *costs) CHECK(c >= 1);
+  plan::StageModel m = plan::buildStageModel(g, order, plan::chooseCuts(g, order, 64), *costs);
+  REQUIRE(m.measuredCosts);
+  uint64_t storeAll = plan::simulate(m, plan::storeAllStream(m.size()))->peakBytes;
+  for (int pct : {80, 60}) {
+    const uint64_t budget = m.residentBytes + (storeAll - m.residentBytes) * static_cast<uint64_t>(pct) / 100;
+    Expected<plan::Plan> p = plan::planForBudget(m, plan::PlannerKind::Optimal, budget);
+    if (!p) continue;
+    auto [plan, report] = planAndRun(g, m, budget);
+    CAPTURE(pct);
+    CHECK(report.gradCheck->maxAbsError == 0.0);
+    CHECK(report.measuredPeakBytes == plan.chosen.sim.peakBytes);
+  }
+
+  runtime::RunOptions bad;
+  bad.device = "tpu";
+  Expected<plan::NodeCosts> refused = runtime::profileForwardCosts(g, order, bad);
+  REQUIRE_FALSE(refused.hasValue());
+  CHECK(refused.status().code() == ErrorCode::Usage);
+}
