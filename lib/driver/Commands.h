@@ -5,6 +5,7 @@
 #include "tbp/analysis/Order.h"
 #include "tbp/ir/Graph.h"
 #include "tbp/plan/StageModel.h"
+#include "tbp/runtime/Runtime.h"
 #include "tbp/ir/Loss.h"
 #include "tbp/support/Status.h"
 
@@ -61,6 +62,10 @@ void addModelOptions(CLI::App& app, ModelOptions& options);
 /// not).
 Expected<ir::Graph> loadModel(const ModelOptions& options, bool withData, bool withLoss = true);
 
+/// A model the runtime can run: this build has LibTorch (else Internal), the model loads with
+/// its data and the loss, and every op has a kernel (else BadInput listing the missing ones).
+Expected<ir::Graph> loadRunnableModel(const ModelOptions& options);
+
 /// A graph cut into stages under the best (or the requested) order, with the figures that
 /// plan and run report.
 struct PreparedStages {
@@ -82,6 +87,21 @@ inline constexpr size_t kDefaultMaxStages = 64;
 PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, size_t maxStages,
                        const plan::NodeCosts& costs = {});
 
+/// What recomputation costs the planner (`--costs`).
+struct ResolvedCosts {
+  plan::NodeCosts costs;     ///< empty: the estimate
+  std::string label;         ///< estimate | measured | the file
+  double profileSeconds = 0; ///< how long the profiling step took (measured)
+};
+
+/// `--costs estimate|measured|FILE`: no costs (the estimate); the runtime's profiling step on
+/// `run`'s device, threads, seed and inputs (`graph` needs its data); or a costs file
+/// (`tbp profile -o`) measured for this graph.
+Expected<ResolvedCosts> resolveCosts(const std::string& spec, const ir::Graph& graph, const runtime::RunOptions& run);
+
+/// Measured forward time by op type, the slowest `rows` first, with their FLOP estimate.
+std::string costsByOp(const ir::Graph& graph, const plan::NodeCosts& costs, size_t rows);
+
 /// Prints `status` as `tbp: error: message` and returns its exit code.
 int reportError(Io& io, const Status& status);
 
@@ -96,6 +116,7 @@ std::function<int(Io&)> setupPlan(CLI::App& app);
 std::function<int(Io&)> setupValidate(CLI::App& app);
 std::function<int(Io&)> setupCompare(CLI::App& app);
 std::function<int(Io&)> setupRun(CLI::App& app);
+std::function<int(Io&)> setupProfile(CLI::App& app);
 std::function<int(Io&)> setupExportWorkload(CLI::App& app);
 std::function<int(Io&)> setupBench(CLI::App& app);
 

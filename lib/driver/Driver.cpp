@@ -3,9 +3,12 @@
 #include "Commands.h"
 
 #include "tbp/frontend/onnx/OnnxImporter.h"
+#include "tbp/ir/OpRules.h"
 #include "tbp/ir/TextFormat.h"
 #include "tbp/ir/Verify.h"
 #include "tbp/plan/Planners.h"
+#include "tbp/schedule/CostsFile.h"
+#include "tbp/support/Bytes.h"
 #include "tbp/support/FileIO.h"
 #include "tbp/support/Logging.h"
 #include "tbp/workloads/Workloads.h"
@@ -13,6 +16,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
+#include <map>
+#include <sstream>
 #include <filesystem>
 #include <iostream>
 
@@ -26,6 +32,7 @@ const std::vector<Command>& commands() {
       {"plan", "compile a rematerialization schedule that fits a memory budget", setupPlan},
       {"validate", "check a schedule file against its model", setupValidate},
       {"run", "run a real training step under a schedule with LibTorch; measure and verify it", setupRun},
+      {"profile", "time every op's forward with LibTorch and write the costs file the planner can price by", setupProfile},
       {"compare", "report what changed between two schedule files; exit 1 past a threshold", setupCompare},
       {"bench", "benchmark the planners on the built-in workloads against store-all (and PyTorch)", setupBench},
       {"export-workload", "write a built-in workload as an ONNX model", setupExportWorkload},
@@ -133,6 +140,20 @@ Expected<ir::Graph> loadModel(const ModelOptions& options, bool withData, bool w
   return std::move(*graph);
 }
 
+Expected<ir::Graph> loadRunnableModel(const ModelOptions& options) {
+  if (!runtime::available())
+    return Status(ErrorCode::Internal, "this build of tbp has no LibTorch runtime; install libtorch-dev and rebuild with -DTBP_WITH_TORCH=ON");
+  Expected<ir::Graph> graph = loadModel(options, /*withData=*/true);
+  if (!graph) return graph.status();
+  std::vector<std::string> missing = runtime::missingKernels(*graph);
+  if (!missing.empty()) {
+    std::string list;
+    for (const std::string& s : missing) list += (list.empty() ? "" : ", ") + s;
+    return badInput(options.name() + ": the runtime has no kernel yet for " + list);
+  }
+  return graph;
+}
+
 PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, size_t maxStages, const plan::NodeCosts& costs) {
   std::optional<analysis::OrderHeuristic> forced = analysis::parseOrder(orderName);
   std::optional<PreparedStages> best;
@@ -153,6 +174,52 @@ PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, siz
     best = PreparedStages{h, std::move(memory), std::move(model), storeAll};
   }
   return std::move(*best);
+}
+
+Expected<ResolvedCosts> resolveCosts(const std::string& spec, const ir::Graph& graph, const runtime::RunOptions& run) {
+  ResolvedCosts r;
+  r.label = spec;
+  if (spec == "estimate") return r;
+  if (spec == "measured") {
+    auto t0 = std::chrono::steady_clock::now();
+    Expected<plan::NodeCosts> measured = runtime::profileForwardCosts(graph, analysis::computeOrder(graph, analysis::kAllOrders[0]), run);
+    if (!measured) return measured.status();
+    r.costs = std::move(*measured);
+    r.profileSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return r;
+  }
+  std::error_code ec;
+  if (!fs::is_regular_file(spec, ec))
+    return usageError("--costs '" + spec + "': expected estimate, measured, or a costs file written by 'tbp profile -o' (no such file)");
+  Expected<std::string> text = readFile(spec);
+  if (!text) return text.status();
+  Expected<schedule::CostsFile> file = schedule::readCosts(*text, graph, spec);
+  if (!file) return file.status();
+  r.costs = std::move(file->nodeNs);
+  return r;
+}
+
+std::string costsByOp(const ir::Graph& graph, const plan::NodeCosts& costs, size_t rows) {
+  std::map<std::string, std::pair<uint64_t, uint64_t>> byOp; // op -> (ns, FLOPs)
+  uint64_t total = 0;
+  for (ir::NodeId n = 0; n < graph.numNodes() && n < costs.size(); ++n) {
+    auto& [ns, flops] = byOp[ir::opName(graph.node(n).op)];
+    ns += costs[n];
+    flops += ir::estimateFlops(graph, graph.node(n));
+    total += costs[n];
+  }
+  std::vector<std::pair<std::string, std::pair<uint64_t, uint64_t>>> sorted(byOp.begin(), byOp.end());
+  std::stable_sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
+  std::ostringstream o;
+  o << "forward " << formatFixed(static_cast<double>(total) * 1e-6, 2) << " ms without autograd, by op:\n";
+  for (size_t i = 0; i < sorted.size() && i < rows; ++i) {
+    const auto& [op, figures] = sorted[i];
+    std::string name = op + std::string(op.size() < 22 ? 22 - op.size() : 1, ' ');
+    o << "  " << name << formatFixed(static_cast<double>(figures.first) * 1e-6, 2) << " ms  "
+      << formatFixed(100.0 * static_cast<double>(figures.first) / static_cast<double>(std::max<uint64_t>(total, 1)), 1) << "%  "
+      << formatFixed(static_cast<double>(figures.second) * 1e-9, 3) << " GFLOP\n";
+  }
+  return o.str();
 }
 
 int reportError(Io& io, const Status& status) {

@@ -35,6 +35,7 @@ struct PlanArgs {
   std::string order;
   size_t maxStages = kDefaultMaxStages;
   size_t memorySlots = 256;
+  std::string costs = "estimate";
 };
 
 schedule::ScheduleFile toFile(const ir::Graph& graph, const PreparedStages& p, const plan::Plan& chosen, std::optional<uint64_t> budget) {
@@ -43,6 +44,7 @@ schedule::ScheduleFile toFile(const ir::Graph& graph, const PreparedStages& p, c
   f.graphName = graph.name();
   f.planner = plan::plannerName(chosen.planner);
   f.plannerParams = chosen.chosen.params;
+  if (p.model.measuredCosts) f.plannerParams.emplace_back("costs", "measured");
   f.budgetBytes = budget;
   f.orderHeuristic = analysis::orderName(p.order);
   f.order.assign(p.model.order.begin(), p.model.order.end());
@@ -69,8 +71,11 @@ std::string budgetText(std::optional<uint64_t> budget, const Budget* parsed, uin
 
 int runPlan(const PlanArgs& args, Io& io) {
   auto start = Clock::now();
-  Expected<ir::Graph> graph = loadModel(args.model, /*withData=*/false);
+  // Measuring costs runs the model, which needs its data.
+  Expected<ir::Graph> graph = loadModel(args.model, /*withData=*/args.costs == "measured");
   if (!graph) return reportError(io, graph.status());
+  Expected<ResolvedCosts> costs = resolveCosts(args.costs, *graph, runtime::RunOptions{});
+  if (!costs) return reportError(io, costs.status().withContext(args.model.name()));
   std::optional<plan::PlannerKind> single = plan::parsePlanner(args.planner);
   std::optional<Budget> parsedBudget;
   if (!args.budget.empty()) {
@@ -78,7 +83,7 @@ int runPlan(const PlanArgs& args, Io& io) {
     if (!b) return reportError(io, b.status());
     parsedBudget = *b;
   }
-  PreparedStages p = prepare(*graph, args.order, args.maxStages);
+  PreparedStages p = prepare(*graph, args.order, args.maxStages, costs->costs);
   spdlog::info("stage model: {} ops in {} stages ({} order) in {:.3f} s", p.model.order.size(), p.model.size(),
                analysis::orderName(p.order), secondsSince(start));
   std::optional<uint64_t> budget;
@@ -150,6 +155,7 @@ int runPlan(const PlanArgs& args, Io& io) {
                      {"budget_bytes", budget ? ordered_json(*budget) : ordered_json(nullptr)},
                      {"predicted_peak_bytes", c.sim.peakBytes},
                      {"recompute_ratio", std::round(c.sim.recomputeRatio * 1e6) / 1e6},
+                     {"costs", p.model.measuredCosts ? "measured" : "estimate"},
                      {"lower_bound_bytes", p.memory.lowerBoundBytes},
                      {"gap", std::round(gapOf(c.sim.peakBytes, p.memory.lowerBoundBytes) * 1e6) / 1e6},
                      {"min_feasible_bytes", main.plan->minFeasibleBytes},
@@ -170,6 +176,9 @@ int runPlan(const PlanArgs& args, Io& io) {
       io.out << "predicted peak   " << formatBytes(c.sim.peakBytes) << " (" << c.sim.peakBytes << " bytes) at instruction "
              << c.sim.peakInstruction + 1 << " of " << c.stream.size() << " (" << plan::formatInstruction(c.stream[c.sim.peakInstruction]) << ")\n";
       io.out << "recompute ratio  " << formatFixed(c.sim.recomputeRatio, 3) << " (forward FLOPs executed / one forward pass)\n";
+      if (p.model.measuredCosts)
+        io.out << "recompute time   " << formatFixed(static_cast<double>(c.sim.forwardCost - std::min(c.sim.forwardCost, p.model.onePassCost)) * 1e-6, 2)
+               << " ms predicted from measured costs (" << (args.costs == "measured" ? "profiled here" : args.costs) << ")\n";
       io.out << "lower bound      " << formatBytes(p.memory.lowerBoundBytes) << "; gap " << formatFixed(100 * gapOf(c.sim.peakBytes, p.memory.lowerBoundBytes), 1)
              << "%; smallest feasible at this granularity " << formatBytes(main.plan->minFeasibleBytes) << "\n";
       io.out << "store-all peak   " << formatBytes(p.storeAllPeak) << "; saved " << formatFixed(100.0 * (1.0 - static_cast<double>(c.sim.peakBytes) / static_cast<double>(std::max<uint64_t>(p.storeAllPeak, 1))), 1) << "%\n";
@@ -209,6 +218,10 @@ std::function<int(Io&)> setupPlan(CLI::App& app) {
   app.add_option("--order", args->order, "order heuristic: file|greedy|dfs (default: best store-all peak)")
       ->check(CLI::IsMember({"file", "greedy", "dfs"}));
   app.add_option("--max-stages", args->maxStages, "coarsen the order into at most N stages (default " + std::to_string(kDefaultMaxStages) + ")")->check(CLI::Range(1, 4096));
+  app.add_option("--costs", args->costs,
+                 "estimate|measured|FILE: price recomputation by FLOPs + elements, by op times measured here first (CPU, "
+                 "default threads), or by a costs file from 'tbp profile'")
+      ->type_name("COSTS");
   app.add_option("--memory-slots", args->memorySlots, "memory granularity of the optimal planner (default 256)")->check(CLI::Range(8, 4096));
   return [args](Io& io) { return runPlan(*args, io); };
 }

@@ -3,7 +3,6 @@
 #include "Commands.h"
 
 #include "tbp/frontend/onnx/OnnxImporter.h"
-#include "tbp/ir/OpRules.h"
 #include "tbp/plan/Planners.h"
 #include "tbp/runtime/Runtime.h"
 #include "tbp/support/Bytes.h"
@@ -71,50 +70,20 @@ Status saveGradients(const std::string& dir, const runtime::RunReport& r) {
 double round6(double v) { return std::round(v * 1e6) / 1e6; }
 
 int runRun(const RunArgs& args, Io& io) {
-  if (!runtime::available())
-    return reportError(io, Status(ErrorCode::Internal, "this build of tbp has no LibTorch runtime; install libtorch-dev and rebuild with -DTBP_WITH_TORCH=ON"));
-  Expected<ir::Graph> graph = loadModel(args.model, /*withData=*/true);
+  Expected<ir::Graph> graph = loadRunnableModel(args.model);
   if (!graph) return reportError(io, graph.status());
-  std::vector<std::string> missing = runtime::missingKernels(*graph);
-  if (!missing.empty()) {
-    std::string list;
-    for (const std::string& s : missing) list += (list.empty() ? "" : ", ") + s;
-    return reportError(io, badInput(args.model.name() + ": the runtime has no kernel yet for " + list));
-  }
   runtime::RunOptions options = args.run;
   if (Status s = readInputs(args.inputs, options.inputs); !s) return reportError(io, s);
   options.keepGradients = !args.saveGrads.empty();
   std::optional<uint64_t> budget;
   // `--costs measured`: the runtime's profiling step times every op's forward on this device
-  // and these threads, and the planner prices recomputation with those times.
-  plan::NodeCosts costs;
-  double profileS = 0;
-  if (args.costs == "measured") {
-    auto t0 = std::chrono::steady_clock::now();
-    Expected<plan::NodeCosts> measured =
-        runtime::profileForwardCosts(*graph, analysis::computeOrder(*graph, analysis::kAllOrders[0]), options);
-    if (!measured) return reportError(io, measured.status().withContext(args.model.name()));
-    costs = std::move(*measured);
-    profileS = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (spdlog::should_log(spdlog::level::info)) {
-      std::map<std::string, std::pair<uint64_t, uint64_t>> byOp; // op -> (ns, FLOPs)
-      uint64_t total = 0;
-      for (ir::NodeId n = 0; n < graph->numNodes(); ++n) {
-        auto& [ns, flops] = byOp[ir::opName(graph->node(n).op)];
-        ns += costs[n];
-        flops += ir::estimateFlops(*graph, graph->node(n));
-        total += costs[n];
-      }
-      std::vector<std::pair<std::string, std::pair<uint64_t, uint64_t>>> rows(byOp.begin(), byOp.end());
-      std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
-      spdlog::info("measured forward {:.1f} ms without autograd; by op:", static_cast<double>(total) * 1e-6);
-      for (size_t i = 0; i < rows.size() && i < 8; ++i)
-        spdlog::info("  {:<20} {:>9.1f} ms {:>5.1f}%  {:>8.2f} GFLOP", rows[i].first, static_cast<double>(rows[i].second.first) * 1e-6,
-                     100.0 * static_cast<double>(rows[i].second.first) / static_cast<double>(std::max<uint64_t>(total, 1)),
-                     static_cast<double>(rows[i].second.second) * 1e-9);
-    }
-  }
-  PreparedStages p = prepare(*graph, args.order, args.maxStages, costs);
+  // and these threads, and the planner prices recomputation with those times (or a file's).
+  Expected<ResolvedCosts> costs = resolveCosts(args.costs, *graph, options);
+  if (!costs) return reportError(io, costs.status().withContext(args.model.name()));
+  if (!costs->costs.empty()) spdlog::info("{}", costsByOp(*graph, costs->costs, 8));
+  const bool measured = !costs->costs.empty();
+  const double profileS = costs->profileSeconds;
+  PreparedStages p = prepare(*graph, args.order, args.maxStages, costs->costs);
   // Optimizer state is resident, and the update needs its scratch: plan with both.
   uint64_t largestParameter = 0;
   for (const ir::Value& v : graph->values())
@@ -168,13 +137,14 @@ int runRun(const RunArgs& args, Io& io) {
                              {"recompute_s", round6(r->recomputeS)},
                              {"backward_s", round6(r->backwardS)},
                              {"recompute_ratio", round6(c.sim.recomputeRatio)},
-                             {"costs", args.costs},
+                             {"costs", measured ? "measured" : "estimate"},
                              {"loss", r->loss},
                              {"resident_bytes", p.model.residentBytes},
                              {"stages", p.model.size()},
                              {"instructions", c.stream.size()}};
-    if (args.costs == "measured") {
-      j["profile_time_s"] = round6(profileS);
+    if (measured) {
+      if (args.costs == "measured") j["profile_time_s"] = round6(profileS);
+      else j["costs_file"] = args.costs;
       j["predicted_recompute_s"] = round6(static_cast<double>(c.sim.forwardCost - std::min(c.sim.forwardCost, p.model.onePassCost)) * 1e-9);
     }
     if (r->reservedPeakBytes) j["reserved_peak_bytes"] = r->reservedPeakBytes;
@@ -200,8 +170,9 @@ int runRun(const RunArgs& args, Io& io) {
            << formatFixed(r->forwardS * 1000, 2) << " ms, recompute " << formatFixed(r->recomputeS * 1000, 2) << " ms, backward "
            << formatFixed(r->backwardS * 1000, 2) << " ms\n";
     io.out << "recompute ratio  " << formatFixed(c.sim.recomputeRatio, 3);
-    if (args.costs == "measured")
-      io.out << " (FLOPs); costs measured in " << formatFixed(profileS, 2) << " s, predicted recompute "
+    if (measured)
+      io.out << " (FLOPs); costs " << (args.costs == "measured" ? "measured in " + formatFixed(profileS, 2) + " s" : "from " + args.costs)
+             << ", predicted recompute "
              << formatFixed(static_cast<double>(c.sim.forwardCost - std::min(c.sim.forwardCost, p.model.onePassCost)) * 1e-6, 2) << " ms";
     io.out << "\n";
     io.out << "loss             " << formatFixed(r->loss, 6) << "\n";
@@ -233,9 +204,9 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
   app.add_option("--order", args->order, "order heuristic: file|greedy|dfs")->check(CLI::IsMember({"file", "greedy", "dfs"}));
   app.add_option("--max-stages", args->maxStages, "coarsen into at most N stages (default " + std::to_string(kDefaultMaxStages) + ")")->check(CLI::Range(1, 4096));
   app.add_option("--costs", args->costs,
-                 "estimate|measured: price recomputation by FLOPs + elements, or by each op's forward time measured on "
-                 "this device first (plans then vary with timing noise)")
-      ->check(CLI::IsMember({"estimate", "measured"}));
+                 "estimate|measured|FILE: price recomputation by FLOPs + elements, by each op's forward time measured on "
+                 "this device first (plans then vary with timing noise), or by a costs file from 'tbp profile'")
+      ->type_name("COSTS");
   app.add_option("--device", args->run.device, "cpu|cuda|cuda:N (cuda needs a LibTorch built with CUDA)")->type_name("DEVICE");
   app.add_flag("--verify", args->run.verify, "also run store-all and compare the loss and every parameter gradient");
   app.add_option("--seed", args->run.seed, "seed of inputs, targets and parameters without data");

@@ -627,7 +627,7 @@ std::vector<Candidate> candidates(const StageModel& m, PlannerKind kind, const P
         FirstPassDp dp(none, cachedReplays);
         for (size_t mem = 0; mem <= M; ++mem)
           addUnique(out, seen, m, dp.stream(mem),
-                    {{"slot_bytes", std::to_string(q)}, {"slots", std::to_string(mem)}, {"cache_min_flops_per_byte", threshold}});
+                    {{"slot_bytes", std::to_string(q)}, {"slots", std::to_string(mem)}, {"cache_min_cost_per_byte", threshold}});
       }
     }
     if (!options.portfolio) break;

@@ -1,6 +1,7 @@
 #include "../TestGraphs.h"
 
 #include "tbp/analysis/Order.h"
+#include "tbp/schedule/CostsFile.h"
 #include "tbp/schedule/ScheduleFile.h"
 
 #include <doctest/doctest.h>
@@ -98,4 +99,52 @@ TEST_CASE("the timeline is an SVG with the budget line") {
   CHECK(svg.rfind("<svg", 0) == 0);
   CHECK(svg.find("budget ") != std::string::npos);
   CHECK(svg.find("</svg>") != std::string::npos);
+}
+
+TEST_CASE("costs files round-trip and refuse other graphs and malformed entries") {
+  ir::Graph graph = tbp::testing::randomDag(11, 40);
+  CostsFile f;
+  f.graphFingerprint = fingerprint(graph);
+  f.graphName = graph.name();
+  f.device = "cpu";
+  f.threads = 1;
+  f.repeats = 3;
+  for (ir::NodeId n = 0; n < graph.numNodes(); ++n) f.nodeNs.push_back(1000 + 37 * n);
+  const std::string text = writeCosts(f, graph);
+  Expected<CostsFile> back = readCosts(text, graph, "c.json");
+  REQUIRE_MESSAGE(back.hasValue(), back.status().message());
+  CHECK(back->nodeNs == f.nodeNs);
+  CHECK(back->device == "cpu");
+  CHECK(back->threads == 1);
+  CHECK(writeCosts(*back, graph) == text);
+
+  auto refused = [&](const std::string& edited, const std::string& expect) {
+    Expected<CostsFile> r = readCosts(edited, graph, "c.json");
+    CAPTURE(expect);
+    REQUIRE_FALSE(r.hasValue());
+    CHECK(r.status().code() == ErrorCode::BadInput);
+    CHECK(r.status().message().find("c.json: ") == 0);
+    CHECK(r.status().message().find(expect) != std::string::npos);
+  };
+  auto replaced = [&text](const std::string& from, const std::string& to) {
+    std::string t = text;
+    size_t at = t.find(from);
+    REQUIRE(at != std::string::npos);
+    return t.replace(at, from.size(), to);
+  };
+  refused("{", "not JSON");
+  refused(replaced("\"tbp-costs\"", "\"tbp-schedule\""), "not a tbp costs file");
+  refused(replaced("\"version\": 1", "\"version\": 9"), "version 9 is not supported");
+  refused(replaced(f.graphFingerprint, "0000000000000000"), "measured for another graph");
+  refused(replaced("\"ns\": 1000", "\"ns\": 0"), "nodes[0]: 'ns' must be a positive integer");
+  refused(replaced("\"ns\": 1000", "\"ns\": -5"), "nodes[0]: 'ns' must be a positive integer");
+  refused(replaced("\"node\": 1,", "\"node\": 0,"), "nodes[1]: node 0 is listed twice");
+  refused(replaced("\"node\": 1,", "\"node\": 999,"), "nodes[1]: node 999 is out of range");
+  refused(replaced("\"unit\": \"ns\"", "\"unit\": \"ms\""), "'unit' must be");
+  refused(replaced("\"name\": \"n1\"", "\"name\": \"n2\""), "nodes[1]: node 1 is 'n1' in this graph, not 'n2'");
+  refused(replaced("\"repeats\": 3,", ""), "malformed costs file");
+  // One node fewer than the graph has.
+  CostsFile shorter = f;
+  shorter.nodeNs.pop_back();
+  refused(writeCosts(shorter, graph), "'nodes' has " + std::to_string(graph.numNodes() - 1) + " entries");
 }

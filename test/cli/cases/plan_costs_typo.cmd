@@ -1,0 +1,1 @@
+plan onnx/mlp.onnx --dim batch=64 --budget 80% --costs mesured

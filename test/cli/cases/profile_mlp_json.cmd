@@ -1,0 +1,1 @@
+profile onnx/mlp.onnx --dim batch=64 --threads 1 --repeats 2 -o -
