@@ -90,7 +90,6 @@ PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, siz
 /// What recomputation costs the planner (`--costs`).
 struct ResolvedCosts {
   plan::NodeCosts costs;     ///< empty: the estimate
-  std::string label;         ///< estimate | measured | the file
   double profileSeconds = 0; ///< how long the profiling step took (measured)
 };
 

@@ -178,7 +178,6 @@ PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, siz
 
 Expected<ResolvedCosts> resolveCosts(const std::string& spec, const ir::Graph& graph, const runtime::RunOptions& run) {
   ResolvedCosts r;
-  r.label = spec;
   if (spec == "estimate") return r;
   if (spec == "measured") {
     auto t0 = std::chrono::steady_clock::now();
