@@ -4,6 +4,7 @@
 #include "tbp/analysis/Memory.h"
 #include "tbp/analysis/Order.h"
 #include "tbp/ir/Graph.h"
+#include "tbp/plan/Simulator.h"
 #include "tbp/plan/StageModel.h"
 #include "tbp/runtime/Runtime.h"
 #include "tbp/ir/Loss.h"
@@ -93,10 +94,17 @@ struct ResolvedCosts {
   double profileSeconds = 0; ///< how long the profiling step took (measured)
 };
 
-/// `--costs estimate|measured|FILE`: no costs (the estimate); the runtime's profiling step on
-/// `run`'s device, threads, seed and inputs (`graph` needs its data); or a costs file
+/// The runtime's profiling step on `run`'s device, threads, seed and inputs, over the graph's
+/// file order (`graph` needs its data): `repeats` measured forwards after one warm-up.
+Expected<ResolvedCosts> measureCosts(const ir::Graph& graph, const runtime::RunOptions& run, int repeats = 3);
+
+/// `--costs estimate|measured|FILE`: no costs (the estimate); measureCosts(); or a costs file
 /// (`tbp profile -o`) measured for this graph.
 Expected<ResolvedCosts> resolveCosts(const std::string& spec, const ir::Graph& graph, const runtime::RunOptions& run);
+
+/// Seconds of recomputation a simulated stream costs beyond one forward pass, when the model's
+/// costs are measured nanoseconds; 0 under the estimate.
+double predictedRecomputeSeconds(const plan::StageModel& model, const plan::SimResult& sim);
 
 /// Measured forward time by op type, the slowest `rows` first, with their FLOP estimate.
 std::string costsByOp(const ir::Graph& graph, const plan::NodeCosts& costs, size_t rows);

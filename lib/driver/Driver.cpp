@@ -176,17 +176,18 @@ PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, siz
   return std::move(*best);
 }
 
+Expected<ResolvedCosts> measureCosts(const ir::Graph& graph, const runtime::RunOptions& run, int repeats) {
+  auto t0 = std::chrono::steady_clock::now();
+  Expected<plan::NodeCosts> measured =
+      runtime::profileForwardCosts(graph, analysis::computeOrder(graph, analysis::OrderHeuristic::File), run, repeats);
+  if (!measured) return measured.status();
+  return ResolvedCosts{std::move(*measured), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
+}
+
 Expected<ResolvedCosts> resolveCosts(const std::string& spec, const ir::Graph& graph, const runtime::RunOptions& run) {
   ResolvedCosts r;
   if (spec == "estimate") return r;
-  if (spec == "measured") {
-    auto t0 = std::chrono::steady_clock::now();
-    Expected<plan::NodeCosts> measured = runtime::profileForwardCosts(graph, analysis::computeOrder(graph, analysis::kAllOrders[0]), run);
-    if (!measured) return measured.status();
-    r.costs = std::move(*measured);
-    r.profileSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    return r;
-  }
+  if (spec == "measured") return measureCosts(graph, run);
   std::error_code ec;
   if (!fs::is_regular_file(spec, ec))
     return usageError("--costs '" + spec + "': expected estimate, measured, or a costs file written by 'tbp profile -o' (no such file)");
@@ -196,6 +197,11 @@ Expected<ResolvedCosts> resolveCosts(const std::string& spec, const ir::Graph& g
   if (!file) return file.status();
   r.costs = std::move(file->nodeNs);
   return r;
+}
+
+double predictedRecomputeSeconds(const plan::StageModel& model, const plan::SimResult& sim) {
+  if (!model.measuredCosts) return 0;
+  return static_cast<double>(sim.forwardCost - std::min(sim.forwardCost, model.onePassCost)) * 1e-9;
 }
 
 std::string costsByOp(const ir::Graph& graph, const plan::NodeCosts& costs, size_t rows) {

@@ -177,8 +177,7 @@ int runPlan(const PlanArgs& args, Io& io) {
              << c.sim.peakInstruction + 1 << " of " << c.stream.size() << " (" << plan::formatInstruction(c.stream[c.sim.peakInstruction]) << ")\n";
       io.out << "recompute ratio  " << formatFixed(c.sim.recomputeRatio, 3) << " (forward FLOPs executed / one forward pass)\n";
       if (p.model.measuredCosts)
-        io.out << "recompute time   " << formatFixed(static_cast<double>(c.sim.forwardCost - std::min(c.sim.forwardCost, p.model.onePassCost)) * 1e-6, 2)
-               << " ms predicted from measured costs (" << (args.costs == "measured" ? "profiled here" : args.costs) << ")\n";
+        io.out << "recompute time   " << formatFixed(predictedRecomputeSeconds(p.model, c.sim) * 1e3, 2) << " ms predicted from measured costs (" << (args.costs == "measured" ? "profiled here" : args.costs) << ")\n";
       io.out << "lower bound      " << formatBytes(p.memory.lowerBoundBytes) << "; gap " << formatFixed(100 * gapOf(c.sim.peakBytes, p.memory.lowerBoundBytes), 1)
              << "%; smallest feasible at this granularity " << formatBytes(main.plan->minFeasibleBytes) << "\n";
       io.out << "store-all peak   " << formatBytes(p.storeAllPeak) << "; saved " << formatFixed(100.0 * (1.0 - static_cast<double>(c.sim.peakBytes) / static_cast<double>(std::max<uint64_t>(p.storeAllPeak, 1))), 1) << "%\n";

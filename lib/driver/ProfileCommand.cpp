@@ -22,8 +22,7 @@ struct ProfileArgs {
 int runProfile(const ProfileArgs& args, Io& io) {
   Expected<ir::Graph> graph = loadRunnableModel(args.model);
   if (!graph) return reportError(io, graph.status());
-  Expected<plan::NodeCosts> costs =
-      runtime::profileForwardCosts(*graph, analysis::computeOrder(*graph, analysis::kAllOrders[0]), args.run, args.repeats);
+  Expected<ResolvedCosts> costs = measureCosts(*graph, args.run, args.repeats);
   if (!costs) return reportError(io, costs.status().withContext(args.model.name()));
   schedule::CostsFile file;
   file.graphFingerprint = schedule::fingerprint(*graph);
@@ -31,7 +30,7 @@ int runProfile(const ProfileArgs& args, Io& io) {
   file.device = args.run.device;
   file.threads = args.run.threads;
   file.repeats = args.repeats;
-  file.nodeNs = std::move(*costs);
+  file.nodeNs = std::move(costs->costs);
   if (!args.output.empty())
     if (Status s = writeOutput(io, args.output, schedule::writeCosts(file, *graph)); !s) return reportError(io, s);
   if (args.output != "-") {

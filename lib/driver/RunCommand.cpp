@@ -12,7 +12,6 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
-#include <chrono>
 #include <cmath>
 #include <filesystem>
 
@@ -81,8 +80,6 @@ int runRun(const RunArgs& args, Io& io) {
   Expected<ResolvedCosts> costs = resolveCosts(args.costs, *graph, options);
   if (!costs) return reportError(io, costs.status().withContext(args.model.name()));
   if (!costs->costs.empty()) spdlog::info("{}", costsByOp(*graph, costs->costs, 8));
-  const bool measured = !costs->costs.empty();
-  const double profileS = costs->profileSeconds;
   PreparedStages p = prepare(*graph, args.order, args.maxStages, costs->costs);
   // Optimizer state is resident, and the update needs its scratch: plan with both.
   uint64_t largestParameter = 0;
@@ -137,15 +134,15 @@ int runRun(const RunArgs& args, Io& io) {
                              {"recompute_s", round6(r->recomputeS)},
                              {"backward_s", round6(r->backwardS)},
                              {"recompute_ratio", round6(c.sim.recomputeRatio)},
-                             {"costs", measured ? "measured" : "estimate"},
+                             {"costs", p.model.measuredCosts ? "measured" : "estimate"},
                              {"loss", r->loss},
                              {"resident_bytes", p.model.residentBytes},
                              {"stages", p.model.size()},
                              {"instructions", c.stream.size()}};
-    if (measured) {
-      if (args.costs == "measured") j["profile_time_s"] = round6(profileS);
+    if (p.model.measuredCosts) {
+      if (args.costs == "measured") j["profile_time_s"] = round6(costs->profileSeconds);
       else j["costs_file"] = args.costs;
-      j["predicted_recompute_s"] = round6(static_cast<double>(c.sim.forwardCost - std::min(c.sim.forwardCost, p.model.onePassCost)) * 1e-9);
+      j["predicted_recompute_s"] = round6(predictedRecomputeSeconds(p.model, c.sim));
     }
     if (r->reservedPeakBytes) j["reserved_peak_bytes"] = r->reservedPeakBytes;
     if (r->libraryWorkspaceBytes) j["library_workspace_bytes"] = r->libraryWorkspaceBytes;
@@ -170,10 +167,10 @@ int runRun(const RunArgs& args, Io& io) {
            << formatFixed(r->forwardS * 1000, 2) << " ms, recompute " << formatFixed(r->recomputeS * 1000, 2) << " ms, backward "
            << formatFixed(r->backwardS * 1000, 2) << " ms\n";
     io.out << "recompute ratio  " << formatFixed(c.sim.recomputeRatio, 3);
-    if (measured)
-      io.out << " (FLOPs); costs " << (args.costs == "measured" ? "measured in " + formatFixed(profileS, 2) + " s" : "from " + args.costs)
-             << ", predicted recompute "
-             << formatFixed(static_cast<double>(c.sim.forwardCost - std::min(c.sim.forwardCost, p.model.onePassCost)) * 1e-6, 2) << " ms";
+    if (p.model.measuredCosts)
+      io.out << " (FLOPs); costs "
+             << (args.costs == "measured" ? "measured in " + formatFixed(costs->profileSeconds, 2) + " s" : "from " + args.costs)
+             << ", predicted recompute " << formatFixed(predictedRecomputeSeconds(p.model, c.sim) * 1e3, 2) << " ms";
     io.out << "\n";
     io.out << "loss             " << formatFixed(r->loss, 6) << "\n";
     if (r->gradCheck)
