@@ -145,13 +145,13 @@ std::string formatData(const Value& v) {
 
 } // namespace
 
-std::string printGraph(const Graph& graph) {
+std::string printGraph(const Graph& graph, bool constantData) {
   std::ostringstream out;
   out << "graph " << valueRef(graph.name()).substr(1) << " {\n";
   for (const Value& v : graph.values()) {
     if (v.kind == ValueKind::Activation) continue;
     out << "  " << valueKindName(v.kind) << " " << valueRef(v.name) << " : " << v.type.str();
-    if (v.kind == ValueKind::Constant) out << formatData(v);
+    if (v.kind == ValueKind::Constant && constantData) out << formatData(v);
     out << "\n";
   }
   for (const Node& n : graph.nodes()) {

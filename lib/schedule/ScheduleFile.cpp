@@ -14,7 +14,9 @@ namespace tbp::schedule {
 
 using nlohmann::ordered_json;
 
-std::string fingerprint(const ir::Graph& graph) { return Hasher().add(ir::printGraph(graph)).hexDigest(); }
+// Without constant data: `plan` imports without it, `run` and `profile` with it, and a costs
+// file or schedule must match across them.
+std::string fingerprint(const ir::Graph& graph) { return Hasher().add(ir::printGraph(graph, /*constantData=*/false)).hexDigest(); }
 
 namespace {
 

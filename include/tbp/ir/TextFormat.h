@@ -22,8 +22,9 @@
 
 namespace tbp::ir {
 
-/// Prints `graph` in the text form. Same graph, same bytes.
-std::string printGraph(const Graph& graph);
+/// Prints `graph` in the text form. Same graph, same bytes. Without `constantData` no constant
+/// shows its elements, so a graph prints the same whether or not its data was loaded.
+std::string printGraph(const Graph& graph, bool constantData = true);
 
 /// Parses the text form. Errors (BadInput) read `source:line:column: message`.
 Expected<Graph> parseGraph(std::string_view text, std::string_view source = "<text>");

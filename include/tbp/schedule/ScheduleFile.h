@@ -45,8 +45,9 @@ struct ScheduleFile {
   uint64_t lowerBoundBytes = 0;          ///< best lower bound known on the peak
 };
 
-/// A stable fingerprint of a graph: hash of its text form (structure, types, names, small
-/// constants) — the same model imported with the same options gives the same fingerprint.
+/// A stable fingerprint of a graph: hash of its text form without constant data (structure,
+/// types, names) — the same model imported with the same options gives the same fingerprint,
+/// whether or not its data was loaded.
 std::string fingerprint(const ir::Graph& graph);
 
 /// Serializes deterministically (same input, same bytes).
