@@ -203,6 +203,16 @@ uint64_t backwardScratchBytes(const Graph& graph, const Node& node, const std::v
   return saturatingMul(graph.value(node.outputs[0]).bytes, halves) / 2;
 }
 
+bool isTrainingBatchNorm(const Node& node) {
+  return node.op == Op::BatchNormalization && (node.attrInt("training_mode", 0) != 0 || node.outputs.size() > 1);
+}
+
+uint64_t batchStatsBytes(const Graph& graph, const Node& node) {
+  if (!isTrainingBatchNorm(node) || node.inputs.empty() || node.inputs[0] == kNone) return 0;
+  const Shape& shape = graph.value(node.inputs[0]).type.shape;
+  return shape.size() < 2 ? 0 : saturatingMul(8, static_cast<uint64_t>(shape[1]));
+}
+
 uint64_t forwardScratchBytes(const Graph& graph, const Node& node) {
   if (node.op != Op::Conv || node.inputs.size() < 2 || node.inputs[0] == kNone || node.inputs[1] == kNone || node.outputs.empty())
     return 0;

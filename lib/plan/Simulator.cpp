@@ -48,7 +48,7 @@ SimState::SimState(const StageModel& model)
     : model_(&model), refs_(model.valueBytes.size(), 0), adjoint_(model.valueBytes.size(), false),
       groupRefs_(model.valueBytes.size(), 0),
       tape_(model.size() + 2, false), checkpoint_(model.size() + 2, false), backwarded_(model.size() + 2, false),
-      cache_(model.size() + 2, false), replayed_(model.size() + 2, false), rngHeld_(model.size() + 2, false),
+      cache_(model.size() + 2, false), replayed_(model.size() + 2, false), stateHeld_(model.size() + 2, false),
       current_(1), nextBackward_(model.size()) {
   acquire(model.frontier(1)); // the graph inputs (and nothing else) start as the current state
 }
@@ -83,11 +83,17 @@ void SimState::dropAdjoint(ValueId v) {
   if (--groupRefs_[groupOf(v)] == 0) adjointBytes_ -= model_->valueBytes[groupOf(v)];
 }
 
-void SimState::acquireExtra(size_t k) { extraBytes_ += model_->stage(k).tapeExtraBytes; }
-void SimState::releaseExtra(size_t k) { extraBytes_ -= model_->stage(k).tapeExtraBytes; }
+// A tape recorded while the stage's replay state is held shares that state's statistics (the
+// state is taken on the first forward, before any tape, and kept to the end).
+uint64_t SimState::tapeExtra(size_t k) const {
+  const Stage& s = model_->stage(k);
+  return s.tapeExtraBytes - (stateHeld_[k] ? std::min(s.tapeExtraBytes, s.tapeSharedStateBytes) : 0);
+}
+void SimState::acquireExtra(size_t k) { extraBytes_ += tapeExtra(k); }
+void SimState::releaseExtra(size_t k) { extraBytes_ -= tapeExtra(k); }
 
 uint64_t SimState::heldBytes() const {
-  return model_->residentBytes + gradientBytes_ + liveBytes_ + adjointBytes_ + extraBytes_ + rngBytes_;
+  return model_->residentBytes + gradientBytes_ + liveBytes_ + adjointBytes_ + extraBytes_ + stateBytes_;
 }
 
 Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
@@ -126,10 +132,11 @@ Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
       acquire(model_->frontier(k));
       releaseCurrent();
     }
-    // A stage that will be replayed keeps its generator state from its first forward on.
-    if (s.stochastic && k < replayed_.size() && replayed_[k] && !rngHeld_[k]) {
-      rngHeld_[k] = true;
-      rngBytes_ += kRngStateBytes;
+    // A stage that will be replayed keeps its generator state and its BatchNorms' batch
+    // statistics from its first forward on.
+    if (s.replayStateBytes > 0 && k < replayed_.size() && replayed_[k] && !stateHeld_[k]) {
+      stateHeld_[k] = true;
+      stateBytes_ += s.replayStateBytes;
     }
     uint64_t transient = instr.kind == InstrKind::ForwardAll ? s.forwardAllTransientBytes : s.forwardTransientBytes;
     peakDuring = heldBytes() + transient;

@@ -118,7 +118,10 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       const uint64_t flops = ir::estimateFlops(g, node);
       s.forwardFlops = saturatingAdd(s.forwardFlops, flops);
       s.stochastic = s.stochastic || node.op == ir::Op::Dropout;
+      const uint64_t stats = ir::batchStatsBytes(g, node);
+      s.replayStateBytes = saturatingAdd(s.replayStateBytes, stats);
       ir::SavedForBackward saved = m.keepsTape[order[p]] ? ir::savedForBackward(g, node, &mem.needsGrad) : ir::SavedForBackward{};
+      if (m.keepsTape[order[p]]) s.tapeSharedStateBytes = saturatingAdd(s.tapeSharedStateBytes, std::min(saved.extraBytes, stats / 2));
       extraAt[p - s.first] = saved.extraBytes;
       s.tapeExtraBytes = saturatingAdd(s.tapeExtraBytes, saved.extraBytes);
       for (ValueId v : saved.values)
@@ -141,6 +144,7 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       range(fwdDiff, p - s.first, p - s.first, scratch);
       range(allDiff, p - s.first, p - s.first, scratch);
     }
+    if (s.stochastic) s.replayStateBytes = saturatingAdd(s.replayStateBytes, kRngStateBytes);
     std::sort(s.cacheable.begin(), s.cacheable.end());
     std::sort(tape.begin(), tape.end());
     tape.erase(std::unique(tape.begin(), tape.end()), tape.end());

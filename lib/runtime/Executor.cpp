@@ -380,7 +380,8 @@ private:
         const ir::Node& node = g_.node(m_.order[p]);
         inputs.clear();
         for (ValueId in : node.inputs) inputs.push_back(in == ir::kNone ? at::Tensor() : vals_[in]);
-        KernelContext context{&generator_, firstForward, &vals_, device_};
+        // A replayed stage keeps its BatchNorms' batch statistics from its first forward.
+        KernelContext context{&generator_, firstForward, &vals_, device_, replayed_[k] ? &batchStats_ : nullptr, m_.order[p]};
         // An op off every gradient path (a dead branch, a mask computed from activations)
         // records no autograd graph: its saved tensors would live as long as its outputs, which
         // the simulator does not count.
@@ -538,6 +539,9 @@ private:
   std::vector<bool> replayed_; ///< per stage: the stream forwards it more than once
   std::vector<bool> cacheHeld_ = std::vector<bool>(m_.size() + 2, false); ///< per stage: its cache is held
   std::vector<at::Tensor> kept_ = std::vector<at::Tensor>(vals_.size());   ///< per value: kept output
+  /// Per node: batch statistics of a training BatchNorm in a replayed stage, from its first
+  /// forward to the end of the step (plan::Stage::replayStateBytes).
+  std::vector<std::array<at::Tensor, 2>> batchStats_ = std::vector<std::array<at::Tensor, 2>>(g_.numNodes());
   at::Generator generator_;
   Meter& meter_;
   at::Device device_;
@@ -651,12 +655,17 @@ Expected<plan::NodeCosts> profileForwardCosts(const ir::Graph& g, const std::vec
     at::Generator generator = makeGenerator(resident->device, options.seed ^ 0x5eedULL);
     at::NoGradGuard noGrad;
     std::vector<at::Tensor> inputs;
+    // The warm-up pass computes the BatchNorms' batch statistics; the measured passes reuse
+    // them, as replays do: the planner prices replays (a first forward runs once whatever the
+    // schedule).
+    std::vector<std::array<at::Tensor, 2>> batchStats(g.numNodes());
     for (int pass = 0; pass <= repeats; ++pass) {
       std::vector<at::Tensor> vals = resident->base;
       // Not the first forward: op state (running statistics) stays as it is, as in a replay.
-      KernelContext context{&generator, /*firstForward=*/false, &vals, resident->device};
+      KernelContext context{&generator, /*firstForward=*/false, &vals, resident->device, &batchStats};
       for (size_t p = 0; p < order.size(); ++p) {
         const ir::Node& node = g.node(order[p]);
+        context.node = order[p];
         inputs.clear();
         for (ValueId in : node.inputs) inputs.push_back(in == ir::kNone ? at::Tensor() : vals[in]);
         meter.synchronize();

@@ -536,31 +536,66 @@ Tensors globalMaxPool(const KernelContext&, const Graph&, const Node&, const Ten
 
 // ------------------------------------------------------------------ normalization
 
+/// y = (x - mean) * invstd * w + b over the channels (dim 1) with the batch statistics given,
+/// and BatchNorm's training backward (the batch statistics depend on x). The forward is ATen's
+/// inference kernel fed with the batch mean and biased variance, so a replay handed the same
+/// statistics reproduces it bit for bit; the backward is the one autograd runs for
+/// native_batch_norm in training, from the saved mean and inverse std.
+struct BatchNormWithStats : torch::autograd::Function<BatchNormWithStats> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                            const at::Tensor* mean, const at::Tensor* var, double eps, bool records) {
+    at::Tensor y = std::get<0>(at::native_batch_norm(x, w, b, *mean, *var, false, 0.0, eps));
+    if (records) {
+      // mean and invstd, as native_batch_norm's own node keeps them (the mean may be the
+      // step's kept statistic: then it costs nothing more).
+      at::Tensor invstd = (var->to(at::kDouble) + eps).rsqrt().to(var->scalar_type());
+      ctx->save_for_backward({x, w, *mean, invstd});
+      ctx->saved_data["eps"] = eps;
+    }
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    variable_list saved = ctx->get_saved_variables();
+    auto [gx, gw, gb] = at::native_batch_norm_backward(grads[0], saved[0], saved[1], c10::nullopt, c10::nullopt, saved[2], saved[3], true,
+                                                       ctx->saved_data["eps"].toDouble(),
+                                                       {ctx->needs_input_grad(0), ctx->needs_input_grad(1), ctx->needs_input_grad(2)});
+    return {gx, gw, gb, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 Tensors batchNorm(const KernelContext& context, const Graph&, const Node& n, const Tensors& in) {
   const at::Tensor &x = in[0], &runningMean = in[3], &runningVar = in[4];
   const double eps = n.attrFloat("epsilon", 1e-5), momentum = n.attrFloat("momentum", 0.9);
   // Training: the training_mode attribute (opset 14+), or any output beyond Y (opsets 7-13).
   const bool training = n.attrInt("training_mode", 0) != 0 || n.outputs.size() > 1;
   if (!training) return one(at::batch_norm(x, in[1], in[2], runningMean.detach(), runningVar.detach(), false, 0.0, eps, false));
-  // On CPU native_batch_norm is what at::batch_norm runs (same autograd node, same saved
-  // tensors); calling it directly keeps the batch statistics it computed anyway, instead of two
-  // more passes over x. (On CUDA this is ATen's own kernel rather than cuDNN's.)
-  auto [y, saveMean, saveInvstd] = at::native_batch_norm(x, in[1], in[2], c10::nullopt, c10::nullopt, true, 0.0, eps);
+  // The batch statistics: those of the node's first forward in this step when the executor
+  // kept them (a replay normalizes in one pass over x instead of three), else computed now
+  // (the same reductions native_batch_norm runs: the mean is its save_mean bit for bit).
+  std::array<at::Tensor, 2> stats;
+  std::array<at::Tensor, 2>* kept = context.batchStats ? &(*context.batchStats)[context.node] : nullptr;
+  if (kept && (*kept)[0].defined()) {
+    stats = *kept;
+  } else {
+    at::NoGradGuard noGrad;
+    std::tie(stats[0], stats[1]) = at::batch_norm_update_stats(x.detach(), c10::nullopt, c10::nullopt, 0.0);
+    if (kept) *kept = stats;
+  }
+  // (Autograd runs a Function's forward with grad mode off: whether it records is asked here.)
+  const bool records = at::GradMode::is_enabled() && (x.requires_grad() || in[1].requires_grad() || in[2].requires_grad());
+  at::Tensor y = BatchNormWithStats::apply(x, in[1], in[2], &stats[0], &stats[1], eps, records);
   if (n.outputs.size() == 1 && !context.firstForward) return one(y);
   // ONNX: running = running * momentum + batch * (1 - momentum), with the biased batch
-  // variance (PyTorch's momentum is 1 - ONNX's and it keeps the unbiased variance). The
-  // kernel saved the biased variance as 1 / sqrt(var + eps).
+  // variance (PyTorch's momentum is 1 - ONNX's and it keeps the unbiased variance).
   at::NoGradGuard noGrad;
-  at::Tensor batchMean = saveMean.detach();
-  at::Tensor batchVar = (saveInvstd.detach().to(at::kDouble).pow(-2) - eps).to(x.scalar_type());
-  at::Tensor newMean = runningMean * momentum + batchMean * (1 - momentum);
-  at::Tensor newVar = runningVar * momentum + batchVar * (1 - momentum);
+  at::Tensor newMean = runningMean * momentum + stats[0] * (1 - momentum);
+  at::Tensor newVar = runningVar * momentum + stats[1] * (1 - momentum);
   if (context.firstForward) {
     runningMean.copy_(newMean);
     runningVar.copy_(newVar);
   }
   // Opsets 7-13 also output the saved batch mean and variance.
-  return {y, newMean, newVar, batchMean, batchVar};
+  return {y, newMean, newVar, stats[0], stats[1]};
 }
 
 Tensors instanceNorm(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {

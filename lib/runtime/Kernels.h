@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include <array>
 #include <vector>
 
 namespace tbp::runtime {
@@ -23,6 +24,13 @@ struct KernelContext {
   /// Where the step runs: kernels that make tensors from nothing (Range, ConstantOfShape)
   /// place them here.
   at::Device device = at::kCPU;
+  /// Batch statistics (mean, biased variance) of the step's training BatchNorms by node id,
+  /// kept from a node's first forward so that its replays normalize with them: one pass over
+  /// x instead of three, and the same output bit for bit. Null: none are kept (a stage that
+  /// is never replayed), every forward computes its own.
+  std::vector<std::array<at::Tensor, 2>>* batchStats = nullptr;
+  /// The node being run (index into batchStats).
+  ir::NodeId node = 0;
 };
 
 /// Computes a node's outputs from its inputs (absent optional inputs are undefined tensors).

@@ -62,6 +62,27 @@ inline ir::Graph contractionChain() {
 )");
 }
 
+/// Conv -> BatchNormalization (training) -> Relu, `blocks` times, on f32[8,16,32,32]: a
+/// resnet's stem in small (16 channels: oneDNN pads fewer to its blocked layout, which the
+/// Conv rule does not count). Running statistics are constants with data (zero mean, unit
+/// variance).
+inline ir::Graph convBatchNormChain(int blocks) {
+  const std::string zeros = "[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]", ones = "[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]";
+  std::string t = "graph convbn {\n  input %x : f32[8,16,32,32]\n  const %rm : f32[16] = " + zeros + "\n  const %rv : f32[16] = " + ones + "\n";
+  std::string prev = "x";
+  for (int i = 0; i < blocks; ++i) {
+    const std::string s = std::to_string(i);
+    t += "  param %w" + s + " : f32[16,16,3,3]\n  param %g" + s + " : f32[16]\n  param %b" + s + " : f32[16]\n";
+    t += "  %c" + s + " : f32[8,16,32,32] = Conv(%" + prev + ", %w" + s + ") {pads=[1,1,1,1]}\n";
+    t += "  %n" + s + " : f32[8,16,32,32] = BatchNormalization(%c" + s + ", %g" + s + ", %b" + s +
+         ", %rm, %rv) {epsilon=1e-05, momentum=0.9, training_mode=1}\n";
+    t += "  %r" + s + " : f32[8,16,32,32] = Relu(%n" + s + ")\n";
+    prev = "r" + s;
+  }
+  t += "  %loss : f32[] = SumLoss(%" + prev + ")\n  output %loss\n}\n";
+  return parseOk(t);
+}
+
 /// One stage per op: the first forward of every stage that has cacheable outputs caches them
 /// (checkpointing stage 1), the last stage keeps its tape; then every other stage is replayed
 /// with autograd from the checkpoint and backwarded.

@@ -44,6 +44,15 @@ uint64_t backwardScratchBytes(const Graph& graph, const Node& node, const std::v
 /// other op: 0 (ConvTranspose measured well under its output).
 uint64_t forwardScratchBytes(const Graph& graph, const Node& node);
 
+/// True for a BatchNormalization that normalizes with its batch statistics (training_mode, or
+/// the running-statistics outputs of opsets 7-13), as the runtime's kernel decides.
+bool isTrainingBatchNorm(const Node& node);
+
+/// Bytes of the batch statistics (mean and biased variance per channel, f32) a training
+/// BatchNormalization computes; the runtime keeps them from the node's first forward for its
+/// replays, which then normalize in one pass. 0 for every other node.
+uint64_t batchStatsBytes(const Graph& graph, const Node& node);
+
 /// True when input `index` of `node` can receive a gradient (by the op's rule).
 bool inputTakesGradient(const Node& node, size_t index);
 

@@ -33,9 +33,9 @@ public:
   /// A state before the first instruction.
   explicit SimState(const StageModel& model);
 
-  /// Stages the stream forwards more than once (replayedStages): a stochastic one among them
-  /// keeps its generator state (kRngStateBytes) from its first forward to the end. Without
-  /// this call no stage counts as replayed.
+  /// Stages the stream forwards more than once (replayedStages): each of them keeps its
+  /// replay state (Stage::replayStateBytes: generator state, BatchNorm batch statistics) from
+  /// its first forward to the end. Without this call no stage counts as replayed.
   void setReplayed(std::vector<bool> replayed) { replayed_ = std::move(replayed); }
 
   /// Applies one instruction; on an invalid one returns BadInput saying why and leaves the state
@@ -61,6 +61,7 @@ public:
 private:
   void acquire(const std::vector<ir::ValueId>& values);
   void release(const std::vector<ir::ValueId>& values);
+  uint64_t tapeExtra(size_t k) const;
   void acquireExtra(size_t k);
   void releaseExtra(size_t k);
   /// Adjoints of one gradient group share a buffer (StageModel::gradGroup): counted once.
@@ -77,8 +78,8 @@ private:
   uint64_t adjointBytes_ = 0;
   uint64_t extraBytes_ = 0;
   uint64_t gradientBytes_ = 0;   ///< parameter gradients made so far
-  std::vector<bool> tape_, checkpoint_, backwarded_, cache_, replayed_, rngHeld_;
-  uint64_t rngBytes_ = 0;        ///< generator states kept for replays
+  std::vector<bool> tape_, checkpoint_, backwarded_, cache_, replayed_, stateHeld_;
+  uint64_t stateBytes_ = 0;      ///< replay state kept (Stage::replayStateBytes)
   size_t current_ = 0;           ///< F_current_ is held as the current state (0: none)
   size_t nextBackward_;
   size_t checkpoints_ = 0;

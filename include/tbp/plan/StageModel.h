@@ -40,6 +40,13 @@ struct Stage {
   /// It draws random numbers (Dropout): a replay must restore the generator's state, which
   /// the runtime keeps from the stage's first forward to the end of the step.
   bool stochastic = false;
+  /// What the runtime keeps from the stage's first forward to the end of the step when the
+  /// stream replays it: the generator state (kRngStateBytes) of a stochastic stage, and the
+  /// batch statistics of its training BatchNorms (ir::batchStatsBytes), so replays reuse them.
+  uint64_t replayStateBytes = 0;
+  /// The part of tapeExtraBytes that is that kept state (each training BatchNorm's saved
+  /// mean): a tape recorded while the state is held does not hold it a second time.
+  uint64_t tapeSharedStateBytes = 0;
 };
 
 /// Bytes of one saved random-generator state (LibTorch's CPU Mersenne-twister state; a CUDA

@@ -437,3 +437,35 @@ TEST_CASE("with measured costs the planner keeps what is slow and replays what i
   }
   CHECK(recomputing >= 2);
 }
+
+TEST_CASE("replayed stages hold their BatchNorm statistics from the first forward to the end") {
+  ir::Graph g = tbp::testing::convBatchNormChain(2);
+  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
+  std::vector<uint32_t> cuts;
+  for (uint32_t p = 1; p < order.size(); ++p) cuts.push_back(p);
+  StageModel m = buildStageModel(g, order, cuts);
+  // The same model without the state: the difference is exactly what the state adds.
+  StageModel bare = m;
+  uint64_t state = 0;
+  for (Stage& s : bare.stages) {
+    state += s.replayStateBytes;
+    s.replayStateBytes = 0;
+    s.tapeSharedStateBytes = 0;
+  }
+  REQUIRE(state == 2u * 8 * 16);
+  // Store-all replays nothing: no state.
+  CHECK(simulate(m, storeAllStream(m.size()))->timeline == simulate(bare, storeAllStream(m.size()))->timeline);
+  Stream stream = replayAllStream(m, false);
+  std::vector<uint64_t> with = simulate(m, stream)->timeline, without = simulate(bare, stream)->timeline;
+  REQUIRE(with.size() == without.size());
+  // The first BatchNorm's stage is stage 2 (Conv, BatchNormalization, Relu, ...): from its
+  // first forward (instruction 2) on it holds 128 bytes; the second's (stage 5) from its first
+  // forward; a tape of a stage holding state shares the mean (64 bytes) while it is held.
+  CHECK(with[0] == without[0]);
+  CHECK(with[1] == without[1] + 128);
+  CHECK(with[4] == without[4] + 256);
+  // B 1 at the end: both states held, no BatchNorm tape.
+  CHECK(with.back() == without.back() + 256);
+  // B 2 (the one before): stage 2's tape is held while it runs and shares its mean.
+  CHECK(with[with.size() - 2] == without[without.size() - 2] + 256 - 64);
+}

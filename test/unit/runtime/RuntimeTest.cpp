@@ -214,3 +214,45 @@ TEST_CASE("the profiling step prices every op, and plans priced by it keep the g
   REQUIRE_FALSE(refused.hasValue());
   CHECK(refused.status().code() == ErrorCode::Usage);
 }
+
+TEST_CASE("BatchNorm replays reuse the first forward's batch statistics: same gradients, memory as simulated") {
+  REQUIRE(runtime::available());
+  ir::Graph g = tbp::testing::convBatchNormChain(3);
+  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
+  std::vector<uint32_t> cuts;
+  for (uint32_t p = 1; p < order.size(); ++p) cuts.push_back(p);
+  plan::StageModel m = plan::buildStageModel(g, order, cuts);
+  size_t withStats = 0;
+  for (const plan::Stage& s : m.stages)
+    if (s.replayStateBytes > 0) {
+      ++withStats;
+      CHECK(s.replayStateBytes == 8u * 16);     // mean and variance of 16 channels
+      CHECK(s.tapeSharedStateBytes == 4u * 16); // the tape's saved mean is the kept one
+    }
+  CHECK(withStats == 3);
+  // Every stage is replayed with autograd after a first forward without it, with and without
+  // the convolutions' outputs kept: the replays normalize with the kept statistics.
+  for (bool cache : {false, true}) {
+    plan::Stream stream = tbp::testing::replayAllStream(m, cache);
+    Expected<plan::SimResult> sim = plan::simulate(m, stream);
+    REQUIRE(sim.hasValue());
+    runtime::RunOptions options;
+    options.verify = true;
+    Expected<runtime::RunReport> r = runtime::runTrainingStep(g, m, stream, options);
+    CAPTURE(cache);
+    REQUIRE_MESSAGE(r.hasValue(), r.status().message());
+    REQUIRE(r->gradCheck.has_value());
+    CHECK(r->gradCheck->maxAbsError == 0.0); // bit for bit
+    CHECK(r->gradCheck->lossDifference == 0.0);
+    REQUIRE(r->timeline.size() == sim->timeline.size());
+    // 512 KiB activations; allocator rounding and oneDNN's scratch stay under 16 KiB. Forward
+    // instructions hold what the simulator says; backward ones never more.
+    bool backward = false;
+    for (size_t i = 0; i < r->timeline.size(); ++i) {
+      CAPTURE(i);
+      backward = backward || stream[i].kind == plan::InstrKind::Loss;
+      if (!backward) CHECK(r->timeline[i] + 16 * 1024 >= sim->timeline[i]);
+      CHECK(r->timeline[i] <= sim->timeline[i] + 16 * 1024);
+    }
+  }
+}
