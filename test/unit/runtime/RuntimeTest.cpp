@@ -41,6 +41,28 @@ std::pair<plan::Plan, runtime::RunReport> planAndRun(const ir::Graph& g, const p
   return {std::move(*p), std::move(*r)};
 }
 
+/// One stage per op, in file order.
+plan::StageModel stagePerOp(const ir::Graph& g) {
+  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
+  std::vector<uint32_t> cuts;
+  for (uint32_t p = 1; p < order.size(); ++p) cuts.push_back(p);
+  return plan::buildStageModel(g, order, cuts);
+}
+
+/// The replay-everything stream (tbp::testing::replayAllStream), simulated and run verified.
+std::pair<plan::SimResult, runtime::RunReport> replayAll(const ir::Graph& g, const plan::StageModel& m, bool cache) {
+  plan::Stream stream = tbp::testing::replayAllStream(m, cache);
+  Expected<plan::SimResult> sim = plan::simulate(m, stream);
+  REQUIRE(sim.hasValue());
+  runtime::RunOptions options;
+  options.verify = true;
+  Expected<runtime::RunReport> r = runtime::runTrainingStep(g, m, stream, options);
+  REQUIRE_MESSAGE(r.hasValue(), r.status().message());
+  REQUIRE(r->gradCheck.has_value());
+  REQUIRE(r->timeline.size() == sim->timeline.size());
+  return {std::move(*sim), std::move(*r)};
+}
+
 } // namespace
 
 TEST_CASE("every planner's schedule gives store-all's gradients, bit for bit") {
@@ -159,30 +181,19 @@ TEST_CASE("ops without kernels are reported, not run") {
 TEST_CASE("replays from kept outputs give autograd's gradients and the simulator's memory") {
   REQUIRE(runtime::available());
   ir::Graph g = tbp::testing::contractionChain();
-  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
-  std::vector<uint32_t> cuts;
-  for (uint32_t p = 1; p < order.size(); ++p) cuts.push_back(p);
-  plan::StageModel m = plan::buildStageModel(g, order, cuts);
+  plan::StageModel m = stagePerOp(g);
   // Tiny tensors: the kernels' own scratch (oneDNN's) shows in the measurement. Caching must
   // add nothing the simulator does not count: its excess over the prediction stays that of
   // the same replays without the cache.
   int64_t excess[2] = {INT64_MIN, INT64_MIN};
   for (bool cache : {false, true}) {
-    plan::Stream stream = tbp::testing::replayAllStream(m, cache);
-    Expected<plan::SimResult> sim = plan::simulate(m, stream);
-    REQUIRE(sim.hasValue());
-    runtime::RunOptions options;
-    options.verify = true;
-    Expected<runtime::RunReport> r = runtime::runTrainingStep(g, m, stream, options);
     CAPTURE(cache);
-    REQUIRE_MESSAGE(r.hasValue(), r.status().message());
-    REQUIRE(r->gradCheck.has_value());
-    CHECK(r->gradCheck->passed);
-    CHECK(r->gradCheck->maxRelError < 1e-5);
-    REQUIRE(r->timeline.size() == sim->timeline.size());
-    for (size_t i = 0; i < r->timeline.size(); ++i)
-      excess[cache] = std::max(excess[cache], static_cast<int64_t>(r->timeline[i]) - static_cast<int64_t>(sim->timeline[i]));
-    if (cache) CHECK(sim->forwardFlops < plan::simulate(m, tbp::testing::replayAllStream(m, false))->forwardFlops);
+    auto [sim, r] = replayAll(g, m, cache);
+    CHECK(r.gradCheck->passed);
+    CHECK(r.gradCheck->maxRelError < 1e-5);
+    for (size_t i = 0; i < r.timeline.size(); ++i)
+      excess[cache] = std::max(excess[cache], static_cast<int64_t>(r.timeline[i]) - static_cast<int64_t>(sim.timeline[i]));
+    if (cache) CHECK(sim.forwardFlops < plan::simulate(m, tbp::testing::replayAllStream(m, false))->forwardFlops);
   }
   CHECK(excess[1] <= excess[0]);
 }
@@ -218,10 +229,7 @@ TEST_CASE("the profiling step prices every op, and plans priced by it keep the g
 TEST_CASE("BatchNorm replays reuse the first forward's batch statistics: same gradients, memory as simulated") {
   REQUIRE(runtime::available());
   ir::Graph g = tbp::testing::convBatchNormChain(3);
-  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
-  std::vector<uint32_t> cuts;
-  for (uint32_t p = 1; p < order.size(); ++p) cuts.push_back(p);
-  plan::StageModel m = plan::buildStageModel(g, order, cuts);
+  plan::StageModel m = stagePerOp(g);
   size_t withStats = 0;
   for (const plan::Stage& s : m.stages)
     if (s.replayStateBytes > 0) {
@@ -233,26 +241,19 @@ TEST_CASE("BatchNorm replays reuse the first forward's batch statistics: same gr
   // Every stage is replayed with autograd after a first forward without it, with and without
   // the convolutions' outputs kept: the replays normalize with the kept statistics.
   for (bool cache : {false, true}) {
-    plan::Stream stream = tbp::testing::replayAllStream(m, cache);
-    Expected<plan::SimResult> sim = plan::simulate(m, stream);
-    REQUIRE(sim.hasValue());
-    runtime::RunOptions options;
-    options.verify = true;
-    Expected<runtime::RunReport> r = runtime::runTrainingStep(g, m, stream, options);
     CAPTURE(cache);
-    REQUIRE_MESSAGE(r.hasValue(), r.status().message());
-    REQUIRE(r->gradCheck.has_value());
-    CHECK(r->gradCheck->maxAbsError == 0.0); // bit for bit
-    CHECK(r->gradCheck->lossDifference == 0.0);
-    REQUIRE(r->timeline.size() == sim->timeline.size());
+    auto [sim, r] = replayAll(g, m, cache);
+    CHECK(r.gradCheck->maxAbsError == 0.0); // bit for bit
+    CHECK(r.gradCheck->lossDifference == 0.0);
     // 512 KiB activations; allocator rounding and oneDNN's scratch stay under 16 KiB. Forward
     // instructions hold what the simulator says; backward ones never more.
+    const plan::Stream stream = tbp::testing::replayAllStream(m, cache);
     bool backward = false;
-    for (size_t i = 0; i < r->timeline.size(); ++i) {
+    for (size_t i = 0; i < r.timeline.size(); ++i) {
       CAPTURE(i);
       backward = backward || stream[i].kind == plan::InstrKind::Loss;
-      if (!backward) CHECK(r->timeline[i] + 16 * 1024 >= sim->timeline[i]);
-      CHECK(r->timeline[i] <= sim->timeline[i] + 16 * 1024);
+      if (!backward) CHECK(r.timeline[i] + 16 * 1024 >= sim.timeline[i]);
+      CHECK(r.timeline[i] <= sim.timeline[i] + 16 * 1024);
     }
   }
 }
