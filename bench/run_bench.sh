@@ -3,8 +3,10 @@
 # peak, for the GPT-2-style decoder, resnet50 and the U-Net, through `tbp run`; the optimal
 # planner twice at 50 %: priced by the estimate (FLOPs + elements) and by measured op times
 # (`--costs measured`); and PyTorch eager's store-all step on the same model and threads.
-# Step ratios are given for the median step and for the fastest one (what a noisy machine
-# leaves intact). Writes results/bench_run.json.
+# Step ratios are given for the median step and for the fastest one, both against the
+# store-all run (another process), and as pair_r: `tbp run --baseline` times a store-all step
+# next to each step in the same process and reports the median of the per-pair ratios, which
+# this machine's process-to-process noise (20-50 %) does not reach. Writes results/bench_run.json.
 #
 #   bench/run_bench.sh [--steps N] [--threads N]
 set -uo pipefail
@@ -34,7 +36,7 @@ CASES=(
   "unet|unet_op17_train.onnx|--dim batch=8|unet 8"
 )
 rows=()
-printf '%-9s %-17s %-7s %12s %12s %8s %9s %6s %6s %8s %s\n' model planner budget measured predicted error step_s ratio min_r recomp grads
+printf '%-9s %-17s %-7s %12s %12s %8s %9s %6s %6s %7s %8s %s\n' model planner budget measured predicted error step_s ratio min_r pair_r recomp grads
 for c in "${CASES[@]}"; do
   IFS='|' read -r name file dims pyargs <<<"$c"
   eager="$(/usr/bin/python3 "$ROOT/bench/pytorch_step.py" $pyargs --steps "$STEPS" --threads "$THREADS" 2>/dev/null)"
@@ -43,7 +45,8 @@ for c in "${CASES[@]}"; do
   baseMin=""
   for run in "store-all||estimate" "sqrt|50%|estimate" "optimal|50%|estimate" "optimal|50%|measured" "sqrt|30%|estimate" "optimal|30%|estimate"; do
     IFS='|' read -r planner budget costs <<<"$run"
-    b=(); [ -n "$budget" ] && b=(--budget "$budget" --planner "$planner" --costs "$costs")
+    # --baseline: a store-all step timed next to each step in the same process (pair_r).
+    b=(); [ -n "$budget" ] && b=(--budget "$budget" --planner "$planner" --costs "$costs" --baseline)
     label="$planner"; [ "$costs" = measured ] && label="$planner-measured"
     # 96 stages: on these models (144-440 ops, seconds a step) finer stages cut recomputation
     # (GPT-2 at 50 %: 1.31 instead of 1.44) and the per-instruction overhead is negligible.
@@ -60,8 +63,9 @@ for c in "${CASES[@]}"; do
     ratio="$(awk -v a="$step" -v b="$base" 'BEGIN { printf "%.2f", a / b }')"
     ratioMin="$(awk -v a="$stepMin" -v b="$baseMin" 'BEGIN { printf "%.2f", a / b }')"
     err="$(awk -v e="$(get prediction_error)" 'BEGIN { printf "%+.1f%%", 100 * e }')"
-    printf '%-9s %-17s %-7s %12s %12s %8s %9s %6s %6s %8s %s\n' "$name" "$label" "${budget:-none}" "$(get measured_peak_bytes)" \
-      "$(get predicted_peak_bytes)" "$err" "$step" "$ratio" "$ratioMin" "$(get recompute_s)" "$(get passed)"
+    pair="-"; [ -n "$budget" ] && pair="$(awk -v r="$(get step_time_ratio)" 'BEGIN { printf "%.2f", r }')"
+    printf '%-9s %-17s %-7s %12s %12s %8s %9s %6s %6s %7s %8s %s\n' "$name" "$label" "${budget:-none}" "$(get measured_peak_bytes)" \
+      "$(get predicted_peak_bytes)" "$err" "$step" "$ratio" "$ratioMin" "$pair" "$(get recompute_s)" "$(get passed)"
     rows+=("{\"model\": \"$name\", \"planner\": \"$planner\", \"costs\": \"$costs\", \"budget\": \"${budget:-none}\", \"tbp\": $(tr -d '\n' <<<"$json"), \"step_ratio_to_store_all\": $ratio, \"min_step_ratio_to_store_all\": $ratioMin}")
   done
   echo "$name: PyTorch eager store-all step $eagerS s; tbp store-all $base s ($(awk -v a="$base" -v b="$eagerS" 'BEGIN { printf "%.2f", a / b }')x)"

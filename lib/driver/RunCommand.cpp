@@ -144,6 +144,10 @@ int runRun(const RunArgs& args, Io& io) {
       else j["costs_file"] = args.costs;
       j["predicted_recompute_s"] = round6(predictedRecomputeSeconds(p.model, c.sim));
     }
+    if (options.baseline) {
+      j["store_all_step_time_s"] = round6(r->storeAllStepTimeS);
+      j["step_time_ratio"] = round6(r->stepTimeRatio);
+    }
     if (r->reservedPeakBytes) j["reserved_peak_bytes"] = r->reservedPeakBytes;
     if (r->libraryWorkspaceBytes) j["library_workspace_bytes"] = r->libraryWorkspaceBytes;
     if (r->gradCheck)
@@ -166,6 +170,9 @@ int runRun(const RunArgs& args, Io& io) {
     io.out << "step time        " << formatFixed(r->stepTimeS * 1000, 2) << " ms (median of " << r->measuredSteps << "): forward "
            << formatFixed(r->forwardS * 1000, 2) << " ms, recompute " << formatFixed(r->recomputeS * 1000, 2) << " ms, backward "
            << formatFixed(r->backwardS * 1000, 2) << " ms\n";
+    if (options.baseline)
+      io.out << "store-all step   " << formatFixed(r->storeAllStepTimeS * 1000, 2) << " ms (median, timed in this process next to each step); step "
+             << formatFixed(r->stepTimeRatio, 3) << "x store-all (median of the pairs)\n";
     io.out << "recompute ratio  " << formatFixed(c.sim.recomputeRatio, 3);
     if (p.model.measuredCosts)
       io.out << " (FLOPs); costs "
@@ -208,6 +215,8 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
   app.add_flag("--verify", args->run.verify, "also run store-all and compare the loss and every parameter gradient");
   app.add_option("--seed", args->run.seed, "seed of inputs, targets and parameters without data");
   app.add_option("--threads", args->run.threads, "intra-op threads");
+  app.add_flag("--baseline", args->run.baseline,
+               "also time a store-all step next to every step, in this process, and report the step-time ratio (median of the pairs)");
   app.add_option("--steps", args->run.steps, "measured steps (median time)")->check(CLI::Range(1, 100000));
   app.add_option("--warmup", args->run.warmup, "unmeasured steps first")->check(CLI::Range(0, 100000));
   app.add_option("--min-time", args->run.minTimeS, "measure more steps (up to 1000) until they took this many seconds")

@@ -774,14 +774,25 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
       report.libraryWorkspaceBytes = live > resident ? live - resident : 0;
       meter.setWorkspaceOffset(report.libraryWorkspaceBytes);
     }
-    std::vector<double> times;
+    std::vector<double> times, baselineTimes, ratios;
     std::vector<std::array<double, 3>> splits;
+    const plan::Stream storeAll = plan::storeAllStream(m.size());
+    auto timeStoreAll = [&] {
+      double a = 0, b = 0, c = 0;
+      auto t0 = Clock::now();
+      runOnce(storeAll, nullptr, &a, &b, &c);
+      meter.synchronize();
+      return std::chrono::duration<double>(Clock::now() - t0).count();
+    };
     uint64_t peak = 0;
     // Short steps are timed over several runs: at least `steps`, and until `minTimeS` of
     // measured time (a median of one 50 ms step says little).
     int total = options.warmup + std::max(options.steps, 1);
     double measured = 0;
     for (int s = 0; s < total; ++s) {
+      // The paired store-all step runs first on odd steps and last on even ones, so a drift
+      // in the machine's speed does not favour either.
+      double baselineSeconds = options.baseline && s % 2 == 1 ? timeStoreAll() : 0;
       std::vector<uint64_t> timeline;
       double fwd = 0, rec = 0, bwd = 0;
       auto t0 = Clock::now();
@@ -813,11 +824,19 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
         if (!options.keepGradients) report.gradients.clear();
       }
       meter.resetPeak();
+      auto optimizerStart = Clock::now();
       optimizerStep();
       meter.synchronize();
+      const double optimizerSeconds = std::chrono::duration<double>(Clock::now() - optimizerStart).count();
       if (!timeline.empty()) timeline.back() = std::max(timeline.back(), meter.peak());
       double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+      if (options.baseline && s % 2 == 0) baselineSeconds = timeStoreAll();
+      baselineSeconds += optimizerSeconds;
       if (s < options.warmup) continue;
+      if (options.baseline) {
+        baselineTimes.push_back(baselineSeconds);
+        ratios.push_back(seconds / baselineSeconds);
+      }
       measured += seconds;
       if (s + 1 == total && measured < options.minTimeS && total < options.warmup + 1000) ++total;
       report.loss = loss;
@@ -840,6 +859,14 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
     report.forwardS = splits[med][0];
     report.recomputeS = splits[med][1];
     report.backwardS = splits[med][2];
+    auto median = [](std::vector<double> v) {
+      std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
+      return v[v.size() / 2];
+    };
+    if (options.baseline) {
+      report.storeAllStepTimeS = median(baselineTimes);
+      report.stepTimeRatio = median(ratios);
+    }
     report.measuredPeakBytes = peak;
     report.peakRssBytes = peakRss();
     report.reservedPeakBytes = meter.reservedPeak();

@@ -29,6 +29,12 @@ struct RunOptions {
   double lr = 1e-3;           ///< learning rate of the optimizer
   std::map<std::string, NpyArray> inputs; ///< graph inputs by name (`--input NAME=FILE`)
   bool keepGradients = false; ///< return the first step's parameter gradients (`--save-grads`)
+  /// Also time a store-all step next to every step (warm-up included), in this process,
+  /// alternating which of the two runs first: the step-time ratio without the noise between
+  /// processes (`--baseline`). The store-all steps' memory is not measured, and they do not
+  /// update the parameters (each is timed with the optimizer update of its paired step; their
+  /// BatchNorms do update the running statistics).
+  bool baseline = false;
 };
 
 /// Bytes the optimizer keeps resident for `params` bytes of parameters (Adam: two moments).
@@ -66,6 +72,8 @@ struct RunReport {
   int measuredSteps = 0;            ///< how many steps the median is of
   double stepTimeMinS = 0;          ///< fastest measured step (what a noisy machine leaves intact)
   double forwardS = 0, recomputeS = 0, backwardS = 0; ///< split of the median step
+  double storeAllStepTimeS = 0;     ///< with RunOptions::baseline: median store-all step time
+  double stepTimeRatio = 0;         ///< with RunOptions::baseline: median of step / paired store-all step
   std::optional<GradCheck> gradCheck; ///< with RunOptions::verify
   std::vector<HostGradient> gradients; ///< with RunOptions::keepGradients, in value-id order
 };
