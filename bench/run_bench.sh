@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runtime figures (issue 4): store-all, then sqrt and optimal at 50% and 30% of the store-all
-# peak, for the GPT-2-style decoder, resnet50 and the U-Net, through `tbp run`; the optimal
+# peak, for the GPT-2-style decoder, resnet50 (batch 96, and 192: the same parameters with twice
+# the activations) and the U-Net, through `tbp run`; the optimal
 # planner twice at 50 %: priced by the estimate (FLOPs + elements) and by measured op times
 # (`--costs measured`); and PyTorch eager's store-all step on the same model and threads.
 # Step ratios are given for the median step and for the fastest one, both against the
@@ -33,10 +34,11 @@ done
 CASES=(
   "gpt2|gpt2_op17_train.onnx|--dim batch=8 --dim seq=128|gpt2 8 --seq 128"
   "resnet50|resnet50_op17_train.onnx|--dim batch=96|resnet50 96"
+  "resnet50_b192|resnet50_op17_train.onnx|--dim batch=192|resnet50 192"
   "unet|unet_op17_train.onnx|--dim batch=8|unet 8"
 )
 rows=()
-printf '%-9s %-17s %-7s %12s %12s %8s %9s %6s %6s %7s %8s %s\n' model planner budget measured predicted error step_s ratio min_r pair_r recomp grads
+printf '%-13s %-17s %-7s %12s %12s %8s %9s %6s %6s %7s %8s %s\n' model planner budget measured predicted error step_s ratio min_r pair_r recomp grads
 for c in "${CASES[@]}"; do
   IFS='|' read -r name file dims pyargs <<<"$c"
   eager="$(/usr/bin/python3 "$ROOT/bench/pytorch_step.py" $pyargs --steps "$STEPS" --threads "$THREADS" 2>/dev/null)"
@@ -52,7 +54,7 @@ for c in "${CASES[@]}"; do
     # (GPT-2 at 50 %: 1.31 instead of 1.44) and the per-instruction overhead is negligible.
     json="$("$TBP" run "$MODELS/$file" $dims "${b[@]}" --max-stages 96 --steps "$STEPS" --warmup 1 --threads "$THREADS" --verify --format json 2>/tmp/tbp_bench_run.err)"
     if [ -z "$json" ]; then
-      printf '%-9s %-17s %-7s %s\n' "$name" "$label" "${budget:-none}" "$(tail -n1 /tmp/tbp_bench_run.err | cut -c1-100)"
+      printf '%-13s %-17s %-7s %s\n' "$name" "$label" "${budget:-none}" "$(tail -n1 /tmp/tbp_bench_run.err | cut -c1-100)"
       rows+=("{\"model\": \"$name\", \"planner\": \"$planner\", \"costs\": \"$costs\", \"budget\": \"${budget:-none}\", \"error\": \"$(tail -n1 /tmp/tbp_bench_run.err | tr -d '"')\"}")
       continue
     fi
@@ -64,7 +66,7 @@ for c in "${CASES[@]}"; do
     ratioMin="$(awk -v a="$stepMin" -v b="$baseMin" 'BEGIN { printf "%.2f", a / b }')"
     err="$(awk -v e="$(get prediction_error)" 'BEGIN { printf "%+.1f%%", 100 * e }')"
     pair="-"; [ -n "$budget" ] && pair="$(awk -v r="$(get step_time_ratio)" 'BEGIN { printf "%.2f", r }')"
-    printf '%-9s %-17s %-7s %12s %12s %8s %9s %6s %6s %7s %8s %s\n' "$name" "$label" "${budget:-none}" "$(get measured_peak_bytes)" \
+    printf '%-13s %-17s %-7s %12s %12s %8s %9s %6s %6s %7s %8s %s\n' "$name" "$label" "${budget:-none}" "$(get measured_peak_bytes)" \
       "$(get predicted_peak_bytes)" "$err" "$step" "$ratio" "$ratioMin" "$pair" "$(get recompute_s)" "$(get passed)"
     rows+=("{\"model\": \"$name\", \"planner\": \"$planner\", \"costs\": \"$costs\", \"budget\": \"${budget:-none}\", \"tbp\": $(tr -d '\n' <<<"$json"), \"step_ratio_to_store_all\": $ratio, \"min_step_ratio_to_store_all\": $ratioMin}")
   done
