@@ -548,6 +548,12 @@ private:
   size_t current_ = 1;
 };
 
+/// The median of `v` (the upper one of an even count); v must not be empty.
+double median(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
+  return v[v.size() / 2];
+}
+
 uint64_t peakRss() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
@@ -682,10 +688,8 @@ Expected<plan::NodeCosts> profileForwardCosts(const ir::Graph& g, const std::vec
     }
     plan::NodeCosts costs(g.numNodes(), 1);
     for (ir::NodeId n = 0; n < g.numNodes(); ++n) {
-      std::vector<double>& t = samples[n];
-      if (t.empty()) continue;
-      std::nth_element(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(t.size() / 2), t.end());
-      costs[n] = std::max<uint64_t>(1, static_cast<uint64_t>(std::llround(t[t.size() / 2] * 1e9)));
+      if (samples[n].empty()) continue;
+      costs[n] = std::max<uint64_t>(1, static_cast<uint64_t>(std::llround(median(std::move(samples[n])) * 1e9)));
     }
     return costs;
   } catch (const std::exception& e) {
@@ -859,10 +863,6 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
     report.forwardS = splits[med][0];
     report.recomputeS = splits[med][1];
     report.backwardS = splits[med][2];
-    auto median = [](std::vector<double> v) {
-      std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
-      return v[v.size() / 2];
-    };
     if (options.baseline) {
       report.storeAllStepTimeS = median(baselineTimes);
       report.stepTimeRatio = median(ratios);

@@ -9,6 +9,7 @@
 #include "Kernels.h"
 
 #include "tbp/ir/Op.h"
+#include "tbp/ir/OpRules.h"
 
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -566,9 +567,9 @@ struct BatchNormWithStats : torch::autograd::Function<BatchNormWithStats> {
 Tensors batchNorm(const KernelContext& context, const Graph&, const Node& n, const Tensors& in) {
   const at::Tensor &x = in[0], &runningMean = in[3], &runningVar = in[4];
   const double eps = n.attrFloat("epsilon", 1e-5), momentum = n.attrFloat("momentum", 0.9);
-  // Training: the training_mode attribute (opset 14+), or any output beyond Y (opsets 7-13).
-  const bool training = n.attrInt("training_mode", 0) != 0 || n.outputs.size() > 1;
-  if (!training) return one(at::batch_norm(x, in[1], in[2], runningMean.detach(), runningVar.detach(), false, 0.0, eps, false));
+  // Training: the training_mode attribute (opset 14+), or any output beyond Y (opsets 7-13);
+  // the stage model decides the same way which BatchNorms keep statistics for replays.
+  if (!ir::isTrainingBatchNorm(n)) return one(at::batch_norm(x, in[1], in[2], runningMean.detach(), runningVar.detach(), false, 0.0, eps, false));
   // The batch statistics: those of the node's first forward in this step when the executor
   // kept them (a replay normalizes in one pass over x instead of three), else computed now
   // (the same reductions native_batch_norm runs: the mean is its save_mean bit for bit).
