@@ -139,6 +139,95 @@ def mlp_reference(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     return h.astype(np.float32)
 
 
+GELU_DIMS = (4, 8)
+
+
+def make_gelu_patterns() -> onnx.ModelProto:
+    """Expanded GELUs as exporters write them, for the frontend's fusion (Fusion.h), and two
+    near misses that must stay expanded. x @ w feeds, in a chain:
+      g1  torch nn.GELU():            (h * (erf(h / sqrt2) + 1)) * 0.5
+      g2  torch GELU(approximate=tanh): 0.5 * (h * (1 + tanh(k * (h + c * (h * (h * h))))))
+      g3  Hugging Face gelu_new:      (0.5 * h) * (1 + tanh(k * (h + c * pow(h, 3))))
+      g4  initializer constants:      ((erf(h * (1/sqrt2)) + 1) * 0.5) * h
+      n1  0.6 instead of 0.5:         not a GELU
+      n2  its erf is a graph output:  not fused (the output needs the intermediate)
+    Outputs: n2 and n2's erf."""
+    rng = np.random.RandomState(3)
+    w = (rng.standard_normal((GELU_DIMS[1], GELU_DIMS[1])) / np.sqrt(GELU_DIMS[1])).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"),
+             numpy_helper.from_array(np.array(0.7071067690849304, np.float32), "inv_sqrt2"),
+             numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "half")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h0"], name="/fc/MatMul")]
+
+    def const(name: str, value: float) -> str:
+        nodes.append(helper.make_node("Constant", [], [name], name=name + "_c",
+                                      value=numpy_helper.from_array(np.array(value, np.float32), name)))
+        return name
+
+    def erf_gelu(p: str, x: str, half: float, y: str) -> str:
+        nodes.extend([
+            helper.make_node("Div", [x, const(p + "sqrt2", 1.4142135381698608)], [p + "div"], name=p + "Div"),
+            helper.make_node("Erf", [p + "div"], [p + "erf"], name=p + "Erf"),
+            helper.make_node("Add", [p + "erf", const(p + "one", 1.0)], [p + "add"], name=p + "Add"),
+            helper.make_node("Mul", [x, p + "add"], [p + "mul"], name=p + "Mul"),
+            helper.make_node("Mul", [p + "mul", const(p + "half", half)], [y], name=p + "Mul_1")])
+        return y
+
+    erf_gelu("/g1/", "h0", 0.5, "g1")
+    p = "/g2/"
+    nodes.extend([
+        helper.make_node("Mul", ["g1", "g1"], [p + "sq"], name=p + "Mul"),
+        helper.make_node("Mul", ["g1", p + "sq"], [p + "cube"], name=p + "Mul_1"),
+        helper.make_node("Mul", [const(p + "c", 0.044715), p + "cube"], [p + "cubic"], name=p + "Mul_2"),
+        helper.make_node("Add", ["g1", p + "cubic"], [p + "inner"], name=p + "Add"),
+        helper.make_node("Mul", [const(p + "k", 0.7978845834732056), p + "inner"], [p + "scaled"], name=p + "Mul_3"),
+        helper.make_node("Tanh", [p + "scaled"], [p + "tanh"], name=p + "Tanh"),
+        helper.make_node("Add", [const(p + "one", 1.0), p + "tanh"], [p + "add"], name=p + "Add_1"),
+        helper.make_node("Mul", ["g1", p + "add"], [p + "mul"], name=p + "Mul_4"),
+        helper.make_node("Mul", [const(p + "half", 0.5), p + "mul"], ["g2"], name=p + "Mul_5")])
+    p = "/g3/"
+    nodes.extend([
+        helper.make_node("Mul", [const(p + "half", 0.5), "g2"], [p + "halfx"], name=p + "Mul"),
+        helper.make_node("Pow", ["g2", const(p + "three", 3.0)], [p + "cube"], name=p + "Pow"),
+        helper.make_node("Mul", [const(p + "c", 0.044715), p + "cube"], [p + "cubic"], name=p + "Mul_1"),
+        helper.make_node("Add", ["g2", p + "cubic"], [p + "inner"], name=p + "Add"),
+        helper.make_node("Mul", [const(p + "k", 0.7978845608028654), p + "inner"], [p + "scaled"], name=p + "Mul_2"),
+        helper.make_node("Tanh", [p + "scaled"], [p + "tanh"], name=p + "Tanh"),
+        helper.make_node("Add", [const(p + "one", 1.0), p + "tanh"], [p + "add"], name=p + "Add_1"),
+        helper.make_node("Mul", [p + "halfx", p + "add"], ["g3"], name=p + "Mul_3")])
+    p = "/g4/"
+    nodes.extend([
+        helper.make_node("Mul", ["g3", "inv_sqrt2"], [p + "scaled"], name=p + "Mul"),
+        helper.make_node("Erf", [p + "scaled"], [p + "erf"], name=p + "Erf"),
+        helper.make_node("Add", ["one", p + "erf"], [p + "add"], name=p + "Add"),
+        helper.make_node("Mul", [p + "add", "half"], [p + "halfa"], name=p + "Mul_1"),
+        helper.make_node("Mul", ["g3", p + "halfa"], ["g4"], name=p + "Mul_2")])
+    erf_gelu("/n1/", "g4", 0.6, "n1")
+    erf_gelu("/n2/", "n1", 0.5, "n2")
+    g = helper.make_graph(nodes, "gelu_patterns", [_vi("x", GELU_DIMS)],
+                          [_vi("n2", GELU_DIMS), _vi("/n2/erf", GELU_DIMS)], initializer=inits)
+    m = _model(g)
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def gelu_reference(model: onnx.ModelProto, x: np.ndarray) -> List[np.ndarray]:
+    """The fixture's outputs in float64, from the exact GELU formulas."""
+    from math import erf, pi, sqrt
+    w = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}["w"].astype(np.float64)
+    verf = np.vectorize(erf)
+
+    def gelu(h, half=0.5):
+        return half * h * (1 + verf(h / sqrt(2)))
+
+    def gelu_tanh(h):
+        return 0.5 * h * (1 + np.tanh(sqrt(2 / pi) * (h + 0.044715 * h ** 3)))
+
+    h = gelu(gelu(gelu_tanh(gelu_tanh(gelu(x.astype(np.float64) @ w)))), 0.6)
+    return [gelu(h).astype(np.float32), verf(h / sqrt(2)).astype(np.float32)]
+
+
 def write_reference(dir_: str, names_in: List[str], inputs: List[np.ndarray],
                     names_out: List[str], outputs: List[np.ndarray]) -> None:
     if os.path.isdir(dir_):
@@ -157,6 +246,12 @@ def make_valid(out: str, with_torch: bool) -> List[str]:
     written.append(p)
     x = np.random.RandomState(1).standard_normal((REF_BATCH, MLP_DIMS[0])).astype(np.float32)
     write_reference(os.path.join(out, "data", "mlp"), ["input"], [x], ["output"], [mlp_reference(mlp, x)])
+    gelu = make_gelu_patterns()
+    p = os.path.join(out, "gelu_patterns.onnx")
+    _save(gelu, p)
+    written.append(p)
+    x = np.random.RandomState(2).standard_normal(GELU_DIMS).astype(np.float32)
+    write_reference(os.path.join(out, "data", "gelu_patterns"), ["x"], [x], ["n2", "/n2/erf"], gelu_reference(gelu, x))
 
     if not with_torch:
         return written
@@ -267,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Regenerate tbp's ONNX test fixtures.")
     ap.add_argument("--root", default=REPO, help="repository root (default: %(default)s)")
     ap.add_argument("--skip-torch", action="store_true",
-                    help="only write fixtures that need no torch (mlp + bad/)")
+                    help="only write fixtures that need no torch (mlp, gelu_patterns, bad/)")
     args = ap.parse_args(argv)
 
     onnx_dir = os.path.join(args.root, "test", "fixtures", "onnx")

@@ -45,6 +45,7 @@ struct ModelOptions {
   std::vector<std::string> dims;  ///< `NAME=VALUE` bindings
   std::vector<std::string> freeze;///< initializers to freeze
   std::string loss = "mean";      ///< loss appended when the model has none
+  bool noFuse = false;            ///< `--no-fuse`: import ONNX ops as written
 
   /// True when the model is a built-in workload rather than a file.
   bool isWorkload() const { return path.empty() && (!workload.empty() || !profile.empty()); }
@@ -55,7 +56,7 @@ struct ModelOptions {
   std::string name() const { return isWorkload() ? "workload " + workloadName() + "/" + profileName() : path; }
 };
 
-/// Adds MODEL, --workload, --profile, --dim, --freeze and --loss to `app`.
+/// Adds MODEL, --workload, --profile, --dim, --freeze, --no-fuse and --loss to `app`.
 void addModelOptions(CLI::App& app, ModelOptions& options);
 
 /// Reads a model (`.onnx`, or `.tbp` text IR); with `withLoss`, appends the loss when the

@@ -180,6 +180,11 @@ Tensors selu(const KernelContext&, const Graph&, const Node& n, const Tensors& i
 Tensors celu(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
   return one(at::celu(in[0], n.attrFloat("alpha", 1.0)));
 }
+/// GELU fused by the ONNX frontend (Fusion.h): one ATen kernel each way, where the erf
+/// expansion keeps three tensors for the backward and the tanh one six.
+Tensors gelu(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  return one(at::gelu(in[0], n.attrString("approximate", "none")));
+}
 Tensors leakyRelu(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
   return one(at::leaky_relu(in[0], n.attrFloat("alpha", 0.01)));
 }
@@ -1122,7 +1127,7 @@ constexpr std::pair<ir::Op, Kernel> kKernels[] = {
     K(Identity, identity), K(Relu, relu), K(LeakyRelu, leakyRelu), K(Elu, elu), K(Selu, selu), K(Celu, celu),
     K(Sigmoid, sigmoid), K(HardSigmoid, hardSigmoid), K(HardSwish, hardSwish), K(Tanh, tanh),
     K(Softplus, softplus), K(Softsign, softsign), K(Exp, exp), K(Log, log), K(Sqrt, sqrt),
-    K(Reciprocal, reciprocal), K(Neg, neg), K(Abs, abs), K(Erf, erf), K(Sin, sin), K(Cos, cos),
+    K(Reciprocal, reciprocal), K(Neg, neg), K(Abs, abs), K(Erf, erf), K(Gelu, gelu), K(Sin, sin), K(Cos, cos),
     K(Sign, sign), K(Floor, floor), K(Ceil, ceil), K(Round, round), K(Not, logicalNot), K(IsNaN, isNaN),
     K(IsInf, isInf), K(Cast, cast), K(Clip, clip), K(Dropout, dropout),
     K(Add, add), K(Sub, sub), K(Mul, mul), K(Div, div), K(Pow, pow), K(Max, max), K(Min, min),

@@ -1,6 +1,7 @@
 #include "tbp/frontend/onnx/OnnxImporter.h"
 
 #include "ConstantFolding.h"
+#include "Fusion.h"
 
 #include "tbp/ir/OpRules.h"
 #include "tbp/ir/Verify.h"
@@ -291,7 +292,9 @@ public:
     TBP_RETURN_IF_ERROR(loadAllExternalData());
     TBP_RETURN_IF_ERROR(bindDims());
     TBP_RETURN_IF_ERROR(inferShapes());
+    elideInertDropouts(*model_.mutable_graph());
     elideIdentities();
+    if (options_.fuse) fuseGelu(*model_.mutable_graph());
     return buildGraph();
   }
 
@@ -615,7 +618,8 @@ private:
         if (!type) return type.status();
         TBP_RETURN_IF_ERROR(addValueChecked(graph, n.output(k), ir::ValueKind::Activation, *type));
       }
-      pending.push_back({i, table.at(n.op_type())});
+      // Fused nodes carry the tbp op's own name (Fusion.h).
+      pending.push_back({i, n.domain() == kFusedDomain ? *ir::opFromName(n.op_type()) : table.at(n.op_type())});
     }
     for (const PendingNode& p : pending) {
       const onnx::NodeProto& n = g.node(p.index);

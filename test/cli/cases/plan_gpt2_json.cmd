@@ -1,1 +1,1 @@
-plan onnx/gpt2_tiny_op17_train.onnx --dim batch=2 --dim seq=16 --budget 400KiB --planner interval-tree --format json
+plan onnx/gpt2_tiny_op17_train.onnx --dim batch=8 --dim seq=16 --budget 600KiB --planner interval-tree --format json

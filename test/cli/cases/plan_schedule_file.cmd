@@ -1,1 +1,1 @@
-plan onnx/gpt2_tiny_op17_train.onnx --dim batch=2 --dim seq=16 --budget 92% --planner sqrt --order dfs -o "$TBP_TMP/p.json" >/dev/null && head -c 400 "$TBP_TMP/p.json" && grep -c '"F_' "$TBP_TMP/p.json"
+plan onnx/gpt2_tiny_op17_train.onnx --dim batch=8 --dim seq=16 --budget 92% --planner sqrt --order dfs -o "$TBP_TMP/p.json" >/dev/null && head -c 400 "$TBP_TMP/p.json" && grep -c '"F_' "$TBP_TMP/p.json"

@@ -1,1 +1,1 @@
-plan onnx/gpt2_tiny_op17_train.onnx --dim batch=2 --dim seq=16 --budget 88% -o "$TBP_TMP/p.json" >/dev/null && "$TBP" validate onnx/gpt2_tiny_op17_train.onnx --dim batch=2 --dim seq=16 --loss sum "$TBP_TMP/p.json"
+plan onnx/gpt2_tiny_op17_train.onnx --dim batch=8 --dim seq=16 --budget 88% -o "$TBP_TMP/p.json" >/dev/null && "$TBP" validate onnx/gpt2_tiny_op17_train.onnx --dim batch=8 --dim seq=16 --loss sum "$TBP_TMP/p.json"

@@ -6,6 +6,8 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <map>
+#include <tuple>
 
 #include <string>
 
@@ -135,4 +137,49 @@ TEST_CASE("the supported op list is sorted and includes Constant") {
   CHECK(std::is_sorted(ops.begin(), ops.end()));
   CHECK(std::count(ops.begin(), ops.end(), "Constant") == 1);
   CHECK(std::count(ops.begin(), ops.end(), "Conv") == 1);
+}
+
+TEST_CASE("expanded GELUs fuse into Gelu, near misses stay as written") {
+  auto opsOf = [](const ir::Graph& g) {
+    std::map<std::string, int> count;
+    for (const ir::Node& n : g.nodes()) ++count[ir::opName(n.op)];
+    return count;
+  };
+  Expected<ir::Graph> fused = import("onnx/gelu_patterns.onnx");
+  REQUIRE_MESSAGE(fused.hasValue(), fused.status().message());
+  std::vector<std::tuple<std::string, std::string, std::string, std::string>> gelus; // name, in, out, approximate
+  for (const ir::Node& n : fused->nodes())
+    if (n.op == ir::Op::Gelu)
+      gelus.emplace_back(n.name, fused->value(n.inputs.at(0)).name, fused->value(n.outputs.at(0)).name,
+                         n.attrString("approximate"));
+  using G = std::tuple<std::string, std::string, std::string, std::string>;
+  CHECK(gelus == std::vector<G>{G{"/g1/Gelu", "h0", "g1", "none"}, G{"/g2/Gelu", "g1", "g2", "tanh"},
+                                G{"/g3/Gelu", "g2", "g3", "tanh"}, G{"/g4/Gelu", "g3", "g4", "none"}});
+  // n1 multiplies by 0.6, and n2's erf is a graph output: both keep their five nodes.
+  std::map<std::string, int> ops = opsOf(*fused);
+  CHECK(ops == std::map<std::string, int>{{"MatMul", 1}, {"Gelu", 4}, {"Div", 2}, {"Erf", 2}, {"Add", 2}, {"Mul", 4}});
+  // The pattern's Constant nodes go with it; the near misses keep theirs.
+  CHECK_FALSE(fused->findValue("/g1/sqrt2").has_value());
+  CHECK_FALSE(fused->findValue("/g3/three").has_value());
+  CHECK(fused->findValue("/n1/sqrt2").has_value());
+  CHECK_FALSE(fused->findValue("/g2/tanh").has_value());
+
+  OnnxImportOptions asWritten;
+  asWritten.fuse = false;
+  Expected<ir::Graph> plain = importOnnxFile(fixture("onnx/gelu_patterns.onnx"), asWritten);
+  REQUIRE_MESSAGE(plain.hasValue(), plain.status().message());
+  ops = opsOf(*plain);
+  CHECK(ops.count("Gelu") == 0);
+  CHECK(ops["Erf"] == 4);
+  CHECK(ops["Tanh"] == 2);
+  CHECK(ops["Pow"] == 1);
+
+  // One Gelu keeps one tensor for the backward where the erf expansion keeps three (the
+  // input, x/√2 for Erf, 1 + erf for the product) and the tanh one more.
+  auto tape = [](const ir::Graph& g) {
+    return analysis::analyzeMemory(g, analysis::computeOrder(g, analysis::OrderHeuristic::File)).tapeBytes;
+  };
+  const uint64_t tensor = 4 * 8 * 4;
+  CHECK(tape(*fused) < tape(*plain));
+  CHECK(tape(*plain) - tape(*fused) >= 8 * tensor);
 }

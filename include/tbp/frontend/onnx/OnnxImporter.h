@@ -20,6 +20,9 @@ struct OnnxImportOptions {
   std::vector<std::string> freeze;
   /// Load parameter and constant element data (the runtime needs it; analysis does not).
   bool loadData = true;
+  /// Fuse op patterns that exporters expand into one tbp op (the erf and tanh GELU
+  /// expansions into Gelu; docs/onnx-support.md#fusions). `--no-fuse` turns it off.
+  bool fuse = true;
 };
 
 /// The default-domain opsets tbp accepts.

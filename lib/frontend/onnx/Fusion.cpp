@@ -1,0 +1,339 @@
+#include "Fusion.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace tbp::frontend {
+
+namespace {
+
+using Node = onnx::NodeProto;
+using TP = onnx::TensorProto;
+
+/// The value of a float or double tensor of one element.
+std::optional<double> scalarOf(const TP& t) {
+  int64_t count = 1;
+  for (int64_t d : t.dims()) count *= d;
+  if (count != 1 || t.data_location() == TP::EXTERNAL) return std::nullopt;
+  if (t.data_type() == TP::FLOAT) {
+    if (t.float_data_size() == 1) return t.float_data(0);
+    if (t.raw_data().size() != sizeof(float)) return std::nullopt;
+    float f;
+    std::memcpy(&f, t.raw_data().data(), sizeof f);
+    return f;
+  }
+  if (t.data_type() == TP::DOUBLE) {
+    if (t.double_data_size() == 1) return t.double_data(0);
+    if (t.raw_data().size() != sizeof(double)) return std::nullopt;
+    double d;
+    std::memcpy(&d, t.raw_data().data(), sizeof d);
+    return d;
+  }
+  if (t.data_type() == TP::BOOL) {
+    if (t.int32_data_size() == 1) return t.int32_data(0) != 0;
+    if (t.raw_data().size() != 1) return std::nullopt;
+    return t.raw_data()[0] != 0;
+  }
+  return std::nullopt;
+}
+
+/// One fused pattern: the nodes it replaces and the Gelu that takes their place.
+struct Match {
+  std::vector<int> nodes; ///< indices of the pattern's nodes
+  std::string x, y;       ///< input and output of the fused op
+  std::string approximate;
+  int anchor = -1;        ///< the Erf or Tanh node (names the fused one)
+};
+
+/// Structural queries over one graph's nodes, as the pattern matchers need them.
+class Patterns {
+public:
+  explicit Patterns(const onnx::GraphProto& g) : g_(g) {
+    for (int i = 0; i < g.node_size(); ++i) {
+      indexOf_[&g.node(i)] = i;
+      for (const auto& o : g.node(i).output())
+        if (!o.empty()) producer_[o] = i;
+      for (const auto& in : g.node(i).input())
+        if (!in.empty()) consumers_[in].push_back(i);
+    }
+    std::unordered_set<std::string> graphInputs;
+    for (const auto& in : g.input()) graphInputs.insert(in.name());
+    for (const auto& o : g.output()) outputs_.insert(o.name());
+    for (const auto& t : g.initializer())
+      if (!graphInputs.count(t.name())) initializers_[t.name()] = &t;
+  }
+
+  std::optional<Match> erfGelu(int anchor) const {
+    const Node& erf = g_.node(anchor);
+    if (!is(erf, "Erf") || erf.input_size() != 1 || erf.output_size() != 1) return std::nullopt;
+    Match m;
+    m.anchor = anchor;
+    m.approximate = "none";
+    const std::string& u = erf.input(0);
+    const Node* scale = producer(u);
+    if (!scale || !sole(u)) return std::nullopt;
+    if (is(*scale, "Div") && scale->input_size() == 2 && isConst(scale->input(1), std::sqrt(2.0)))
+      m.x = scale->input(0);
+    else if (auto x = otherThanConst(*scale, "Mul", std::sqrt(0.5)))
+      m.x = *x;
+    else
+      return std::nullopt;
+    m.nodes = {index(*scale), anchor};
+    std::optional<std::string> a = plusOne(erf.output(0), m);
+    if (!a) return std::nullopt;
+    return product(*a, std::move(m));
+  }
+
+  std::optional<Match> tanhGelu(int anchor) const {
+    const Node& tanh = g_.node(anchor);
+    if (!is(tanh, "Tanh") || tanh.input_size() != 1 || tanh.output_size() != 1) return std::nullopt;
+    Match m;
+    m.anchor = anchor;
+    m.approximate = "tanh";
+    const std::string& v = tanh.input(0);
+    const Node* scale = producer(v);
+    if (!scale || !sole(v)) return std::nullopt;
+    std::optional<std::string> w = otherThanConst(*scale, "Mul", std::sqrt(2.0 / M_PI));
+    if (!w || !sole(*w)) return std::nullopt;
+    const Node* inner = producer(*w);
+    if (!inner || !is(*inner, "Add") || inner->input_size() != 2) return std::nullopt;
+    // x + 0.044715·x³, either way round.
+    for (int side = 0; side < 2; ++side) {
+      const std::string& x = inner->input(side);
+      const std::string& q = inner->input(1 - side);
+      const Node* cubic = producer(q);
+      if (!cubic || !sole(q)) continue;
+      std::optional<std::string> cube = otherThanConst(*cubic, "Mul", 0.044715);
+      if (!cube || !sole(*cube)) continue;
+      std::optional<std::vector<int>> cubeNodes = cubeOf(*cube, x);
+      if (!cubeNodes) continue;
+      m.x = x;
+      m.nodes = *cubeNodes;
+      for (const Node* n : {cubic, inner, scale}) m.nodes.push_back(index(*n));
+      m.nodes.push_back(anchor);
+      std::optional<std::string> a = plusOne(tanh.output(0), m);
+      if (!a) return std::nullopt;
+      return product(*a, std::move(m));
+    }
+    return std::nullopt;
+  }
+
+  /// A Dropout that passes its input through: not in training mode (no training_mode input,
+  /// or a constant false one) or with a constant ratio of 0, and no reader of its mask.
+  bool inertDropout(int i) const {
+    const Node& n = g_.node(i);
+    if (!is(n, "Dropout") || n.input_size() < 1 || n.output_size() < 1) return false;
+    if (n.output_size() >= 2 && !n.output(1).empty() && (consumers_.count(n.output(1)) || outputs_.count(n.output(1))))
+      return false;
+    const bool training = n.input_size() >= 3 && !n.input(2).empty() && constant(n.input(2)) != std::optional<double>(0.0);
+    const bool zeroRatio = n.input_size() >= 2 && !n.input(1).empty() && constant(n.input(1)) == std::optional<double>(0.0);
+    return !training || zeroRatio;
+  }
+
+private:
+  static bool is(const Node& n, const char* op) {
+    return (n.domain().empty() || n.domain() == "ai.onnx") && n.op_type() == op;
+  }
+  int index(const Node& n) const { return indexOf_.at(&n); }
+
+  const Node* producer(const std::string& v) const {
+    auto it = producer_.find(v);
+    return it == producer_.end() ? nullptr : &g_.node(it->second);
+  }
+  /// `v` is read by exactly one node, once, and is not a graph output.
+  bool sole(const std::string& v) const {
+    auto it = consumers_.find(v);
+    return it != consumers_.end() && it->second.size() == 1 && !outputs_.count(v);
+  }
+  /// The one node that reads `v`, when it is a `op` (see sole()).
+  const Node* soleConsumer(const std::string& v, const char* op) const {
+    if (!sole(v)) return nullptr;
+    const Node& n = g_.node(consumers_.at(v).front());
+    return is(n, op) ? &n : nullptr;
+  }
+
+  std::optional<double> constant(const std::string& v) const {
+    if (auto it = initializers_.find(v); it != initializers_.end()) return scalarOf(*it->second);
+    const Node* n = producer(v);
+    if (!n || !is(*n, "Constant") || n->attribute_size() != 1) return std::nullopt;
+    const onnx::AttributeProto& a = n->attribute(0);
+    if (a.name() == "value") return scalarOf(a.t());
+    if (a.name() == "value_float") return a.f();
+    return std::nullopt;
+  }
+  bool isConst(const std::string& v, double want) const {
+    std::optional<double> c = constant(v);
+    return c && std::fabs(*c - want) <= 1e-5 * std::fabs(want);
+  }
+
+  /// For a binary `op` node with one operand the constant `want`: the other operand.
+  std::optional<std::string> otherThanConst(const Node& n, const char* op, double want) const {
+    if (!is(n, op) || n.input_size() != 2 || n.output_size() != 1) return std::nullopt;
+    if (isConst(n.input(1), want)) return n.input(0);
+    if (isConst(n.input(0), want)) return n.input(1);
+    return std::nullopt;
+  }
+  /// For a binary `op` node reading `known`: the other operand.
+  std::optional<std::string> otherOperand(const Node& n, const char* op, const std::string& known) const {
+    if (!is(n, op) || n.input_size() != 2 || n.output_size() != 1) return std::nullopt;
+    if (n.input(0) == known) return n.input(1);
+    if (n.input(1) == known) return n.input(0);
+    return std::nullopt;
+  }
+
+  /// `cube` is x³: Pow(x, 3), Mul(x, x·x) or Mul(x·x, x). The nodes that compute it.
+  std::optional<std::vector<int>> cubeOf(const std::string& cube, const std::string& x) const {
+    const Node* c = producer(cube);
+    if (!c) return std::nullopt;
+    if (is(*c, "Pow") && c->input_size() == 2 && c->input(0) == x && isConst(c->input(1), 3.0))
+      return std::vector<int>{index(*c)};
+    std::optional<std::string> square = otherOperand(*c, "Mul", x);
+    if (!square || !sole(*square)) return std::nullopt;
+    const Node* s = producer(*square);
+    if (!s || !is(*s, "Mul") || s->input_size() != 2 || s->input(0) != x || s->input(1) != x) return std::nullopt;
+    return std::vector<int>{index(*s), index(*c)};
+  }
+
+  /// `v` + 1 (either way round), with `v` read only there: the sum, and its node added to `m`.
+  std::optional<std::string> plusOne(const std::string& v, Match& m) const {
+    const Node* add = soleConsumer(v, "Add");
+    if (!add || otherOperand(*add, "Add", v) == std::nullopt || !isConst(*otherOperand(*add, "Add", v), 1.0))
+      return std::nullopt;
+    m.nodes.push_back(index(*add));
+    return add->output(0);
+  }
+
+  /// Completes `m` with the product 0.5 · x · a in any grouping: (x·a)·0.5, (x·a)/2,
+  /// (0.5·a)·x, (x·0.5)·a.
+  std::optional<Match> product(const std::string& a, Match m) const {
+    const Node* m1 = soleConsumer(a, "Mul");
+    if (!m1) return std::nullopt;
+    const std::string o = *otherOperand(*m1, "Mul", a);
+    const std::string& p = m1->output(0);
+    if (o == m.x || isConst(o, 0.5)) {
+      if (!sole(p)) return std::nullopt;
+      const Node& m2 = g_.node(consumers_.at(p).front());
+      bool done = o == m.x ? (otherThanConst(m2, "Mul", 0.5) == p ||
+                              (is(m2, "Div") && m2.input_size() == 2 && m2.input(0) == p && isConst(m2.input(1), 2.0)))
+                           : otherOperand(m2, "Mul", p) == m.x;
+      if (!done) return std::nullopt;
+      m.nodes.push_back(index(*m1));
+      m.nodes.push_back(index(m2));
+      m.y = m2.output(0);
+      return m;
+    }
+    const Node* half = producer(o);
+    if (!half || !sole(o) || otherThanConst(*half, "Mul", 0.5) != m.x) return std::nullopt;
+    m.nodes.push_back(index(*half));
+    m.nodes.push_back(index(*m1));
+    m.y = p;
+    return m;
+  }
+
+  const onnx::GraphProto& g_;
+  std::unordered_map<const Node*, int> indexOf_;
+  std::unordered_map<std::string, int> producer_;
+  std::unordered_map<std::string, std::vector<int>> consumers_;
+  std::unordered_set<std::string> outputs_;
+  std::unordered_map<std::string, const TP*> initializers_;
+};
+
+std::string fusedName(const std::string& anchor) {
+  if (anchor.empty()) return anchor;
+  size_t slash = anchor.rfind('/');
+  return slash == std::string::npos ? anchor + "_gelu" : anchor.substr(0, slash + 1) + "Gelu";
+}
+
+} // namespace
+
+int elideInertDropouts(onnx::GraphProto& graph) {
+  std::vector<int> inert;
+  {
+    Patterns patterns(graph);
+    for (int i = 0; i < graph.node_size(); ++i)
+      if (patterns.inertDropout(i)) inert.push_back(i);
+  }
+  for (int i : inert) {
+    Node& n = *graph.mutable_node(i);
+    std::string in = n.input(0), out = n.output(0);
+    n.clear_input();
+    n.clear_output();
+    n.clear_attribute();
+    n.set_op_type("Identity");
+    n.add_input(in);
+    n.add_output(out);
+  }
+  return static_cast<int>(inert.size());
+}
+
+int fuseGelu(onnx::GraphProto& graph) {
+  std::vector<Match> matches;
+  {
+    Patterns patterns(graph);
+    std::vector<bool> taken(static_cast<size_t>(graph.node_size()), false);
+    for (int i = 0; i < graph.node_size(); ++i) {
+      std::optional<Match> m = patterns.erfGelu(i);
+      if (!m) m = patterns.tanhGelu(i);
+      if (!m) continue;
+      if (std::any_of(m->nodes.begin(), m->nodes.end(), [&](int n) { return taken[static_cast<size_t>(n)]; })) continue;
+      for (int n : m->nodes) taken[static_cast<size_t>(n)] = true;
+      matches.push_back(std::move(*m));
+    }
+  }
+  if (matches.empty()) return 0;
+
+  // The fused node goes where the pattern's output is made (its last node in a topological
+  // order); the rest of the pattern goes.
+  std::unordered_map<int, const Match*> fusedAt;
+  std::set<int> removed;
+  std::set<std::string> patternReads;
+  for (const Match& m : matches) {
+    int last = *std::max_element(m.nodes.begin(), m.nodes.end());
+    fusedAt[last] = &m;
+    for (int n : m.nodes) {
+      removed.insert(n);
+      for (const auto& in : graph.node(n).input()) patternReads.insert(in);
+    }
+  }
+  google::protobuf::RepeatedPtrField<Node> kept;
+  for (int i = 0; i < graph.node_size(); ++i) {
+    auto it = fusedAt.find(i);
+    if (it != fusedAt.end()) {
+      const Match& m = *it->second;
+      Node* gelu = kept.Add();
+      gelu->set_op_type("Gelu");
+      gelu->set_domain(kFusedDomain);
+      gelu->set_name(fusedName(graph.node(m.anchor).name()));
+      gelu->add_input(m.x);
+      gelu->add_output(m.y);
+      onnx::AttributeProto* a = gelu->add_attribute();
+      a->set_name("approximate");
+      a->set_type(onnx::AttributeProto_AttributeType_STRING);
+      a->set_s(m.approximate);
+    } else if (!removed.count(i)) {
+      *kept.Add() = std::move(*graph.mutable_node(i));
+    }
+  }
+  // Constant nodes that only the patterns read.
+  std::unordered_set<std::string> read;
+  for (const Node& n : kept)
+    for (const auto& in : n.input()) read.insert(in);
+  for (const auto& o : graph.output()) read.insert(o.name());
+  google::protobuf::RepeatedPtrField<Node> nodes;
+  for (Node& n : kept) {
+    bool unusedConstant = (n.domain().empty() || n.domain() == "ai.onnx") && n.op_type() == "Constant" &&
+                          n.output_size() == 1 && patternReads.count(n.output(0)) && !read.count(n.output(0));
+    if (!unusedConstant) *nodes.Add() = std::move(n);
+  }
+  graph.mutable_node()->Swap(&nodes);
+  return static_cast<int>(matches.size());
+}
+
+} // namespace tbp::frontend
