@@ -643,9 +643,10 @@ Tensors dropout(const KernelContext& context, const Graph&, const Node& n, const
   c10::optional<at::Generator> gen;
   if (context.generator) gen = *context.generator;
   at::Tensor keep = at::empty(x.sizes(), x.options().dtype(at::kBool)).bernoulli_(1.0 - ratio, gen);
-  // Autograd saves only the bool mask (Ops.def's Mask); scaling the fresh product in place
-  // saves nothing more.
-  at::Tensor y = x * keep;
+  // Autograd saves only the bool mask (Ops.def's Mask); scaling the fresh result in place
+  // saves nothing more. `where`, not x * keep: the product promotes the mask to x's type in
+  // a temporary the size of x, forward and backward.
+  at::Tensor y = at::where(keep, x, at::zeros({}, x.options()));
   y.mul_(1.0 / (1.0 - ratio));
   Tensors out{y};
   if (wantMask) out.push_back(keep);
