@@ -143,15 +143,18 @@ GELU_DIMS = (4, 8)
 
 
 def make_gelu_patterns() -> onnx.ModelProto:
-    """Expanded GELUs as exporters write them, for the frontend's fusion (Fusion.h), and two
-    near misses that must stay expanded. x @ w feeds, in a chain:
+    """Expanded GELUs as exporters write them, for the frontend's fusion (Fusion.h), and near
+    misses that must stay expanded. x @ w feeds, in a chain:
       g1  torch nn.GELU():            (h * (erf(h / sqrt2) + 1)) * 0.5
       g2  torch GELU(approximate=tanh): 0.5 * (h * (1 + tanh(k * (h + c * (h * (h * h))))))
       g3  Hugging Face gelu_new:      (0.5 * h) * (1 + tanh(k * (h + c * pow(h, 3))))
       g4  initializer constants:      ((erf(h * (1/sqrt2)) + 1) * 0.5) * h
+      g5  halved by a division:       (h * (1 + erf(h * (1/sqrt2)))) / 2
       n1  0.6 instead of 0.5:         not a GELU
+      n3  1 + erf read again:         n3 + (1 + erf), not fused (the sum needs it)
+      n4  sqrt2 as a [1,1,1] tensor:  broadcasts [4,8] to [1,4,8], not fused
       n2  its erf is a graph output:  not fused (the output needs the intermediate)
-    Outputs: n2 and n2's erf."""
+    Outputs: n2 and n2's erf, [1,4,8]."""
     rng = np.random.RandomState(3)
     w = (rng.standard_normal((GELU_DIMS[1], GELU_DIMS[1])) / np.sqrt(GELU_DIMS[1])).astype(np.float32)
     inits = [numpy_helper.from_array(w, "w"),
@@ -160,14 +163,14 @@ def make_gelu_patterns() -> onnx.ModelProto:
              numpy_helper.from_array(np.array(0.5, np.float32), "half")]
     nodes = [helper.make_node("MatMul", ["x", "w"], ["h0"], name="/fc/MatMul")]
 
-    def const(name: str, value: float) -> str:
+    def const(name: str, value: float, dims=()) -> str:
         nodes.append(helper.make_node("Constant", [], [name], name=name + "_c",
-                                      value=numpy_helper.from_array(np.array(value, np.float32), name)))
+                                      value=numpy_helper.from_array(np.full(dims, value, np.float32), name)))
         return name
 
-    def erf_gelu(p: str, x: str, half: float, y: str) -> str:
+    def erf_gelu(p: str, x: str, half: float, y: str, sqrt2_dims=()) -> str:
         nodes.extend([
-            helper.make_node("Div", [x, const(p + "sqrt2", 1.4142135381698608)], [p + "div"], name=p + "Div"),
+            helper.make_node("Div", [x, const(p + "sqrt2", 1.4142135381698608, sqrt2_dims)], [p + "div"], name=p + "Div"),
             helper.make_node("Erf", [p + "div"], [p + "erf"], name=p + "Erf"),
             helper.make_node("Add", [p + "erf", const(p + "one", 1.0)], [p + "add"], name=p + "Add"),
             helper.make_node("Mul", [x, p + "add"], [p + "mul"], name=p + "Mul"),
@@ -203,10 +206,21 @@ def make_gelu_patterns() -> onnx.ModelProto:
         helper.make_node("Add", ["one", p + "erf"], [p + "add"], name=p + "Add"),
         helper.make_node("Mul", [p + "add", "half"], [p + "halfa"], name=p + "Mul_1"),
         helper.make_node("Mul", ["g3", p + "halfa"], ["g4"], name=p + "Mul_2")])
-    erf_gelu("/n1/", "g4", 0.6, "n1")
-    erf_gelu("/n2/", "n1", 0.5, "n2")
+    p = "/g5/"
+    nodes.extend([
+        helper.make_node("Mul", [const(p + "inv_sqrt2", 0.7071067690849304), "g4"], [p + "scaled"], name=p + "Mul"),
+        helper.make_node("Erf", [p + "scaled"], [p + "erf"], name=p + "Erf"),
+        helper.make_node("Add", [const(p + "one", 1.0), p + "erf"], [p + "add"], name=p + "Add"),
+        helper.make_node("Mul", ["g4", p + "add"], [p + "mul"], name=p + "Mul_1"),
+        helper.make_node("Div", [p + "mul", const(p + "two", 2.0)], ["g5"], name=p + "Div_1")])
+    erf_gelu("/n1/", "g5", 0.6, "n1")
+    erf_gelu("/n3/", "n1", 0.5, "n3g")
+    nodes.append(helper.make_node("Add", ["n3g", "/n3/add"], ["n3"], name="/n3/Add_2"))
+    erf_gelu("/n4/", "n3", 0.5, "n4", sqrt2_dims=(1, 1, 1))
+    erf_gelu("/n2/", "n4", 0.5, "n2")
+    out_dims = (1,) + GELU_DIMS
     g = helper.make_graph(nodes, "gelu_patterns", [_vi("x", GELU_DIMS)],
-                          [_vi("n2", GELU_DIMS), _vi("/n2/erf", GELU_DIMS)], initializer=inits)
+                          [_vi("n2", out_dims), _vi("/n2/erf", out_dims)], initializer=inits)
     m = _model(g)
     onnx.checker.check_model(m, full_check=True)
     return m
@@ -224,8 +238,45 @@ def gelu_reference(model: onnx.ModelProto, x: np.ndarray) -> List[np.ndarray]:
     def gelu_tanh(h):
         return 0.5 * h * (1 + np.tanh(sqrt(2 / pi) * (h + 0.044715 * h ** 3)))
 
-    h = gelu(gelu(gelu_tanh(gelu_tanh(gelu(x.astype(np.float64) @ w)))), 0.6)
-    return [gelu(h).astype(np.float32), verf(h / sqrt(2)).astype(np.float32)]
+    g5 = gelu(gelu(gelu_tanh(gelu_tanh(gelu(x.astype(np.float64) @ w)))))
+    n1 = gelu(g5, 0.6)
+    n3 = gelu(n1) + (1 + verf(n1 / sqrt(2)))
+    n4 = gelu(n3).reshape((1,) + GELU_DIMS)
+    return [gelu(n4).astype(np.float32), verf(n4 / sqrt(2)).astype(np.float32)]
+
+
+def make_inert_dropouts() -> onnx.ModelProto:
+    """Dropouts that pass their input through (the frontend elides them) and ones that do not.
+    x @ w feeds, in a chain:
+      d1  no ratio or training_mode input (inference)        elided
+      d2  ratio 0.5, training_mode a constant false           elided
+      d3  ratio 0 (initializer), training_mode true           elided
+      d4  ratio 0, training_mode true, its mask read          kept
+      d5  ratio 0.5, training_mode true                       kept
+      d6  ratio 0.5, training_mode a graph input              kept
+    Output: d6."""
+    w = np.eye(GELU_DIMS[1], dtype=np.float32)
+    t = numpy_helper.from_array(np.array(True), "true")
+    f = numpy_helper.from_array(np.array(False), "false")
+    inits = [numpy_helper.from_array(w, "w"), t, f,
+             numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "ratio")]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h0"], name="fc"),
+        helper.make_node("Dropout", ["h0"], ["d1"], name="drop1"),
+        helper.make_node("Dropout", ["d1", "ratio", "false"], ["d2"], name="drop2"),
+        helper.make_node("Dropout", ["d2", "zero", "true"], ["d3", "d3_mask"], name="drop3"),
+        helper.make_node("Dropout", ["d3", "zero", "true"], ["d4", "d4_mask"], name="drop4"),
+        helper.make_node("Cast", ["d4_mask"], ["d4_maskf"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["d4", "d4_maskf"], ["d4m"], name="mul"),
+        helper.make_node("Dropout", ["d4m", "ratio", "true"], ["d5"], name="drop5"),
+        helper.make_node("Dropout", ["d5", "ratio", "training"], ["d6"], name="drop6")]
+    g = helper.make_graph(nodes, "inert_dropouts",
+                          [_vi("x", GELU_DIMS), _vi("training", [], TensorProto.BOOL)],
+                          [_vi("d6", GELU_DIMS)], initializer=inits)
+    m = _model(g)
+    onnx.checker.check_model(m, full_check=True)
+    return m
 
 
 def write_reference(dir_: str, names_in: List[str], inputs: List[np.ndarray],
@@ -252,6 +303,9 @@ def make_valid(out: str, with_torch: bool) -> List[str]:
     written.append(p)
     x = np.random.RandomState(2).standard_normal(GELU_DIMS).astype(np.float32)
     write_reference(os.path.join(out, "data", "gelu_patterns"), ["x"], [x], ["n2", "/n2/erf"], gelu_reference(gelu, x))
+    p = os.path.join(out, "inert_dropouts.onnx")
+    _save(make_inert_dropouts(), p)
+    written.append(p)
 
     if not with_torch:
         return written
@@ -362,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Regenerate tbp's ONNX test fixtures.")
     ap.add_argument("--root", default=REPO, help="repository root (default: %(default)s)")
     ap.add_argument("--skip-torch", action="store_true",
-                    help="only write fixtures that need no torch (mlp, gelu_patterns, bad/)")
+                    help="only write fixtures that need no torch (mlp, gelu_patterns, inert_dropouts, bad/)")
     args = ap.parse_args(argv)
 
     onnx_dir = os.path.join(args.root, "test", "fixtures", "onnx")

@@ -45,7 +45,7 @@ struct ModelOptions {
   std::vector<std::string> dims;  ///< `NAME=VALUE` bindings
   std::vector<std::string> freeze;///< initializers to freeze
   std::string loss = "mean";      ///< loss appended when the model has none
-  bool noFuse = false;            ///< `--no-fuse`: import ONNX ops as written
+  bool noFuse = false;            ///< `--no-fuse`: keep expanded GELUs as their ONNX ops
 
   /// True when the model is a built-in workload rather than a file.
   bool isWorkload() const { return path.empty() && (!workload.empty() || !profile.empty()); }

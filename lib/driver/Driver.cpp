@@ -50,7 +50,7 @@ void addModelOptions(CLI::App& app, ModelOptions& options) {
       ->check(CLI::IsMember({"small", "medium", "large"}));
   app.add_option("--dim", options.dims, "bind a symbolic dimension, NAME=VALUE (repeatable)")->type_name("NAME=VALUE");
   app.add_option("--freeze", options.freeze, "initializers to treat as frozen constants")->delimiter(',')->type_name("NAME,...");
-  app.add_flag("--no-fuse", options.noFuse, "import ONNX ops as written: do not fuse expanded GELUs into Gelu");
+  app.add_flag("--no-fuse", options.noFuse, "do not fuse expanded GELUs into one Gelu op at ONNX import");
   app.add_option("--loss", options.loss, "loss appended when the model has none: sum|mean|mse|cross_entropy")
       ->check(CLI::IsMember({"sum", "mean", "mse", "cross_entropy"}));
 }

@@ -129,7 +129,8 @@ public:
   /// or a constant false one) or with a constant ratio of 0, and no reader of its mask.
   bool inertDropout(int i) const {
     const Node& n = g_.node(i);
-    if (!is(n, "Dropout") || n.input_size() < 1 || n.output_size() < 1) return false;
+    if (!is(n, "Dropout") || n.input_size() < 1 || n.output_size() < 1 || n.input(0).empty() || n.output(0).empty())
+      return false;
     if (n.output_size() >= 2 && !n.output(1).empty() && (consumers_.count(n.output(1)) || outputs_.count(n.output(1))))
       return false;
     const bool training = n.input_size() >= 3 && !n.input(2).empty() && constant(n.input(2)) != std::optional<double>(0.0);
@@ -192,7 +193,7 @@ private:
   std::optional<std::vector<int>> cubeOf(const std::string& cube, const std::string& x) const {
     const Node* c = producer(cube);
     if (!c) return std::nullopt;
-    if (is(*c, "Pow") && c->input_size() == 2 && c->input(0) == x && isConst(c->input(1), 3.0))
+    if (is(*c, "Pow") && c->input_size() == 2 && c->input(0) == x && constant(c->input(1)) == std::optional<double>(3.0))
       return std::vector<int>{index(*c)};
     std::optional<std::string> square = otherOperand(*c, "Mul", x);
     if (!square || !sole(*square)) return std::nullopt;
@@ -215,7 +216,9 @@ private:
   std::optional<Match> product(const std::string& a, Match m) const {
     const Node* m1 = soleConsumer(a, "Mul");
     if (!m1) return std::nullopt;
-    const std::string o = *otherOperand(*m1, "Mul", a);
+    std::optional<std::string> other = otherOperand(*m1, "Mul", a);
+    if (!other) return std::nullopt;
+    const std::string o = *other;
     const std::string& p = m1->output(0);
     if (o == m.x || isConst(o, 0.5)) {
       if (!sole(p)) return std::nullopt;
@@ -277,11 +280,22 @@ int fuseGelu(onnx::GraphProto& graph) {
   std::vector<Match> matches;
   {
     Patterns patterns(graph);
+    // Gelu keeps its input's type: a pattern whose constants broadcast x to another shape
+    // (a [1,1] constant on an [8] input) is not one.
+    std::unordered_map<std::string, const onnx::TypeProto*> types;
+    for (const auto* list : {&graph.input(), &graph.value_info(), &graph.output()})
+      for (const auto& vi : *list) types[vi.name()] = &vi.type();
+    auto sameType = [&types](const std::string& a, const std::string& b) {
+      auto ta = types.find(a), tb = types.find(b);
+      return ta != types.end() && tb != types.end() && ta->second->has_tensor_type() &&
+             ta->second->tensor_type().has_shape() &&
+             ta->second->SerializeAsString() == tb->second->SerializeAsString();
+    };
     std::vector<bool> taken(static_cast<size_t>(graph.node_size()), false);
     for (int i = 0; i < graph.node_size(); ++i) {
       std::optional<Match> m = patterns.erfGelu(i);
       if (!m) m = patterns.tanhGelu(i);
-      if (!m) continue;
+      if (!m || !sameType(m->x, m->y)) continue;
       if (std::any_of(m->nodes.begin(), m->nodes.end(), [&](int n) { return taken[static_cast<size_t>(n)]; })) continue;
       for (int n : m->nodes) taken[static_cast<size_t>(n)] = true;
       matches.push_back(std::move(*m));

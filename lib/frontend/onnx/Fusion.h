@@ -20,12 +20,15 @@ int elideInertDropouts(onnx::GraphProto& graph);
 /// Replaces each expanded GELU by one `tbp.fused` Gelu node with attribute `approximate`:
 ///  - "none": 0.5·x·(1 + erf(x/√2)), as torch.onnx exports nn.GELU() (x/√2 may be x·(1/√2));
 ///  - "tanh": 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), as torch.onnx exports
-///    nn.GELU(approximate="tanh") and as Hugging Face's gelu_new writes it (x³ as Pow(x, 3),
-///    x·(x·x) or (x·x)·x).
+///    nn.GELU(approximate="tanh") and as Hugging Face's gelu_new writes it (x³ as Pow(x, 3)
+///    with the exponent exactly 3, x·(x·x) or (x·x)·x).
 /// The factors 0.5, x and (1 + …) may be multiplied in any grouping and order; constants are
 /// float or double scalars (initializers or Constant nodes) within 1e-5 of the exact value. A
 /// pattern is fused only when each of its intermediate values has no other consumer and is not
-/// a graph output, so the rewrite never changes what the graph computes beyond rounding.
+/// a graph output, and only when x and the output have the same inferred type (constants
+/// that broadcast x to another shape do not match), so the rewrite never changes what the
+/// graph computes beyond rounding; scalar initializers of a fused pattern stop being read
+/// (and so stop being trainable parameters).
 /// The fused node takes the place of the pattern's last node (the order stays topological);
 /// Constant nodes only the pattern read are removed. Precondition: shape inference has run
 /// (the output keeps its value_info). Returns the number of GELUs fused.

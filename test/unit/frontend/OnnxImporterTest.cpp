@@ -154,14 +154,18 @@ TEST_CASE("expanded GELUs fuse into Gelu, near misses stay as written") {
                          n.attrString("approximate"));
   using G = std::tuple<std::string, std::string, std::string, std::string>;
   CHECK(gelus == std::vector<G>{G{"/g1/Gelu", "h0", "g1", "none"}, G{"/g2/Gelu", "g1", "g2", "tanh"},
-                                G{"/g3/Gelu", "g2", "g3", "tanh"}, G{"/g4/Gelu", "g3", "g4", "none"}});
-  // n1 multiplies by 0.6, and n2's erf is a graph output: both keep their five nodes.
+                                G{"/g3/Gelu", "g2", "g3", "tanh"}, G{"/g4/Gelu", "g3", "g4", "none"},
+                                G{"/g5/Gelu", "g4", "g5", "none"}});
+  // n1 multiplies by 0.6, n3 reads its 1 + erf again, n4's [1,1,1] constant broadcasts x to
+  // rank 3, and n2's erf is a graph output: each keeps its five nodes.
   std::map<std::string, int> ops = opsOf(*fused);
-  CHECK(ops == std::map<std::string, int>{{"MatMul", 1}, {"Gelu", 4}, {"Div", 2}, {"Erf", 2}, {"Add", 2}, {"Mul", 4}});
+  CHECK(ops == std::map<std::string, int>{{"MatMul", 1}, {"Gelu", 5}, {"Div", 4}, {"Erf", 4}, {"Add", 5}, {"Mul", 8}});
   // The pattern's Constant nodes go with it; the near misses keep theirs.
   CHECK_FALSE(fused->findValue("/g1/sqrt2").has_value());
   CHECK_FALSE(fused->findValue("/g3/three").has_value());
+  CHECK_FALSE(fused->findValue("/g5/two").has_value());
   CHECK(fused->findValue("/n1/sqrt2").has_value());
+  CHECK(fused->findValue("/n4/sqrt2").has_value());
   CHECK_FALSE(fused->findValue("/g2/tanh").has_value());
 
   OnnxImportOptions asWritten;
@@ -170,7 +174,7 @@ TEST_CASE("expanded GELUs fuse into Gelu, near misses stay as written") {
   REQUIRE_MESSAGE(plain.hasValue(), plain.status().message());
   ops = opsOf(*plain);
   CHECK(ops.count("Gelu") == 0);
-  CHECK(ops["Erf"] == 4);
+  CHECK(ops["Erf"] == 7);
   CHECK(ops["Tanh"] == 2);
   CHECK(ops["Pow"] == 1);
 
@@ -182,4 +186,25 @@ TEST_CASE("expanded GELUs fuse into Gelu, near misses stay as written") {
   const uint64_t tensor = 4 * 8 * 4;
   CHECK(tape(*fused) < tape(*plain));
   CHECK(tape(*plain) - tape(*fused) >= 8 * tensor);
+}
+
+TEST_CASE("Dropouts that pass their input through are elided, the others stay") {
+  for (bool fuse : {true, false}) {
+    CAPTURE(fuse);
+    OnnxImportOptions options;
+    options.fuse = fuse;
+    Expected<ir::Graph> g = importOnnxFile(fixture("onnx/inert_dropouts.onnx"), options);
+    REQUIRE_MESSAGE(g.hasValue(), g.status().message());
+    std::vector<std::string> dropouts;
+    for (const ir::Node& n : g->nodes()) {
+      CHECK(n.op != ir::Op::Identity);
+      if (n.op == ir::Op::Dropout) dropouts.push_back(n.name);
+    }
+    // drop4's mask is read, drop5 trains at 0.5 and drop6's training_mode is an input.
+    CHECK(dropouts == std::vector<std::string>{"drop4", "drop5", "drop6"});
+    for (const char* gone : {"d1", "d2", "d3", "d3_mask"}) CHECK_FALSE(g->findValue(gone).has_value());
+    // drop4 reads h0 directly.
+    const ir::Node& drop4 = g->node(g->value(*g->findValue("d4")).producer);
+    CHECK(g->value(drop4.inputs.at(0)).name == "h0");
+  }
 }

@@ -325,7 +325,7 @@ TEST_CASE("fused GELUs give the exact formulas' loss and the expansions' gradien
     // Without fusion the scalar initializers of the fourth GELU are trainable parameters too.
     REQUIRE(r->gradients.size() == (fuse ? 1u : 4u));
     REQUIRE(r->gradients[0].name == "w");
-    // The reference is the float64 formula: float32 rounding through six GELUs.
+    // The reference is the float64 formula: float32 rounding through nine GELUs.
     CHECK(r->loss == doctest::Approx(want).epsilon(1e-5));
     losses[fuse] = r->loss;
     grads[fuse] = floats(r->gradients[0].array);

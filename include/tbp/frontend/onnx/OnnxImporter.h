@@ -21,7 +21,7 @@ struct OnnxImportOptions {
   /// Load parameter and constant element data (the runtime needs it; analysis does not).
   bool loadData = true;
   /// Fuse op patterns that exporters expand into one tbp op (the erf and tanh GELU
-  /// expansions into Gelu; docs/onnx-support.md#fusions). `--no-fuse` turns it off.
+  /// expansions into Gelu; docs/onnx-support.md#fusions). `--no-fuse` turns it off (inert Dropouts are elided either way).
   bool fuse = true;
 };
 
