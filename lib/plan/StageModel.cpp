@@ -60,6 +60,9 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
     m.gradLastUsePos[v] = mem.values[v].gradLastUsePos;
   }
 
+  std::vector<int64_t> positionOf(g.numNodes(), -1);
+  for (size_t p = 0; p < n; ++p) positionOf[order[p]] = static_cast<int64_t>(p);
+
   // Stage boundaries and the stage of every position.
   std::vector<uint32_t> starts{0};
   for (uint32_t c : cuts)
@@ -113,6 +116,7 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       diff[static_cast<size_t>(b) + 1] -= static_cast<int64_t>(bytes);
     };
     std::vector<ValueId> tape;
+    std::map<ValueId, uint32_t> firstSaver; // tape value -> its saver earliest in the order
     for (uint32_t p = s.first; p <= s.last; ++p) {
       const ir::Node& node = g.node(order[p]);
       const uint64_t flops = ir::estimateFlops(g, node);
@@ -125,7 +129,10 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       extraAt[p - s.first] = saved.extraBytes;
       s.tapeExtraBytes = saturatingAdd(s.tapeExtraBytes, saved.extraBytes);
       for (ValueId v : saved.values)
-        if (g.value(v).kind == ValueKind::Activation) tape.push_back(v);
+        if (g.value(v).kind == ValueKind::Activation) {
+          tape.push_back(v);
+          firstSaver.try_emplace(v, p); // positions ascend: the first one seen is the earliest
+        }
       uint64_t nodeCost = m.measuredCosts ? costs[order[p]] : flops;
       for (ValueId out : node.outputs) {
         s.produced.push_back(out);
@@ -196,11 +203,38 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
         range(bwdDiff, span.first, span.second, g.value(group).bytes);
     // Partial gradients and backward scratch, as analyzeMemory counts them.
     for (uint32_t p = s.first; p <= s.last; ++p) range(bwdDiff, p - s.first, p - s.first, mem.backwardExtraBytes[p]);
+    // A value whose adjoint is already held when B k starts (a later use gave it one) and to
+    // which a node of this stage passes a gradient too: autograd cannot add into the held
+    // adjoint (the runtime still holds it until B k ends), so the partial made at that node
+    // stays a second buffer, carrying the sum on to the stage's start (a GPT-2 residual
+    // feeding the stage's LayerNorm and a later Add). analyzeMemory counts it at the node.
+    auto heldPartial = [&](ValueId v) {
+      if (!m.requiresGrad[v] || m.gradLastUsePos[v] <= static_cast<int64_t>(s.last)) return;
+      int64_t u = -1;
+      for (NodeId user : g.value(v).users) {
+        const int64_t p = positionOf[user];
+        if (p < static_cast<int64_t>(s.first) || p > static_cast<int64_t>(s.last) || !m.keepsTape[user]) continue;
+        const ir::Node& node = g.node(user);
+        for (size_t i = 0; i < node.inputs.size(); ++i)
+          if (node.inputs[i] == v && ir::inputTakesGradient(node, i)) u = std::max(u, p);
+      }
+      if (u > static_cast<int64_t>(s.first)) range(bwdDiff, 0, u - 1 - s.first, m.valueBytes[v]);
+    };
+    for (ValueId v : s.produced) heldPartial(v);
+    for (ValueId v : s.inputFrontier) heldPartial(v);
+    // Autograd frees what a node saved once the node's backward has run: a tape tensor made
+    // and used only inside the stage is gone once its earliest saver's backward is done, so
+    // the stage's nodes before it run without it (x̄_k is the tape at the start of B k).
+    std::vector<int64_t> releaseDiff(ops + 1, 0);
+    for (const auto& [v, q] : firstSaver) {
+      if (contains(next, v) || contains(s.inputFrontier, v) || m.producerPos[v] < static_cast<int64_t>(s.first)) continue;
+      if (q > s.first) range(releaseDiff, 0, static_cast<int64_t>(q) - 1 - s.first, m.valueBytes[v]);
+    }
     int64_t f = 0, a = 0, b = 0;
     for (size_t i = 0; i < ops; ++i) {
       f += fwdDiff[i];
       a += allDiff[i];
-      b += bwdDiff[i];
+      b += bwdDiff[i] - releaseDiff[i];
       s.forwardTransientBytes = std::max<uint64_t>(s.forwardTransientBytes, static_cast<uint64_t>(std::max<int64_t>(f, 0)));
       s.forwardAllTransientBytes = std::max<uint64_t>(s.forwardAllTransientBytes, static_cast<uint64_t>(std::max<int64_t>(a, 0)));
       s.backwardTransientBytes = std::max<uint64_t>(s.backwardTransientBytes, static_cast<uint64_t>(std::max<int64_t>(b, 0)));
