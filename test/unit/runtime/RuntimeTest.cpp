@@ -439,3 +439,50 @@ TEST_CASE("a residual's held adjoint and its partial from inside the stage are t
     }
   }
 }
+
+TEST_CASE("a stage's backward frees what its nodes saved as autograd does, as simulated") {
+  // Attention scores: p = softmax(mask(q k^T * scale)), dropout, then p @ v. Cut into one
+  // stage from Where to the last MatMul, B frees pd and v once that MatMul's backward has run,
+  // before the Dropout's backward makes its own buffers.
+  ir::Graph g = tbp::testing::parseOk(R"(graph att {
+    input %x : f32[2,4,128,64]
+    input %mask : bool[1,1,128,128]
+    param %wq : f32[64,64]
+    param %wv : f32[64,64]
+    const %scale : f32[] = [0.125]
+    const %neg : f32[] = [-10000.0]
+    const %ratio : f32[] = [0.1]
+    const %train : bool[] = [1]
+    %q : f32[2,4,128,64] = MatMul(%x, %wq)
+    %kt : f32[2,4,64,128] = Transpose(%x) {perm=[0, 1, 3, 2]}
+    %s : f32[2,4,128,128] = MatMul(%q, %kt)
+    %s2 : f32[2,4,128,128] = Mul(%s, %scale)
+    %s3 : f32[2,4,128,128] = Where(%mask, %neg, %s2)
+    %p : f32[2,4,128,128] = Softmax(%s3) {axis=-1}
+    %pd : f32[2,4,128,128], %pm : bool[2,4,128,128] = Dropout(%p, %ratio, %train)
+    %v : f32[2,4,128,64] = MatMul(%x, %wv)
+    %o : f32[2,4,128,64] = MatMul(%pd, %v)
+    %t : f32[2,4,128,64] = Tanh(%o)
+    %loss : f32[] = SumLoss(%t)
+    output %loss
+  })");
+  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
+  plan::StageModel m = plan::buildStageModel(g, order, {1, 2, 3, 4, 9, 10});
+  REQUIRE(m.size() == 7);
+  REQUIRE(m.stage(5).last - m.stage(5).first == 4);
+  const uint64_t slack = 16 * 1024; // allocator rounding and the mask, far below one 128 KiB tensor
+  for (bool replay : {false, true}) {
+    CAPTURE(replay);
+    plan::Stream stream = replay ? tbp::testing::replayAllStream(m, false) : plan::storeAllStream(m.size());
+    Expected<plan::SimResult> sim = plan::simulate(m, stream);
+    REQUIRE(sim.hasValue());
+    Expected<runtime::RunReport> r = runtime::runTrainingStep(g, m, stream, {});
+    REQUIRE_MESSAGE(r.hasValue(), r.status().message());
+    for (size_t i = 0; i < stream.size(); ++i) {
+      CAPTURE(plan::formatInstruction(stream[i]));
+      CHECK(r->timeline[i] <= sim->timeline[i] + slack);
+      if (stream[i].kind == plan::InstrKind::Backward && stream[i].stage == 5)
+        CHECK(r->timeline[i] + slack >= sim->timeline[i]);
+    }
+  }
+}
