@@ -186,6 +186,21 @@ Expected<ResolvedCosts> measureCosts(const ir::Graph& graph, const runtime::RunO
   return ResolvedCosts{std::move(*measured), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
 }
 
+Expected<double> calibrateScratch(ir::Graph& graph, const runtime::RunOptions& run) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto measured = runtime::profileScratch(graph, analysis::computeOrder(graph, analysis::OrderHeuristic::File), run);
+  if (!measured) return measured.status();
+  for (ir::NodeId n = 0; n < graph.numNodes(); ++n) {
+    const ir::Node& node = graph.node(n);
+    if ((*measured)[n] && !node.scratch)
+      spdlog::debug("scratch {:<20} {:<40} forward {:>10} (table {:>10}) backward {:>10} (table {:>10})", ir::opName(node.op), node.name,
+                    (*measured)[n]->forward, ir::forwardScratchBytes(graph, node), (*measured)[n]->backward,
+                    ir::backwardScratchBytes(graph, node));
+    graph.setMeasuredScratch(n, (*measured)[n]);
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 Expected<ResolvedCosts> resolveCosts(const std::string& spec, const ir::Graph& graph, const runtime::RunOptions& run) {
   ResolvedCosts r;
   if (spec == "estimate") return r;

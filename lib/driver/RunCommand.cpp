@@ -27,6 +27,7 @@ struct RunArgs {
   std::string format = "text";
   size_t maxStages = kDefaultMaxStages;
   std::string costs = "estimate";
+  std::string scratch = "auto";
   std::vector<std::string> inputs;
   std::string saveGrads;
   runtime::RunOptions run;
@@ -75,6 +76,15 @@ int runRun(const RunArgs& args, Io& io) {
   if (Status s = readInputs(args.inputs, options.inputs); !s) return reportError(io, s);
   options.keepGradients = !args.saveGrads.empty();
   std::optional<uint64_t> budget;
+  // Kernel temporaries: Ops.def's rules were measured with LibTorch 1.13's CPU kernels; on a
+  // GPU (cuDNN workspaces, two-pass reductions) every node's are measured before planning.
+  const bool measuredScratch = args.scratch == "measured" || (args.scratch == "auto" && options.device.rfind("cuda", 0) == 0);
+  double scratchSeconds = 0;
+  if (measuredScratch) {
+    Expected<double> seconds = calibrateScratch(*graph, options);
+    if (!seconds) return reportError(io, seconds.status().withContext(args.model.name()));
+    scratchSeconds = *seconds;
+  }
   // `--costs measured`: the runtime's profiling step times every op's forward on this device
   // and these threads, and the planner prices recomputation with those times (or a file's).
   Expected<ResolvedCosts> costs = resolveCosts(args.costs, *graph, options);
@@ -135,10 +145,12 @@ int runRun(const RunArgs& args, Io& io) {
                              {"backward_s", round6(r->backwardS)},
                              {"recompute_ratio", round6(c.sim.recomputeRatio)},
                              {"costs", p.model.measuredCosts ? "measured" : "estimate"},
+                             {"scratch", measuredScratch ? "measured" : "static"},
                              {"loss", r->loss},
                              {"resident_bytes", p.model.residentBytes},
                              {"stages", p.model.size()},
                              {"instructions", c.stream.size()}};
+    if (measuredScratch) j["scratch_profile_time_s"] = round6(scratchSeconds);
     if (p.model.measuredCosts) {
       if (args.costs == "measured") j["profile_time_s"] = round6(costs->profileSeconds);
       else j["costs_file"] = args.costs;
@@ -179,6 +191,9 @@ int runRun(const RunArgs& args, Io& io) {
              << (args.costs == "measured" ? "measured in " + formatFixed(costs->profileSeconds, 2) + " s" : "from " + args.costs)
              << ", predicted recompute " << formatFixed(predictedRecomputeSeconds(p.model, c.sim) * 1e3, 2) << " ms";
     io.out << "\n";
+    if (measuredScratch)
+      io.out << "kernel scratch   measured on " << args.run.device << " in " << formatFixed(scratchSeconds, 2)
+             << " s (the memory model takes it where it exceeds the CPU table)\n";
     io.out << "loss             " << formatFixed(r->loss, 6) << "\n";
     if (r->gradCheck)
       io.out << "gradients        " << (r->gradCheck->passed ? "match" : "DIFFER FROM") << " store-all autograd: max abs error "
@@ -211,6 +226,10 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
                  "estimate|measured|FILE: price recomputation by FLOPs + elements, by each op's forward time measured on "
                  "this device first (plans then vary with timing noise), or by a costs file from 'tbp profile'")
       ->type_name("COSTS");
+  app.add_option("--scratch", args->scratch,
+                 "auto|static|measured: kernel temporaries in the memory model from tbp's table (measured with LibTorch 1.13 on "
+                 "CPU) or measured on this device before planning; auto measures on CUDA")
+      ->check(CLI::IsMember({"auto", "static", "measured"}));
   app.add_option("--device", args->run.device, "cpu|cuda|cuda:N (cuda needs a LibTorch built with CUDA)")->type_name("DEVICE");
   app.add_flag("--verify", args->run.verify, "also run store-all and compare the loss and every parameter gradient");
   app.add_option("--seed", args->run.seed, "seed of inputs, targets and parameters without data");

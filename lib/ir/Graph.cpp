@@ -67,7 +67,7 @@ NodeId Graph::addNode(std::string name, Op op, std::vector<ValueId> inputs,
     TBP_CHECK(values_[out].kind == ValueKind::Activation && values_[out].producer == kNone);
     values_[out].producer = id;
   }
-  nodes_.push_back(Node{std::move(name), op, std::move(inputs), std::move(outputs), std::move(attrs)});
+  nodes_.push_back(Node{std::move(name), op, std::move(inputs), std::move(outputs), std::move(attrs), std::nullopt});
   return id;
 }
 

@@ -181,7 +181,9 @@ SavedForBackward savedForBackward(const Graph& g, const Node& n, const std::vect
   return saved;
 }
 
-uint64_t backwardScratchBytes(const Graph& graph, const Node& node, const std::vector<bool>* needsGrad) {
+namespace {
+
+uint64_t tableBackwardScratch(const Graph& graph, const Node& node, const std::vector<bool>* needsGrad) {
   if (node.outputs.empty()) return 0;
   if (node.op == Op::Conv || node.op == Op::ConvTranspose) {
     if (node.inputs.empty() || node.inputs[0] == kNone) return 0;
@@ -203,6 +205,24 @@ uint64_t backwardScratchBytes(const Graph& graph, const Node& node, const std::v
   return saturatingMul(graph.value(node.outputs[0]).bytes, halves) / 2;
 }
 
+uint64_t tableForwardScratch(const Graph& graph, const Node& node) {
+  if (node.op != Op::Conv || node.inputs.size() < 2 || node.inputs[0] == kNone || node.inputs[1] == kNone || node.outputs.empty())
+    return 0;
+  return saturatingAdd(std::max(graph.value(node.inputs[0]).bytes, graph.value(node.outputs[0]).bytes), graph.value(node.inputs[1]).bytes);
+}
+
+} // namespace
+
+uint64_t backwardScratchBytes(const Graph& graph, const Node& node, const std::vector<bool>* needsGrad) {
+  const uint64_t table = tableBackwardScratch(graph, node, needsGrad);
+  return node.scratch ? std::max(table, node.scratch->backward) : table;
+}
+
+uint64_t forwardScratchBytes(const Graph& graph, const Node& node) {
+  const uint64_t table = tableForwardScratch(graph, node);
+  return node.scratch ? std::max(table, node.scratch->forward) : table;
+}
+
 bool isTrainingBatchNorm(const Node& node) {
   return node.op == Op::BatchNormalization && (node.attrInt("training_mode", 0) != 0 || node.outputs.size() > 1);
 }
@@ -211,12 +231,6 @@ uint64_t batchStatsBytes(const Graph& graph, const Node& node) {
   if (!isTrainingBatchNorm(node) || node.inputs.empty() || node.inputs[0] == kNone) return 0;
   const Shape& shape = graph.value(node.inputs[0]).type.shape;
   return shape.size() < 2 ? 0 : saturatingMul(8, static_cast<uint64_t>(shape[1]));
-}
-
-uint64_t forwardScratchBytes(const Graph& graph, const Node& node) {
-  if (node.op != Op::Conv || node.inputs.size() < 2 || node.inputs[0] == kNone || node.inputs[1] == kNone || node.outputs.empty())
-    return 0;
-  return saturatingAdd(std::max(graph.value(node.inputs[0]).bytes, graph.value(node.outputs[0]).bytes), graph.value(node.inputs[1]).bytes);
 }
 
 } // namespace tbp::ir

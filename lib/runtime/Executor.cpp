@@ -8,6 +8,7 @@
 
 #include "Kernels.h"
 
+#include "tbp/analysis/Memory.h"
 #include "tbp/ir/OpRules.h"
 #include "tbp/plan/Planners.h"
 #include "tbp/support/Bytes.h"
@@ -707,6 +708,112 @@ Expected<plan::NodeCosts> profileForwardCosts(const ir::Graph& g, const std::vec
   } catch (const std::exception& e) {
     std::string what = e.what();
     return internalError("LibTorch failed while profiling: " + what.substr(0, what.find('\n')));
+  }
+}
+
+namespace {
+
+/// Bytes of the distinct buffers among `ts` that no tensor of `known` shares (a gradient
+/// handed through, a view of an input): what the kernel newly allocated for them.
+uint64_t newBufferBytes(const std::vector<at::Tensor>& ts, const std::vector<at::Tensor>& known) {
+  std::vector<const void*> seen;
+  for (const at::Tensor& t : known)
+    if (t.defined()) seen.push_back(t.storage().unsafeGetStorageImpl());
+  uint64_t bytes = 0;
+  for (const at::Tensor& t : ts) {
+    if (!t.defined()) continue;
+    const void* impl = t.storage().unsafeGetStorageImpl();
+    if (std::find(seen.begin(), seen.end(), impl) != seen.end()) continue;
+    seen.push_back(impl);
+    bytes += t.storage().nbytes();
+  }
+  return bytes;
+}
+
+uint64_t above(uint64_t peak, uint64_t base) { return peak > base ? peak - base : 0; }
+
+} // namespace
+
+Expected<std::vector<std::optional<ir::MeasuredScratch>>> profileScratch(const ir::Graph& g, const std::vector<ir::NodeId>& order,
+                                                                        const RunOptions& options) {
+  try {
+    Expected<Resident> resident = prepareResident(g, options);
+    if (!resident) return resident.status();
+    Meter meter(resident->device);
+    const analysis::MemoryAnalysis mem = analysis::analyzeMemory(g, order);
+    std::vector<int64_t> lastUse(g.numValues(), -1);
+    for (size_t p = 0; p < order.size(); ++p)
+      for (ValueId in : g.node(order[p]).inputs)
+        if (in != ir::kNone) lastUse[in] = static_cast<int64_t>(p);
+    std::vector<std::optional<ir::MeasuredScratch>> out(g.numNodes());
+    at::Generator generator = makeGenerator(resident->device, options.seed ^ 0x5eedULL);
+    std::vector<at::Tensor> inputs;
+    // Two passes: the first makes the libraries' lasting allocations (cuBLAS and cuDNN
+    // handles' workspaces, on the autograd engine's thread too); the second is measured.
+    for (int pass = 0; pass < 2; ++pass) {
+      std::vector<at::Tensor> vals = resident->base;
+      KernelContext context{&generator, /*firstForward=*/false, &vals, resident->device, nullptr};
+      for (size_t p = 0; p < order.size(); ++p) {
+        const ir::Node& node = g.node(order[p]);
+        context.node = order[p];
+        inputs.clear();
+        for (ValueId in : node.inputs) inputs.push_back(in == ir::kNone ? at::Tensor() : vals[in]);
+        ir::MeasuredScratch scratch;
+        std::vector<at::Tensor> outs;
+        {
+          // Forward, as a replay runs it: the peak beyond the outputs' new buffers.
+          at::NoGradGuard noGrad;
+          meter.synchronize();
+          const uint64_t before = meter.rawLive();
+          meter.resetPeak();
+          outs = kernelFor(node.op)(context, g, node, inputs);
+          meter.synchronize();
+          scratch.forward = above(meter.peak(), before + newBufferBytes(outs, inputs));
+        }
+        if (mem.keepsTape[order[p]]) {
+          // Backward of the node alone, with the inputs that take gradients in the step as
+          // leaves: the peak beyond the gradients it newly makes (one handed through costs
+          // nothing), with its outputs, their gradients and what it saved already held.
+          std::vector<at::Tensor> leaves, args = inputs;
+          for (size_t i = 0; i < node.inputs.size(); ++i) {
+            ValueId in = node.inputs[i];
+            if (in == ir::kNone || !args[i].defined()) continue;
+            const ir::ValueKind kind = g.value(in).kind;
+            if (kind == ir::ValueKind::Activation && mem.values[in].requiresGrad) args[i] = args[i].detach().requires_grad_(true);
+            if ((kind == ir::ValueKind::Activation || kind == ir::ValueKind::Parameter) && args[i].requires_grad()) leaves.push_back(args[i]);
+          }
+          std::vector<at::Tensor> ys, gys;
+          at::AutoGradMode grad(true);
+          std::vector<at::Tensor> taped = kernelFor(node.op)(context, g, node, args);
+          for (const at::Tensor& y : taped)
+            if (y.defined() && y.requires_grad() && y.is_floating_point()) {
+              ys.push_back(y);
+              gys.push_back(at::ones_like(y));
+            }
+          if (!leaves.empty() && !ys.empty()) {
+            std::vector<at::Tensor> held = gys;
+            held.insert(held.end(), ys.begin(), ys.end());
+            held.insert(held.end(), args.begin(), args.end());
+            meter.synchronize();
+            const uint64_t before = meter.rawLive();
+            meter.resetPeak();
+            std::vector<at::Tensor> got = torch::autograd::grad(ys, leaves, gys, /*retain_graph=*/false, /*create_graph=*/false,
+                                                                /*allow_unused=*/true);
+            meter.synchronize();
+            scratch.backward = above(meter.peak(), before + newBufferBytes(got, held));
+          }
+        }
+        if (pass == 1) out[order[p]] = scratch;
+        for (size_t o = 0; o < node.outputs.size() && o < outs.size(); ++o) vals[node.outputs[o]] = outs[o];
+        for (ValueId in : node.inputs)
+          if (in != ir::kNone && g.value(in).kind == ir::ValueKind::Activation && lastUse[in] == static_cast<int64_t>(p))
+            vals[in] = at::Tensor();
+      }
+    }
+    return out;
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    return internalError("LibTorch failed while measuring kernel scratch: " + what.substr(0, what.find('\n')));
   }
 }
 

@@ -13,6 +13,12 @@ Expected<plan::NodeCosts> profileForwardCosts(const ir::Graph&, const std::vecto
                 "this build of tbp has no LibTorch runtime to measure costs; install libtorch-dev and rebuild with -DTBP_WITH_TORCH=ON");
 }
 
+Expected<std::vector<std::optional<ir::MeasuredScratch>>> profileScratch(const ir::Graph&, const std::vector<ir::NodeId>&,
+                                                                        const RunOptions&) {
+  return Status(ErrorCode::Internal,
+                "this build of tbp has no LibTorch runtime to measure kernel scratch; install libtorch-dev and rebuild with -DTBP_WITH_TORCH=ON");
+}
+
 Expected<RunReport> runTrainingStep(const ir::Graph&, const plan::StageModel&, const plan::Stream&, const RunOptions&) {
   return Status(ErrorCode::Internal,
                 "this build of tbp has no LibTorch runtime; install libtorch-dev and rebuild with -DTBP_WITH_TORCH=ON");

@@ -9,6 +9,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <variant>
@@ -54,6 +55,15 @@ using AttrValue = std::variant<int64_t, double, std::string, std::vector<int64_t
 /// Attributes by name; std::map keeps iteration (and so every dump) deterministic.
 using Attributes = std::map<std::string, AttrValue>;
 
+/// A node's kernel temporaries measured on the device that runs it (`runtime::profileScratch`),
+/// each direction alone. ir::forwardScratchBytes / ir::backwardScratchBytes take the larger of
+/// this and their static rules (measured inside whole steps with LibTorch 1.13's CPU kernels,
+/// where some backwards allocate more than alone). Not part of the text IR or the fingerprint.
+struct MeasuredScratch {
+  uint64_t forward = 0;  ///< beyond the outputs, while the forward kernel runs
+  uint64_t backward = 0; ///< beyond the input gradients it makes, while its backward runs
+};
+
 /// An operation.
 struct Node {
   std::string name;             ///< the model's node name (may be empty)
@@ -61,6 +71,7 @@ struct Node {
   std::vector<ValueId> inputs;  ///< input values; kNone for an absent optional input
   std::vector<ValueId> outputs; ///< output values (each produced by this node only)
   Attributes attrs;             ///< attributes
+  std::optional<MeasuredScratch> scratch; ///< measured kernel temporaries, when calibrated
 
   /// The integer attribute `key`, or `fallback`.
   int64_t attrInt(const std::string& key, int64_t fallback) const;
@@ -100,6 +111,8 @@ public:
   const std::vector<Node>& nodes() const { return nodes_; }
   const Value& value(ValueId id) const { return values_[id]; }
   const Node& node(NodeId id) const { return nodes_[id]; }
+  /// Records the kernel temporaries measured for node `id` on a device (Node::scratch).
+  void setMeasuredScratch(NodeId id, std::optional<MeasuredScratch> scratch) { nodes_[id].scratch = scratch; }
   size_t numValues() const { return values_.size(); }
   size_t numNodes() const { return nodes_.size(); }
   /// Graph outputs in declaration order.

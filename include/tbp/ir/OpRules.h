@@ -34,14 +34,16 @@ SavedForBackward savedForBackward(const Graph& graph, const Node& node, const st
 /// the CPU kernels (oneDNN) reorder the saved input and the output gradient into their blocked
 /// layout, so their backward briefly holds one more copy of each (measured on the built-in
 /// workloads; with more intra-op threads the weight-gradient reduction adds per-thread
-/// buffers on top).
+/// buffers on top). A node with measured scratch (Node::scratch) gets the larger of the rule and the
+/// measurement.
 uint64_t backwardScratchBytes(const Graph& graph, const Node& node, const std::vector<bool>* needsGrad = nullptr);
 
 /// Temporaries the op's forward kernel allocates beyond its outputs, while it runs. Conv:
 /// oneDNN (LibTorch's CPU convolution) reorders the larger of input and output, and the
 /// weight, into its blocked layout: max(input, output) + weight bytes, measured in tbp's
 /// runtime (LibTorch 1.13, CPU) on 1x1, 3x3 and 7x7 convolutions, strided and not. Every
-/// other op: 0 (ConvTranspose measured well under its output).
+/// other op: 0 (ConvTranspose measured well under its output). A node with measured scratch
+/// (Node::scratch) gets the larger of the rule and the measurement.
 uint64_t forwardScratchBytes(const Graph& graph, const Node& node);
 
 /// True for a BatchNormalization that normalizes with its batch statistics (training_mode, or

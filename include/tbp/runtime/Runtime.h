@@ -92,6 +92,16 @@ std::vector<std::string> missingKernels(const ir::Graph& graph);
 Expected<plan::NodeCosts> profileForwardCosts(const ir::Graph& graph, const std::vector<ir::NodeId>& order,
                                               const RunOptions& options, int repeats = 3);
 
+/// Measures every node's kernel temporaries on the device of `options` (the calibration that
+/// replaces Ops.def's CPU-measured scratch rules, e.g. on CUDA where cuDNN and the reduction
+/// kernels allocate workspaces the CPU kernels do not). One forward in `order` with real
+/// values, as replays run it: per node, the peak beyond its outputs' new buffers; and for a
+/// node that keeps a tape, its backward alone (autograd::grad, with the inputs that take
+/// gradients in the step as leaves): the peak beyond the input gradients it newly makes.
+/// A warm-up pass first (library workspaces). By node id; nodes not in `order` are empty.
+Expected<std::vector<std::optional<ir::MeasuredScratch>>> profileScratch(const ir::Graph& graph, const std::vector<ir::NodeId>& order,
+                                                                        const RunOptions& options);
+
 /// Runs `stream` (valid for `model`) as a training step: forward, loss, backward; parameters
 /// without data are initialized from the seed. Errors: BadInput for ops without kernels,
 /// Internal for LibTorch failures, Usage for an unavailable device.

@@ -1,12 +1,15 @@
 #include "../TestGraphs.h"
 
+#include "tbp/analysis/Memory.h"
 #include "tbp/analysis/Order.h"
+#include "tbp/ir/OpRules.h"
 #include "tbp/frontend/onnx/OnnxImporter.h"
 #include "tbp/plan/Planners.h"
 #include "tbp/runtime/Runtime.h"
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 #include <cmath>
@@ -485,4 +488,72 @@ TEST_CASE("a stage's backward frees what its nodes saved as autograd does, as si
         CHECK(r->timeline[i] + slack >= sim->timeline[i]);
     }
   }
+}
+
+TEST_CASE("kernel scratch measured on the CPU reproduces the memory model's table, and plans with it hold their budgets") {
+  // The calibration that adds a GPU's kernel temporaries to Ops.def's (runtime::profileScratch),
+  // checked where the table was measured: LibTorch's CPU kernels. Erf's backward makes four
+  // output-sized halves, a Conv's forward reorders max(input, output) + weight, Relu, MatMul,
+  // Reshape and a bias Add (its reduction) make nothing.
+  ir::Graph g = tbp::testing::parseOk(R"(graph scratch {
+    input %x : f32[8,16,32,32]
+    param %w : f32[16,16,3,3]
+    param %bias : f32[32]
+    param %m : f32[512,32]
+    const %shape : i64[2] = [256, 512]
+    %c : f32[8,16,32,32] = Conv(%x, %w) {pads=[1,1,1,1]}
+    %r : f32[8,16,32,32] = Relu(%c)
+    %f : f32[256,512] = Reshape(%r, %shape)
+    %y : f32[256,32] = MatMul(%f, %m)
+    %e : f32[256,32] = Erf(%y)
+    %a : f32[256,32] = Add(%e, %bias)
+    %q : f32[256,32] = Div(%e, %a)
+    %loss : f32[] = SumLoss(%q)
+    output %loss
+  })");
+  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
+  auto measured = runtime::profileScratch(g, order, runtime::RunOptions{});
+  REQUIRE_MESSAGE(measured.hasValue(), measured.status().message());
+  REQUIRE(measured->size() == g.numNodes());
+  const analysis::MemoryAnalysis mem = analysis::analyzeMemory(g, order);
+  const uint64_t slack = 4096; // allocator bookkeeping of tiny tensors, far below any rule's size
+  for (ir::NodeId n = 0; n < g.numNodes(); ++n) {
+    const ir::Node& node = g.node(n);
+    const std::string op = ir::opName(node.op);
+    CAPTURE(op);
+    REQUIRE((*measured)[n].has_value());
+    const ir::MeasuredScratch s = *(*measured)[n];
+    const uint64_t fwdRule = ir::forwardScratchBytes(g, node), bwdRule = ir::backwardScratchBytes(g, node, &mem.needsGrad);
+    CHECK(s.forward + slack >= fwdRule);
+    CHECK(s.forward <= fwdRule + slack);
+    // Conv's and Div's backward rules are in-step measurements (input + output; six halves):
+    // alone, with fresh contiguous gradients, they allocate less (the table's larger value wins).
+    if (node.op == ir::Op::Conv || node.op == ir::Op::Div) {
+      CHECK(s.backward <= bwdRule + slack);
+      continue;
+    }
+    CHECK(s.backward + slack >= bwdRule);
+    CHECK(s.backward <= bwdRule + slack);
+  }
+  const auto& at = [&](ir::Op op) { return *(*measured)[*std::find_if(order.begin(), order.end(), [&](ir::NodeId n) { return g.node(n).op == op; })]; };
+  CHECK(at(ir::Op::Erf).backward >= 2 * 256 * 32 * 4);
+  CHECK(at(ir::Op::Conv).forward >= 8 * 16 * 32 * 32 * 4);
+
+  // Recorded on the nodes, the measurements replace the table; a plan made with them holds
+  // its budget and keeps the gradients.
+  for (ir::NodeId n = 0; n < g.numNodes(); ++n) g.setMeasuredScratch(n, (*measured)[n]);
+  plan::StageModel m = stagePerOp(g);
+  uint64_t storeAll = plan::simulate(m, plan::storeAllStream(m.size()))->peakBytes;
+  for (int pct : {100, 70}) {
+    const uint64_t budget = m.residentBytes + (storeAll - m.residentBytes) * static_cast<uint64_t>(pct) / 100;
+    if (!plan::planForBudget(m, plan::PlannerKind::Optimal, budget)) continue;
+    auto [p, r] = planAndRun(g, m, budget);
+    CAPTURE(pct);
+    CHECK(r.gradCheck->maxAbsError == 0.0);
+    CHECK(r.measuredPeakBytes <= budget);
+  }
+
+  runtime::RunOptions bad;
+  bad.device = "tpu";
+  CHECK(runtime::profileScratch(g, order, bad).status().code() == ErrorCode::Usage);
 }

@@ -1,0 +1,1 @@
+run onnx/mlp.onnx --dim batch=64 --scratch sometimes
