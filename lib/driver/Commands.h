@@ -99,13 +99,13 @@ struct ResolvedCosts {
 /// file order (`graph` needs its data): `repeats` measured forwards after one warm-up.
 Expected<ResolvedCosts> measureCosts(const ir::Graph& graph, const runtime::RunOptions& run, int repeats = 3);
 
-/// `--costs estimate|measured|FILE`: no costs (the estimate); measureCosts(); or a costs file
-/// (`tbp profile -o`) measured for this graph.
 /// Measures every node's kernel temporaries on `run`'s device (runtime::profileScratch) and
-/// records them on the graph's nodes, where they replace the static scratch rules of the
-/// memory model. Returns the seconds it took.
+/// records them on the graph's nodes (Node::scratch), where the memory model takes the larger
+/// of them and its static rules. Returns the seconds it took.
 Expected<double> calibrateScratch(ir::Graph& graph, const runtime::RunOptions& run);
 
+/// `--costs estimate|measured|FILE`: no costs (the estimate); measureCosts(); or a costs file
+/// (`tbp profile -o`) measured for this graph.
 Expected<ResolvedCosts> resolveCosts(const std::string& spec, const ir::Graph& graph, const runtime::RunOptions& run);
 
 /// Seconds of recomputation a simulated stream costs beyond one forward pass, when the model's

@@ -656,6 +656,26 @@ Expected<Resident> prepareResident(const ir::Graph& g, const RunOptions& options
   return r;
 }
 
+/// Position in `order` of each value's last use (-1: none): a forward without autograd frees
+/// an activation there.
+std::vector<int64_t> lastUsePositions(const ir::Graph& g, const std::vector<ir::NodeId>& order) {
+  std::vector<int64_t> lastUse(g.numValues(), -1);
+  for (size_t p = 0; p < order.size(); ++p)
+    for (ValueId in : g.node(order[p]).inputs)
+      if (in != ir::kNone) lastUse[in] = static_cast<int64_t>(p);
+  return lastUse;
+}
+
+/// One step of the profiling steps' forward: stores `node`'s outputs (the node at position
+/// `p`) and frees the activations it read last.
+void advanceForward(const ir::Graph& g, const ir::Node& node, size_t p, const std::vector<int64_t>& lastUse,
+                    const std::vector<at::Tensor>& outs, std::vector<at::Tensor>& vals) {
+  for (size_t o = 0; o < node.outputs.size() && o < outs.size(); ++o) vals[node.outputs[o]] = outs[o];
+  for (ValueId in : node.inputs)
+    if (in != ir::kNone && g.value(in).kind == ir::ValueKind::Activation && lastUse[in] == static_cast<int64_t>(p))
+      vals[in] = at::Tensor();
+}
+
 } // namespace
 
 Expected<plan::NodeCosts> profileForwardCosts(const ir::Graph& g, const std::vector<ir::NodeId>& order, const RunOptions& options,
@@ -666,10 +686,7 @@ Expected<plan::NodeCosts> profileForwardCosts(const ir::Graph& g, const std::vec
     if (!resident) return resident.status();
     Meter meter(resident->device);
     // Values die after their last use in this order, as in a forward without autograd.
-    std::vector<int64_t> lastUse(g.numValues(), -1);
-    for (size_t p = 0; p < order.size(); ++p)
-      for (ValueId in : g.node(order[p]).inputs)
-        if (in != ir::kNone) lastUse[in] = static_cast<int64_t>(p);
+    const std::vector<int64_t> lastUse = lastUsePositions(g, order);
     std::vector<std::vector<double>> samples(g.numNodes());
     at::Generator generator = makeGenerator(resident->device, options.seed ^ 0x5eedULL);
     at::NoGradGuard noGrad;
@@ -693,10 +710,7 @@ Expected<plan::NodeCosts> profileForwardCosts(const ir::Graph& g, const std::vec
         meter.synchronize();
         const double s = std::chrono::duration<double>(Clock::now() - t0).count();
         if (pass > 0) samples[order[p]].push_back(s);
-        for (size_t o = 0; o < node.outputs.size() && o < outs.size(); ++o) vals[node.outputs[o]] = outs[o];
-        for (ValueId in : node.inputs)
-          if (in != ir::kNone && g.value(in).kind == ir::ValueKind::Activation && lastUse[in] == static_cast<int64_t>(p))
-            vals[in] = at::Tensor();
+        advanceForward(g, node, p, lastUse, outs, vals);
       }
     }
     plan::NodeCosts costs(g.numNodes(), 1);
@@ -741,10 +755,7 @@ Expected<std::vector<std::optional<ir::MeasuredScratch>>> profileScratch(const i
     if (!resident) return resident.status();
     Meter meter(resident->device);
     const analysis::MemoryAnalysis mem = analysis::analyzeMemory(g, order);
-    std::vector<int64_t> lastUse(g.numValues(), -1);
-    for (size_t p = 0; p < order.size(); ++p)
-      for (ValueId in : g.node(order[p]).inputs)
-        if (in != ir::kNone) lastUse[in] = static_cast<int64_t>(p);
+    const std::vector<int64_t> lastUse = lastUsePositions(g, order);
     std::vector<std::optional<ir::MeasuredScratch>> out(g.numNodes());
     at::Generator generator = makeGenerator(resident->device, options.seed ^ 0x5eedULL);
     std::vector<at::Tensor> inputs;
@@ -804,10 +815,7 @@ Expected<std::vector<std::optional<ir::MeasuredScratch>>> profileScratch(const i
           }
         }
         if (pass == 1) out[order[p]] = scratch;
-        for (size_t o = 0; o < node.outputs.size() && o < outs.size(); ++o) vals[node.outputs[o]] = outs[o];
-        for (ValueId in : node.inputs)
-          if (in != ir::kNone && g.value(in).kind == ir::ValueKind::Activation && lastUse[in] == static_cast<int64_t>(p))
-            vals[in] = at::Tensor();
+        advanceForward(g, node, p, lastUse, outs, vals);
       }
     }
     return out;

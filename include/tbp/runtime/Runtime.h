@@ -93,8 +93,8 @@ Expected<plan::NodeCosts> profileForwardCosts(const ir::Graph& graph, const std:
                                               const RunOptions& options, int repeats = 3);
 
 /// Measures every node's kernel temporaries on the device of `options` (the calibration that
-/// replaces Ops.def's CPU-measured scratch rules, e.g. on CUDA where cuDNN and the reduction
-/// kernels allocate workspaces the CPU kernels do not). One forward in `order` with real
+/// adds to Ops.def's CPU-measured scratch rules what other kernels allocate, e.g. on CUDA
+/// cuDNN's workspaces and the reductions' temporaries; Node::scratch). One forward in `order` with real
 /// values, as replays run it: per node, the peak beyond its outputs' new buffers; and for a
 /// node that keeps a tape, its backward alone (autograd::grad, with the inputs that take
 /// gradients in the step as leaves): the peak beyond the input gradients it newly makes.
