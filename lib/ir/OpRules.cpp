@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
+#include <cstring>
 #include <map>
 
 namespace tbp::ir {
@@ -183,9 +185,117 @@ SavedForBackward savedForBackward(const Graph& g, const Node& n, const std::vect
 
 namespace {
 
+/// Batch times channels of a node's first input: InstanceNormalization's instance count.
+uint64_t instances(const Graph& graph, const Node& node) {
+  const Value* x = inputOf(graph, node, 0);
+  if (!x || x->type.shape.size() < 2) return 0;
+  return saturatingMul(static_cast<uint64_t>(x->type.shape[0]), static_cast<uint64_t>(x->type.shape[1]));
+}
+
+/// A constant's float elements, when the graph knows them.
+bool constantDoubles(const Value* v, std::vector<double>& out) {
+  if (!v || !v->data || v->data->size() != v->bytes) return false;
+  const size_t size = v->type.dtype == DType::F32 ? 4 : v->type.dtype == DType::F64 ? 8 : 0;
+  if (size == 0) return false;
+  out.resize(v->bytes / size);
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (size == 4) {
+      float f;
+      std::memcpy(&f, v->data->data() + i * 4, 4);
+      out[i] = f;
+    } else {
+      std::memcpy(&out[i], v->data->data() + i * 8, 8);
+    }
+  }
+  return true;
+}
+
+/// Whether the runtime takes ATen's upsample_nearest2d for this Resize/Upsample, decided as the
+/// kernel decides it, from the graph's constant scales (or, for sizes, the output shape).
+bool runsAsNearestUpsample2d(const Graph& graph, const Node& node) {
+  const Value* x = inputOf(graph, node, 0);
+  if (!x || node.outputs.empty() || !isFloat(x->type.dtype)) return false;
+  const Shape& in = x->type.shape;
+  const Shape& out = graph.value(node.outputs[0]).type.shape;
+  if (in.size() != 4 || out.size() != 4) return false;
+  std::vector<double> scales;
+  std::string transform = "asymmetric", nearest = "floor";
+  if (node.op == Op::Upsample) {
+    auto it = node.attrs.find("scales");
+    if (it != node.attrs.end() && std::holds_alternative<std::vector<double>>(it->second)) scales = std::get<std::vector<double>>(it->second);
+    else if (!constantDoubles(inputOf(graph, node, 1), scales)) return false;
+  } else if (node.inputs.size() == 2) { // opset 10: (X, scales)
+    if (!constantDoubles(inputOf(graph, node, 1), scales)) return false;
+  } else {
+    transform = node.attrString("coordinate_transformation_mode", "half_pixel");
+    nearest = node.attrString("nearest_mode", "round_prefer_floor");
+    const Value* given = inputOf(graph, node, 2);
+    if (given && given->type.shape.size() == 1 && given->type.shape[0] > 0) {
+      if (!constantDoubles(given, scales)) return false;
+    } else if (inputOf(graph, node, 3)) {
+      for (size_t a = 0; a < 4; ++a) scales.push_back(in[a] > 0 ? static_cast<double>(out[a]) / static_cast<double>(in[a]) : 0.0);
+    } else {
+      return false;
+    }
+  }
+  std::string mode = node.attrString("mode", "nearest");
+  return isNearestUpsample2d(mode, transform, nearest, scales);
+}
+
+/// A convolution's tensors as LibTorch's CPU backend (oneDNN) lays them out: channels padded to
+/// a multiple of 16 in its blocked format. 0 bytes when the shapes are not known.
+struct ConvLayout {
+  uint64_t input = 0, input16 = 0, output = 0, output16 = 0, weight = 0, weight16 = 0;
+  int64_t inChannels = 0;
+};
+
+ConvLayout convLayout(const Graph& graph, const Node& node) {
+  ConvLayout c;
+  const Value* x = inputOf(graph, node, 0);
+  const Value* w = inputOf(graph, node, 1);
+  if (!x || !w || node.outputs.empty()) return c;
+  const Value& y = graph.value(node.outputs[0]);
+  if (x->type.shape.size() < 3 || y.type.shape.size() != x->type.shape.size() || w->type.shape.size() != x->type.shape.size())
+    return c;
+  const int64_t ci = x->type.shape[1], co = y.type.shape[1], ciGroup = w->type.shape[1];
+  if (ci <= 0 || co <= 0 || ciGroup <= 0) return c;
+  const int64_t groups = node.attrInt("group", 1);
+  auto pad16 = [](int64_t n) { return static_cast<uint64_t>((n + 15) / 16 * 16); };
+  c.inChannels = ci;
+  c.input = x->bytes;
+  c.input16 = x->bytes / static_cast<uint64_t>(ci) * pad16(ci);
+  c.output = y.bytes;
+  c.output16 = y.bytes / static_cast<uint64_t>(co) * pad16(co);
+  c.weight = w->bytes;
+  const uint64_t perKernel = w->bytes / static_cast<uint64_t>(co * ciGroup);
+  c.weight16 = saturatingMul(saturatingMul(perKernel, pad16(co)), groups == 1 ? pad16(ciGroup) : static_cast<uint64_t>(ciGroup));
+  return c;
+}
+
 uint64_t tableBackwardScratch(const Graph& graph, const Node& node, const std::vector<bool>* needsGrad) {
   if (node.outputs.empty()) return 0;
-  if (node.op == Op::Conv || node.op == Op::ConvTranspose) {
+  if (node.op == Op::Resize || node.op == Op::Upsample) return resampleScratchBytes(graph, node, true);
+  if (node.op == Op::InstanceNormalization) {
+    // ATen's batch-norm backward on the [1, N*C, ...] view: an output-sized temporary and
+    // per-instance sums, and inside a step a second output-sized copy (measured in whole steps on
+    // [16,4,1024], [8,32,500], [2,3,7000] and the U-Net; alone, with a fresh contiguous gradient,
+    // the backward makes only the first).
+    return saturatingAdd(saturatingMul(2, graph.value(node.outputs[0]).bytes), saturatingMul(8, instances(graph, node)));
+  }
+  if (node.op == Op::Conv) {
+    const ConvLayout c = convLayout(graph, node);
+    if (c.input == 0) return 0;
+    // The weight gradient reads the input and the output gradient in the blocked layout (inputs
+    // of fewer than 8 channels are read as they are) and writes a padded weight gradient; the
+    // input gradient is made padded and then copied out.
+    const uint64_t readInput = c.inChannels >= 8 ? c.input16 : 0;
+    const uint64_t weightPad = c.weight16 - c.weight;
+    uint64_t scratch = saturatingAdd(saturatingAdd(readInput, c.output16), weightPad);
+    if (inputRequiresGrad(graph, node, 0, needsGrad))
+      scratch = std::max(scratch, saturatingAdd(saturatingAdd(c.output16, c.input16 - c.input), weightPad));
+    return scratch;
+  }
+  if (node.op == Op::ConvTranspose) {
     if (node.inputs.empty() || node.inputs[0] == kNone) return 0;
     return graph.value(node.inputs[0]).bytes + graph.value(node.outputs[0]).bytes;
   }
@@ -206,9 +316,16 @@ uint64_t tableBackwardScratch(const Graph& graph, const Node& node, const std::v
 }
 
 uint64_t tableForwardScratch(const Graph& graph, const Node& node) {
-  if (node.op != Op::Conv || node.inputs.size() < 2 || node.inputs[0] == kNone || node.inputs[1] == kNone || node.outputs.empty())
-    return 0;
-  return saturatingAdd(std::max(graph.value(node.inputs[0]).bytes, graph.value(node.outputs[0]).bytes), graph.value(node.inputs[1]).bytes);
+  if (node.op == Op::Resize || node.op == Op::Upsample) return resampleScratchBytes(graph, node, false);
+  if (node.op == Op::InstanceNormalization) return saturatingMul(24, instances(graph, node));
+  if (node.op != Op::Conv) return 0;
+  const ConvLayout c = convLayout(graph, node);
+  if (c.input == 0) return 0;
+  // The input (16 channels or more) and the weight reordered into the blocked layout next to
+  // the padded output, which is then copied into the plain one.
+  const uint64_t readInput = c.inChannels >= 16 ? c.input16 : 0;
+  const uint64_t during = saturatingAdd(saturatingAdd(readInput, c.weight16), c.output16);
+  return std::max(during > c.output ? during - c.output : 0, c.output16);
 }
 
 } // namespace
@@ -221,6 +338,72 @@ uint64_t backwardScratchBytes(const Graph& graph, const Node& node, const std::v
 uint64_t forwardScratchBytes(const Graph& graph, const Node& node) {
   const uint64_t table = tableForwardScratch(graph, node);
   return node.scratch ? std::max(table, node.scratch->forward) : table;
+}
+
+bool isNearestUpsample2d(const std::string& mode, const std::string& transform, const std::string& nearest,
+                         const std::vector<double>& scales) {
+  if (mode != "nearest" || transform != "asymmetric" || nearest != "floor" || scales.size() != 4) return false;
+  if (scales[0] != 1.0 || scales[1] != 1.0) return false;
+  for (size_t a = 2; a < 4; ++a) {
+    // Powers of two: 1/scale is exact, so ATen's floor(j * (1/scale)) is ONNX's floor(j / scale).
+    int exponent = 0;
+    const double mantissa = std::frexp(scales[a], &exponent);
+    if (mantissa != 0.5 || exponent < 1 || exponent > 31) return false;
+  }
+  return true;
+}
+
+uint64_t resampleScratchBytes(const Graph& graph, const Node& node, bool backward) {
+  const Value* x = inputOf(graph, node, 0);
+  if (!x || node.outputs.empty() || runsAsNearestUpsample2d(graph, node)) return 0;
+  const Value& y = graph.value(node.outputs[0]);
+  Shape cur = x->type.shape;
+  const Shape& out = y.type.shape;
+  if (cur.size() != out.size()) return 0;
+  const std::string mode = node.attrString("mode", "nearest");
+  const uint64_t taps = mode == "nearest" ? 1 : mode == "cubic" ? 4 : 2;
+  const bool crop = node.attrString("coordinate_transformation_mode", "") == "tf_crop_and_resize";
+  const uint64_t elem = dtypeSize(y.type.dtype);
+  auto bytesOf = [&](const Shape& s) {
+    uint64_t n = elem;
+    for (int64_t d : s) n = saturatingMul(n, static_cast<uint64_t>(std::max<int64_t>(d, 0)));
+    return n;
+  };
+  // The intermediates after each resized axis, in the kernel's order (axis 0 first).
+  std::vector<uint64_t> steps;
+  for (size_t a = 0; a < out.size(); ++a) {
+    if (cur[a] == out[a] && !crop) continue;
+    cur[a] = out[a];
+    steps.push_back(bytesOf(cur));
+  }
+  // Measured as the peak beyond the tensors the node makes (its output; its input's gradient),
+  // which the memory model counts already: they are subtracted where they exist.
+  const uint64_t input = x->bytes, output = y.bytes;
+  uint64_t peak = 0;
+  for (size_t k = 0; k < steps.size(); ++k) {
+    const bool last = k + 1 == steps.size();
+    const uint64_t previous = k > 0 ? steps[k - 1] : 0;
+    const uint64_t weighted = taps > 1 ? saturatingMul(taps, steps[k]) : 0;
+    const uint64_t masked = crop ? steps[k] : 0;
+    uint64_t during = 0;
+    if (!backward) {
+      // The previous intermediate, the gathered taps and their weighted product, the masked
+      // copy of a crop, and this axis' result (the output at the last axis).
+      during = saturatingAdd(saturatingAdd(previous, saturatingMul(2, weighted)), saturatingAdd(masked, steps[k]));
+      during = during > output ? during - output : 0;
+    } else {
+      // This axis' incoming gradient (the output's at the last axis, already counted), the taps'
+      // weighted gradient (after which the incoming one is released), and the gradient scattered
+      // into the previous intermediate (the input's at the first axis).
+      const uint64_t incoming = last ? 0 : steps[k];
+      const uint64_t scattered = k > 0 ? previous : input;
+      during = taps > 1 ? std::max(incoming + weighted, weighted + scattered) : incoming + scattered;
+      during = saturatingAdd(during, masked);
+      during = during > input ? during - input : 0;
+    }
+    peak = std::max(peak, during);
+  }
+  return peak;
 }
 
 bool isTrainingBatchNorm(const Node& node) {

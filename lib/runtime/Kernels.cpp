@@ -949,6 +949,18 @@ struct ResizeMode {
 at::Tensor resample(at::Tensor x, const ResizeMode& m, const std::vector<double>& scales, const Ints& sizes,
                     const std::vector<double>& roi) {
   const int64_t rank = x.dim();
+  if (rank == 4 && at::isFloatingType(x.scalar_type())) {
+    // Nearest upsampling by powers of two (PyTorch's interpolate, exported): ATen's kernel
+    // computes the same indices in one pass, without the per-axis intermediates below.
+    std::vector<double> factors = scales;
+    if (!sizes.empty() && sizes.size() == 4) {
+      factors.clear();
+      for (int64_t a = 0; a < 4; ++a) factors.push_back(static_cast<double>(sizes[static_cast<size_t>(a)]) / static_cast<double>(x.size(a)));
+    }
+    if (ir::isNearestUpsample2d(m.mode, m.transform, m.nearest, factors))
+      return at::upsample_nearest2d(x, {x.size(2) * static_cast<int64_t>(factors[2]), x.size(3) * static_cast<int64_t>(factors[3])},
+                                    factors[2], factors[3]);
+  }
   const bool integral = !at::isFloatingType(x.scalar_type());
   for (int64_t a = 0; a < rank; ++a) {
     const int64_t inLen = x.size(a);

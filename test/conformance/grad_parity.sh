@@ -31,9 +31,13 @@ for m in "${MODELS[@]}"; do
       echo "$m at $budget: infeasible ($(tail -n1 <<<"$out" | sed 's/.*smallest/smallest/'))"
       continue
     fi
-    # Exit 1 with gradients written means the measured peak passed the budget: parity still counts.
     if [ ! -f "$got/manifest.json" ]; then
       echo "FAIL $m at $budget: tbp run exited $code: $(tail -n1 <<<"$out")"; fail=$((fail + 1)); continue
+    fi
+    # Exit 1 with gradients written means the measured peak passed the budget: the gradients are
+    # still compared, and the run fails either way.
+    if [ "$code" != 0 ]; then
+      echo "FAIL $m at $budget: tbp run exited $code: $(tail -n1 <<<"$out")"; fail=$((fail + 1))
     fi
     if result="$("$PARITY" "$OUT/refs/$m" "$got")"; then
       pass=$((pass + 1)); echo "ok $m at $budget: $(tail -n2 <<<"$result" | head -n1)"

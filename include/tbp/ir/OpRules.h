@@ -32,19 +32,42 @@ SavedForBackward savedForBackward(const Graph& graph, const Node& node, const st
 /// (temporaries of the backward formula; Div's only when `needsGrad` says the divisor takes a
 /// gradient, or without it when the divisor is not a constant or graph input). Convolutions:
 /// the CPU kernels (oneDNN) reorder the saved input and the output gradient into their blocked
-/// layout, so their backward briefly holds one more copy of each (measured on the built-in
-/// workloads; with more intra-op threads the weight-gradient reduction adds per-thread
-/// buffers on top). A node with measured scratch (Node::scratch) gets the larger of the rule and the
-/// measurement.
+/// layout, channels padded to a multiple of 16, so their backward briefly holds one more copy of
+/// each (inputs of fewer than 8 channels are read unreordered), plus the padding of the weight
+/// gradient, or the output gradient's copy and the padded input gradient, whichever is more
+/// (measured on 40 shapes, 1 to 88 channels, grouped and strided; with more intra-op threads the
+/// weight-gradient reduction adds per-thread buffers on top). InstanceNormalization: two
+/// output-sized temporaries inside a step. Resize/Upsample: resampleScratchBytes. A node with
+/// measured scratch (Node::scratch) gets the larger of the rule and the measurement.
 uint64_t backwardScratchBytes(const Graph& graph, const Node& node, const std::vector<bool>* needsGrad = nullptr);
 
 /// Temporaries the op's forward kernel allocates beyond its outputs, while it runs. Conv:
 /// oneDNN (LibTorch's CPU convolution) reorders the larger of input and output, and the
-/// weight, into its blocked layout: max(input, output) + weight bytes, measured in tbp's
-/// runtime (LibTorch 1.13, CPU) on 1x1, 3x3 and 7x7 convolutions, strided and not. Every
-/// other op: 0 (ConvTranspose measured well under its output). A node with measured scratch
-/// (Node::scratch) gets the larger of the rule and the measurement.
+/// weight, into its blocked layout with channels padded to a multiple of 16, next to a padded
+/// output that is then copied out: max(input16 + weight16 + output16 - output, output16),
+/// input16 only from 16 input channels (max(input, output) + weight when every channel count
+/// is a multiple of 16), measured in tbp's runtime (LibTorch 1.13, CPU) on 1x1, 3x3, 5x5 and
+/// 7x7 convolutions, strided, grouped and depthwise.
+/// InstanceNormalization: 24 bytes per (batch, channel) (ATen repeats scale and bias per
+/// instance). Resize/Upsample: the per-axis intermediates of the runtime's separable gather
+/// (resampleScratchBytes). Every other op: 0 (ConvTranspose measured well under its output).
+/// A node with measured scratch (Node::scratch) gets the larger of the rule and the measurement.
 uint64_t forwardScratchBytes(const Graph& graph, const Node& node);
+
+/// Whether a Resize/Upsample with these ONNX settings and per-axis `scales` is nearest-neighbour
+/// upsampling of the last two axes of a 4-D tensor by power-of-two factors with asymmetric
+/// coordinates and floor rounding (PyTorch's `interpolate(mode="nearest")` as exported). The
+/// runtime runs it as ATen's upsample_nearest2d, which computes exactly these indices and
+/// allocates nothing beyond its output; every other resize gathers one axis at a time.
+bool isNearestUpsample2d(const std::string& mode, const std::string& transform, const std::string& nearest,
+                         const std::vector<double>& scales);
+
+/// Temporaries of the runtime's separable resize (one gather, and for linear and cubic modes a
+/// weighted sum over 2 or 4 taps, per resized axis), forward or backward, from the node's input
+/// and output shapes: the intermediate of one axis lives while the next axis is gathered, and in
+/// the backward each intermediate's gradient while the previous one is scattered. 0 for a
+/// Resize that isNearestUpsample2d by the graph's constant scales (or sizes).
+uint64_t resampleScratchBytes(const Graph& graph, const Node& node, bool backward);
 
 /// True for a BatchNormalization that normalizes with its batch statistics (training_mode, or
 /// the running-statistics outputs of opsets 7-13), as the runtime's kernel decides.

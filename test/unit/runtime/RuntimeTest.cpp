@@ -199,7 +199,10 @@ TEST_CASE("replays from kept outputs give autograd's gradients and the simulator
       excess[cache] = std::max(excess[cache], static_cast<int64_t>(r.timeline[i]) - static_cast<int64_t>(sim.timeline[i]));
     if (cache) CHECK(sim.forwardFlops < plan::simulate(m, tbp::testing::replayAllStream(m, false))->forwardFlops);
   }
-  CHECK(excess[1] <= excess[0]);
+  // Up to a few hundred floats of allocator noise: the cached run's [16,32] Tanh backward was
+  // measured 1152 bytes above the uncached one's (the excess elsewhere is a resting 54 KiB of
+  // oneDNN's from the first convolution, in both runs).
+  CHECK(excess[1] <= excess[0] + 4096);
 }
 
 TEST_CASE("the profiling step prices every op, and plans priced by it keep the gradients and the budget") {
@@ -556,4 +559,116 @@ TEST_CASE("kernel scratch measured on the CPU reproduces the memory model's tabl
   runtime::RunOptions bad;
   bad.device = "tpu";
   CHECK(runtime::profileScratch(g, order, bad).status().code() == ErrorCode::Usage);
+}
+
+TEST_CASE("resizes, instance norms and convolutions with channels off the blocked layout cost what the table says") {
+  // The rules of ir::forwardScratchBytes/backwardScratchBytes that depend on the kernel's path:
+  // a nearest 2x upsample (ATen's upsample_nearest2d, nothing), the separable gather of every
+  // other resize (per-axis intermediates; linear's taps), InstanceNormalization's per-instance
+  // copies, and convolutions whose channels are not multiples of 16 (oneDNN pads them).
+  ir::Graph g = tbp::testing::parseOk(R"(graph layouts {
+    param %a : f32[8,16,16,16]
+    param %w3 : f32[3,16,3,3]
+    param %w24 : f32[24,3,3,3]
+    param %s : f32[4]
+    param %b : f32[4]
+    const %two : f32[4] = [1, 1, 2, 2]
+    const %three : f32[4] = [1, 1, 3, 3]
+    const %groups : i64[3] = [8, 4, -1]
+    const %back : i64[4] = [8, 24, 16, 16]
+    %up : f32[8,16,32,32] = Resize(%a, _, %two) {mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"}
+    %lin : f32[8,16,32,32] = Resize(%a, _, %two) {mode="linear"}
+    %n3 : f32[8,16,48,48] = Resize(%a, _, %three) {mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"}
+    %c3 : f32[8,3,16,16] = Conv(%a, %w3) {pads=[1,1,1,1]}
+    %c24 : f32[8,24,16,16] = Conv(%c3, %w24) {pads=[1,1,1,1]}
+    %r : f32[8,4,1536] = Reshape(%c24, %groups)
+    %in : f32[8,4,1536] = InstanceNormalization(%r, %s, %b)
+    %ib : f32[8,24,16,16] = Reshape(%in, %back)
+    %l1 : f32[] = SumLoss(%up)
+    %l2 : f32[] = SumLoss(%lin)
+    %l3 : f32[] = SumLoss(%n3)
+    %l4 : f32[] = SumLoss(%ib)
+    %l12 : f32[] = Add(%l1, %l2)
+    %l34 : f32[] = Add(%l3, %l4)
+    %loss : f32[] = Add(%l12, %l34)
+    output %loss
+  })");
+  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
+  auto measured = runtime::profileScratch(g, order, runtime::RunOptions{});
+  REQUIRE_MESSAGE(measured.hasValue(), measured.status().message());
+  const analysis::MemoryAnalysis mem = analysis::analyzeMemory(g, order);
+  const uint64_t slack = 4096;
+  std::map<std::string, ir::MeasuredScratch> rule, seen;
+  for (ir::NodeId n = 0; n < g.numNodes(); ++n) {
+    const ir::Node& node = g.node(n);
+    if (node.op != ir::Op::Resize && node.op != ir::Op::Conv && node.op != ir::Op::InstanceNormalization) continue;
+    const std::string out = g.value(node.outputs[0]).name;
+    CAPTURE(out);
+    REQUIRE((*measured)[n].has_value());
+    seen[out] = *(*measured)[n];
+    rule[out] = {ir::forwardScratchBytes(g, node), ir::backwardScratchBytes(g, node, &mem.needsGrad)};
+    CHECK(seen[out].forward + slack >= rule[out].forward);
+    CHECK(seen[out].forward <= rule[out].forward + slack);
+    // InstanceNormalization's backward rule is an in-step measurement (a second output-sized
+    // copy that a fresh contiguous gradient alone does not make).
+    if (node.op == ir::Op::InstanceNormalization) {
+      CHECK(seen[out].backward <= rule[out].backward + slack);
+      CHECK(rule[out].backward == 2 * g.value(node.outputs[0]).bytes + 8 * 8 * 4);
+      continue;
+    }
+    CHECK(seen[out].backward + slack >= rule[out].backward);
+    CHECK(seen[out].backward <= rule[out].backward + slack);
+  }
+  REQUIRE(rule.size() == 6);
+  const uint64_t map16 = 8 * 16 * 16 * 16 * 4; // one [8,16,16,16] f32 map
+  CHECK(rule["up"].forward == 0);
+  CHECK(rule["up"].backward == 0);
+  CHECK(rule["n3"].forward == map16 * 3);   // the [8,16,48,16] intermediate
+  CHECK(rule["lin"].backward > map16 * 8);  // two taps of the output, the intermediate's gradient
+  CHECK(rule["c3"].forward > map16);        // three output channels padded to 16
+  CHECK(rule["c24"].forward == map16 * 2);  // 24 channels padded to 32; 3 input channels read as they are
+
+  // The fast path computes ONNX's nearest indices: the same loss and gradients as the gather
+  // (round_prefer_floor picks the same neighbours at scale 2).
+  auto runWith = [](const std::string& nearest) {
+    ir::Graph h = tbp::testing::parseOk(R"(graph up {
+      param %p : f32[2,3,5,4]
+      param %q : f32[2,3,10,8]
+      const %two : f32[4] = [1, 1, 2, 2]
+      %u : f32[2,3,10,8] = Resize(%p, _, %two) {mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode=")" +
+                                            nearest + R"("}
+      %m : f32[2,3,10,8] = Mul(%u, %q)
+      %loss : f32[] = SumLoss(%m)
+      output %loss
+    })");
+    plan::StageModel m = stages(h);
+    runtime::RunOptions options;
+    options.keepGradients = true;
+    options.seed = 7;
+    Expected<runtime::RunReport> r = runtime::runTrainingStep(h, m, plan::storeAllStream(m.size()), options);
+    REQUIRE_MESSAGE(r.hasValue(), r.status().message());
+    return std::move(*r);
+  };
+  runtime::RunReport fast = runWith("floor"), gather = runWith("round_prefer_floor");
+  CHECK(fast.loss == gather.loss);
+  REQUIRE(fast.gradients.size() == 2);
+  REQUIRE(gather.gradients.size() == 2);
+  for (size_t i = 0; i < 2; ++i) {
+    CAPTURE(fast.gradients[i].name);
+    // p's gradient sums four output gradients per element, in each kernel's own order.
+    std::vector<float> a = floats(fast.gradients[i].array), b = floats(gather.gradients[i].array);
+    REQUIRE(a.size() == b.size());
+    double worst = 0, scale = 0;
+    for (size_t k = 0; k < a.size(); ++k) {
+      worst = std::max(worst, static_cast<double>(std::fabs(a[k] - b[k])));
+      scale = std::max(scale, static_cast<double>(std::fabs(b[k])));
+    }
+    CHECK(scale > 0);
+    CHECK(worst <= 1e-6 * scale);
+  }
+  CHECK(ir::isNearestUpsample2d("nearest", "asymmetric", "floor", {1, 1, 2, 4}));
+  CHECK_FALSE(ir::isNearestUpsample2d("nearest", "asymmetric", "floor", {1, 1, 3, 2}));
+  CHECK_FALSE(ir::isNearestUpsample2d("nearest", "half_pixel", "floor", {1, 1, 2, 2}));
+  CHECK_FALSE(ir::isNearestUpsample2d("nearest", "asymmetric", "floor", {1, 2, 2, 2}));
+  CHECK_FALSE(ir::isNearestUpsample2d("linear", "asymmetric", "floor", {1, 1, 2, 2}));
 }
