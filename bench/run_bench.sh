@@ -9,16 +9,18 @@
 # next to each step in the same process and reports the median of the per-pair ratios, which
 # this machine's process-to-process noise (20-50 %) does not reach. Writes results/bench_run.json.
 #
-#   bench/run_bench.sh [--steps N] [--threads N]
+#   bench/run_bench.sh [--steps N] [--threads N] [--only NAME,...]   (gpt2 resnet50 resnet50_b192 unet)
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STEPS=3
 THREADS="$(nproc)"
+ONLY=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --steps) STEPS="$2"; shift ;;
     --threads) THREADS="$2"; shift ;;
-    *) echo "usage: $0 [--steps N] [--threads N]" >&2; exit 2 ;;
+    --only) ONLY="$2"; shift ;;
+    *) echo "usage: $0 [--steps N] [--threads N] [--only NAME,...]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -41,6 +43,7 @@ rows=()
 printf '%-13s %-17s %-7s %12s %12s %8s %9s %6s %6s %7s %8s %s\n' model planner budget measured predicted error step_s ratio min_r pair_r recomp grads
 for c in "${CASES[@]}"; do
   IFS='|' read -r name file dims pyargs <<<"$c"
+  [ -z "$ONLY" ] || [[ ",$ONLY," == *",$name,"* ]] || continue
   eager="$(/usr/bin/python3 "$ROOT/bench/pytorch_step.py" $pyargs --steps "$STEPS" --threads "$THREADS" 2>/dev/null)"
   eagerS="$(sed -E 's/.*"median_step_s": ([0-9.e-]+).*/\1/' <<<"$eager")"
   base=""

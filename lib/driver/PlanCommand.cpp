@@ -62,10 +62,12 @@ schedule::ScheduleFile toFile(const ir::Graph& graph, const PreparedStages& p, c
 
 double gapOf(uint64_t peak, uint64_t bound) { return bound ? static_cast<double>(peak) / static_cast<double>(bound) - 1.0 : 0.0; }
 
-std::string budgetText(std::optional<uint64_t> budget, const Budget* parsed, uint64_t storeAll) {
+std::string budgetText(std::optional<uint64_t> budget, const Budget* parsed, uint64_t storeAll, bool tightest = false) {
+  if (tightest && !budget) return "min: each planner's smallest feasible peak";
   if (!budget) return "none (store-all)";
   std::string s = formatBytes(*budget) + " (" + std::to_string(*budget) + " bytes";
   if (parsed && parsed->isFraction) s += ", " + formatFixed(parsed->fraction * 100, 0) + "% of the store-all peak " + formatBytes(storeAll);
+  if (tightest) s += ", min: the planner's smallest feasible peak";
   return s + ")";
 }
 
@@ -78,7 +80,9 @@ int runPlan(const PlanArgs& args, Io& io) {
   if (!costs) return reportError(io, costs.status().withContext(args.model.name()));
   std::optional<plan::PlannerKind> single = plan::parsePlanner(args.planner);
   std::optional<Budget> parsedBudget;
-  if (!args.budget.empty()) {
+  // `min`: the tightest schedule each planner has, as `tbp run --budget min`.
+  const bool tightest = args.budget == "min";
+  if (!args.budget.empty() && !tightest) {
     Expected<Budget> b = parseBudget(args.budget);
     if (!b) return reportError(io, b.status());
     parsedBudget = *b;
@@ -95,7 +99,7 @@ int runPlan(const PlanArgs& args, Io& io) {
   if (single) kinds.push_back(*single);
   else for (plan::PlannerKind k : plan::kAllPlanners) kinds.push_back(k);
   // Without a budget there is nothing to trade: plan store-all.
-  if (!budget && single) kinds = {plan::PlannerKind::StoreAll};
+  if (!budget && !tightest && single) kinds = {plan::PlannerKind::StoreAll};
 
   struct Row {
     plan::PlannerKind kind;
@@ -108,11 +112,12 @@ int runPlan(const PlanArgs& args, Io& io) {
     auto t = Clock::now();
     std::vector<plan::Candidate> cands = plan::candidates(p.model, k, options);
     uint64_t minFeasible = plan::minFeasibleBytes(cands);
-    Expected<plan::Plan> result = plan::chooseCandidate(std::move(cands), k, budget);
+    Expected<plan::Plan> result = plan::chooseCandidate(std::move(cands), k, tightest ? std::optional<uint64_t>(minFeasible) : budget);
     rows.push_back({k, std::move(result), minFeasible, secondsSince(t)});
   }
 
   const Row& main = rows.back().kind == plan::PlannerKind::Optimal || rows.size() == 1 ? rows.back() : rows.front();
+  if (tightest && rows.size() == 1) budget = main.minFeasible;
   size_t stageOps = 0;
   for (const plan::Stage& s : p.model.stages) stageOps = std::max<size_t>(stageOps, s.last - s.first + 1);
 
@@ -121,7 +126,7 @@ int runPlan(const PlanArgs& args, Io& io) {
     if (args.format == "json") {
       ordered_json j = ordered_json::array();
       for (const Row& r : rows) {
-        ordered_json e{{"planner", plan::plannerName(r.kind)}, {"budget_bytes", budget ? ordered_json(*budget) : ordered_json(nullptr)}};
+        ordered_json e{{"planner", plan::plannerName(r.kind)}, {"budget_bytes", tightest ? ordered_json(r.minFeasible) : budget ? ordered_json(*budget) : ordered_json(nullptr)}};
         if (r.plan) {
           e["predicted_peak_bytes"] = r.plan->chosen.sim.peakBytes;
           e["recompute_ratio"] = std::round(r.plan->chosen.sim.recomputeRatio * 1e6) / 1e6;
@@ -136,7 +141,7 @@ int runPlan(const PlanArgs& args, Io& io) {
     } else {
       io.out << "model   " << args.model.name() << " (graph '" << graph->name() << "'), " << p.model.order.size() << " ops in "
              << p.model.size() << " stages, " << analysis::orderName(p.order) << " order\n";
-      io.out << "budget  " << budgetText(budget, parsedBudget ? &*parsedBudget : nullptr, p.storeAllPeak) << "\n\n";
+      io.out << "budget  " << budgetText(budget, parsedBudget ? &*parsedBudget : nullptr, p.storeAllPeak, tightest) << "\n\n";
       auto cell = [](const std::string& s, size_t w) { return s.size() >= w ? s + " " : s + std::string(w - s.size(), ' '); };
       io.out << "  " << cell("planner", 16) << cell("predicted peak", 17) << cell("recompute", 12) << cell("smallest feasible", 20) << "plan time\n";
       for (const Row& r : rows) {
@@ -167,7 +172,7 @@ int runPlan(const PlanArgs& args, Io& io) {
       io.out << j.dump(2) << "\n";
     } else {
       io.out << "plan             " << plan::plannerName(main.kind) << " for " << args.model.name() << " (graph '" << graph->name() << "')\n";
-      io.out << "budget           " << budgetText(budget, parsedBudget ? &*parsedBudget : nullptr, p.storeAllPeak) << "\n";
+      io.out << "budget           " << budgetText(budget, parsedBudget ? &*parsedBudget : nullptr, p.storeAllPeak, tightest) << "\n";
       io.out << "stages           " << p.model.size() << " stages over " << p.model.order.size() << " ops, "
              << analysis::orderName(p.order) << " order";
       if (p.model.size() < p.model.order.size())
@@ -208,7 +213,7 @@ Expected<schedule::ScheduleFile> loadSchedule(const std::string& path) {
 std::function<int(Io&)> setupPlan(CLI::App& app) {
   auto args = std::make_shared<PlanArgs>();
   addModelOptions(app, args->model);
-  app.add_option("--budget", args->budget, "peak memory of the training step: 4GB, 4GiB, 512MB, bytes, or 60% of store-all")->type_name("SIZE");
+  app.add_option("--budget", args->budget, "peak memory of the training step: 4GB, 4GiB, 512MB, bytes, 60% of store-all, or min (each planner's tightest schedule)")->type_name("SIZE");
   app.add_option("--planner", args->planner, "store-all|sqrt|interval-tree|revolve|optimal, or all side by side")
       ->check(CLI::IsMember({"store-all", "sqrt", "interval-tree", "revolve", "optimal", "all"}));
   app.add_option("-o,--output", args->output, "write the schedule file (JSON)")->type_name("FILE");
