@@ -293,7 +293,9 @@ uint64_t tableBackwardScratch(const Graph& graph, const Node& node, const std::v
     uint64_t scratch = saturatingAdd(saturatingAdd(readInput, c.output16), weightPad);
     if (inputRequiresGrad(graph, node, 0, needsGrad))
       scratch = std::max(scratch, saturatingAdd(saturatingAdd(c.output16, c.input16 - c.input), weightPad));
-    return scratch;
+    // The blocked weight gradient next to the plain one it is copied into: what binds where the
+    // weight outweighs the maps (resnet50's layer4: 3x3, 512 channels, 4x4 inputs).
+    return std::max(scratch, c.weight16);
   }
   if (node.op == Op::ConvTranspose) {
     if (node.inputs.empty() || node.inputs[0] == kNone) return 0;

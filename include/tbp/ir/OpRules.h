@@ -34,8 +34,9 @@ SavedForBackward savedForBackward(const Graph& graph, const Node& node, const st
 /// the CPU kernels (oneDNN) reorder the saved input and the output gradient into their blocked
 /// layout, channels padded to a multiple of 16, so their backward briefly holds one more copy of
 /// each (inputs of fewer than 8 channels are read unreordered), plus the padding of the weight
-/// gradient, or the output gradient's copy and the padded input gradient, whichever is more
-/// (measured on 40 shapes, 1 to 88 channels, grouped and strided; with more intra-op threads the
+/// gradient, or the output gradient's copy and the padded input gradient, or the blocked weight
+/// gradient beside the plain one (where weights outweigh the maps), whichever is most
+/// (measured on 47 shapes, 1 to 88 channels, grouped and strided; with more intra-op threads the
 /// weight-gradient reduction adds per-thread buffers on top). InstanceNormalization: two
 /// output-sized temporaries inside a step. Resize/Upsample: resampleScratchBytes. A node with
 /// measured scratch (Node::scratch) gets the larger of the rule and the measurement.

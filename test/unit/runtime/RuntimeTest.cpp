@@ -565,13 +565,16 @@ TEST_CASE("resizes, instance norms and convolutions with channels off the blocke
   // The rules of ir::forwardScratchBytes/backwardScratchBytes that depend on the kernel's path:
   // a nearest 2x upsample (ATen's upsample_nearest2d, nothing), the separable gather of every
   // other resize (per-axis intermediates; linear's taps), InstanceNormalization's per-instance
-  // copies, and convolutions whose channels are not multiples of 16 (oneDNN pads them).
+  // copies, convolutions whose channels are not multiples of 16 (oneDNN pads them), and one
+  // whose weight outweighs its maps.
   ir::Graph g = tbp::testing::parseOk(R"(graph layouts {
     param %a : f32[8,16,16,16]
     param %w3 : f32[3,16,3,3]
     param %w24 : f32[24,3,3,3]
     param %s : f32[4]
     param %b : f32[4]
+    param %small : f32[2,256,4,4]
+    param %wbig : f32[256,256,3,3]
     const %two : f32[4] = [1, 1, 2, 2]
     const %three : f32[4] = [1, 1, 3, 3]
     const %groups : i64[3] = [8, 4, -1]
@@ -584,13 +587,16 @@ TEST_CASE("resizes, instance norms and convolutions with channels off the blocke
     %r : f32[8,4,1536] = Reshape(%c24, %groups)
     %in : f32[8,4,1536] = InstanceNormalization(%r, %s, %b)
     %ib : f32[8,24,16,16] = Reshape(%in, %back)
+    %big : f32[2,256,2,2] = Conv(%small, %wbig) {pads=[1,1,1,1], strides=[2,2]}
+    %l5 : f32[] = SumLoss(%big)
     %l1 : f32[] = SumLoss(%up)
     %l2 : f32[] = SumLoss(%lin)
     %l3 : f32[] = SumLoss(%n3)
     %l4 : f32[] = SumLoss(%ib)
     %l12 : f32[] = Add(%l1, %l2)
     %l34 : f32[] = Add(%l3, %l4)
-    %loss : f32[] = Add(%l12, %l34)
+    %l15 : f32[] = Add(%l12, %l5)
+    %loss : f32[] = Add(%l15, %l34)
     output %loss
   })");
   std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
@@ -619,7 +625,8 @@ TEST_CASE("resizes, instance norms and convolutions with channels off the blocke
     CHECK(seen[out].backward + slack >= rule[out].backward);
     CHECK(seen[out].backward <= rule[out].backward + slack);
   }
-  REQUIRE(rule.size() == 6);
+  REQUIRE(rule.size() == 7);
+  CHECK(rule["big"].backward == 256 * 256 * 9 * 4); // the blocked weight gradient beside the plain one
   const uint64_t map16 = 8 * 16 * 16 * 16 * 4; // one [8,16,16,16] f32 map
   CHECK(rule["up"].forward == 0);
   CHECK(rule["up"].backward == 0);
