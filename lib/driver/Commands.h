@@ -93,7 +93,14 @@ PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, siz
 struct ResolvedCosts {
   plan::NodeCosts costs;     ///< empty: the estimate
   double profileSeconds = 0; ///< how long the profiling step took (measured)
+  /// A costs file's kernel scratch per node (`tbp profile --scratch measured`); empty if none.
+  std::vector<std::optional<ir::MeasuredScratch>> scratch;
+  std::string scratchDevice; ///< where that scratch was measured
 };
+
+/// Records a costs file's kernel scratch on the graph's nodes (Node::scratch), as
+/// calibrateScratch does with a fresh measurement.
+void applyScratch(ir::Graph& graph, const ResolvedCosts& costs);
 
 /// The runtime's profiling step on `run`'s device, threads, seed and inputs, over the graph's
 /// file order (`graph` needs its data): `repeats` measured forwards after one warm-up.

@@ -183,7 +183,10 @@ Expected<ResolvedCosts> measureCosts(const ir::Graph& graph, const runtime::RunO
   Expected<plan::NodeCosts> measured =
       runtime::profileForwardCosts(graph, analysis::computeOrder(graph, analysis::OrderHeuristic::File), run, repeats);
   if (!measured) return measured.status();
-  return ResolvedCosts{std::move(*measured), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
+  ResolvedCosts r;
+  r.costs = std::move(*measured);
+  r.profileSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
 }
 
 Expected<double> calibrateScratch(ir::Graph& graph, const runtime::RunOptions& run) {
@@ -213,7 +216,13 @@ Expected<ResolvedCosts> resolveCosts(const std::string& spec, const ir::Graph& g
   Expected<schedule::CostsFile> file = schedule::readCosts(*text, graph, spec);
   if (!file) return file.status();
   r.costs = std::move(file->nodeNs);
+  r.scratch = std::move(file->scratch);
+  r.scratchDevice = file->device;
   return r;
+}
+
+void applyScratch(ir::Graph& graph, const ResolvedCosts& costs) {
+  for (ir::NodeId n = 0; n < graph.numNodes() && n < costs.scratch.size(); ++n) graph.setMeasuredScratch(n, costs.scratch[n]);
 }
 
 double predictedRecomputeSeconds(const plan::StageModel& model, const plan::SimResult& sim) {

@@ -38,13 +38,15 @@ struct PlanArgs {
   std::string costs = "estimate";
 };
 
-schedule::ScheduleFile toFile(const ir::Graph& graph, const PreparedStages& p, const plan::Plan& chosen, std::optional<uint64_t> budget) {
+schedule::ScheduleFile toFile(const ir::Graph& graph, const PreparedStages& p, const plan::Plan& chosen, std::optional<uint64_t> budget,
+                              bool fileScratch) {
   schedule::ScheduleFile f;
   f.graphFingerprint = schedule::fingerprint(graph);
   f.graphName = graph.name();
   f.planner = plan::plannerName(chosen.planner);
   f.plannerParams = chosen.chosen.params;
   if (p.model.measuredCosts) f.plannerParams.emplace_back("costs", "measured");
+  if (fileScratch) f.plannerParams.emplace_back("scratch", "costs_file");
   f.budgetBytes = budget;
   f.orderHeuristic = analysis::orderName(p.order);
   f.order.assign(p.model.order.begin(), p.model.order.end());
@@ -78,6 +80,9 @@ int runPlan(const PlanArgs& args, Io& io) {
   if (!graph) return reportError(io, graph.status());
   Expected<ResolvedCosts> costs = resolveCosts(args.costs, *graph, runtime::RunOptions{});
   if (!costs) return reportError(io, costs.status().withContext(args.model.name()));
+  // A costs file profiled with --scratch measured sizes kernel temporaries as on its device.
+  const bool fileScratch = !costs->scratch.empty();
+  if (fileScratch) applyScratch(*graph, *costs);
   std::optional<plan::PlannerKind> single = plan::parsePlanner(args.planner);
   std::optional<Budget> parsedBudget;
   // `min`: the tightest schedule each planner has, as `tbp run --budget min`.
@@ -161,6 +166,7 @@ int runPlan(const PlanArgs& args, Io& io) {
                      {"predicted_peak_bytes", c.sim.peakBytes},
                      {"recompute_ratio", std::round(c.sim.recomputeRatio * 1e6) / 1e6},
                      {"costs", p.model.measuredCosts ? "measured" : "estimate"},
+                     {"scratch", fileScratch ? "costs_file" : "static"},
                      {"lower_bound_bytes", p.memory.lowerBoundBytes},
                      {"gap", std::round(gapOf(c.sim.peakBytes, p.memory.lowerBoundBytes) * 1e6) / 1e6},
                      {"min_feasible_bytes", main.plan->minFeasibleBytes},
@@ -181,6 +187,9 @@ int runPlan(const PlanArgs& args, Io& io) {
       io.out << "predicted peak   " << formatBytes(c.sim.peakBytes) << " (" << c.sim.peakBytes << " bytes) at instruction "
              << c.sim.peakInstruction + 1 << " of " << c.stream.size() << " (" << plan::formatInstruction(c.stream[c.sim.peakInstruction]) << ")\n";
       io.out << "recompute ratio  " << formatFixed(c.sim.recomputeRatio, 3) << " (forward FLOPs executed / one forward pass)\n";
+      if (fileScratch)
+        io.out << "kernel scratch   measured on " << costs->scratchDevice << ", from " << args.costs
+               << " (the memory model takes it where it exceeds the CPU table)\n";
       if (p.model.measuredCosts)
         io.out << "recompute time   " << formatFixed(predictedRecomputeSeconds(p.model, c.sim) * 1e3, 2) << " ms predicted from measured costs (" << (args.costs == "measured" ? "profiled here" : args.costs) << ")\n";
       io.out << "lower bound      " << formatBytes(p.memory.lowerBoundBytes) << "; gap " << formatFixed(100 * gapOf(c.sim.peakBytes, p.memory.lowerBoundBytes), 1)
@@ -196,7 +205,7 @@ int runPlan(const PlanArgs& args, Io& io) {
     if (!s) return reportError(io, s);
   }
   if (!args.output.empty()) {
-    Status s = writeOutput(io, args.output, schedule::writeSchedule(toFile(*graph, p, chosen, budget)));
+    Status s = writeOutput(io, args.output, schedule::writeSchedule(toFile(*graph, p, chosen, budget, fileScratch)));
     if (!s) return reportError(io, s);
   }
   return 0;
@@ -234,15 +243,28 @@ std::function<int(Io&)> setupValidate(CLI::App& app) {
   struct Args {
     ModelOptions model;
     std::string schedule;
+    std::string costs;
   };
   auto args = std::make_shared<Args>();
   addModelOptions(app, args->model);
   app.add_option("SCHEDULE", args->schedule, "schedule file written by tbp plan -o")->required();
+  app.add_option("--costs", args->costs, "the costs file the schedule was planned with, when it carries kernel scratch")->type_name("FILE");
   return [args](Io& io) {
     Expected<ir::Graph> graph = loadModel(args->model, /*withData=*/false);
     if (!graph) return reportError(io, graph.status());
     Expected<schedule::ScheduleFile> file = loadSchedule(args->schedule);
     if (!file) return reportError(io, file.status());
+    // Kernel scratch measured on a device sized the plan: the same measurement re-simulates it.
+    const bool planned = std::any_of(file->plannerParams.begin(), file->plannerParams.end(),
+                                     [](const auto& kv) { return kv.first == "scratch" && kv.second == "costs_file"; });
+    if (planned && args->costs.empty())
+      return reportError(io, usageError(args->schedule + ": planned with kernel scratch from a costs file (planner_params.scratch); "
+                                        "pass that file with --costs FILE"));
+    if (!args->costs.empty()) {
+      Expected<ResolvedCosts> costs = resolveCosts(args->costs, *graph, runtime::RunOptions{});
+      if (!costs) return reportError(io, costs.status());
+      applyScratch(*graph, *costs);
+    }
     Status s = schedule::validateSchedule(*file, *graph, args->schedule);
     if (!s) return reportError(io, s);
     io.out << args->schedule << ": valid " << file->planner << " schedule for " << args->model.name() << ": " << file->stages.size()

@@ -7,6 +7,8 @@
 #include "tbp/schedule/ScheduleFile.h"
 #include "tbp/support/Bytes.h"
 
+#include <chrono>
+
 namespace tbp::driver {
 
 namespace {
@@ -16,6 +18,7 @@ struct ProfileArgs {
   std::string output;
   int repeats = 3;
   size_t rows = 12;
+  std::string scratch = "auto";
   runtime::RunOptions run;
 };
 
@@ -31,12 +34,24 @@ int runProfile(const ProfileArgs& args, Io& io) {
   file.threads = args.run.threads;
   file.repeats = args.repeats;
   file.nodeNs = std::move(costs->costs);
+  // Kernel temporaries on this device, for plans made elsewhere (`tbp plan --costs FILE`).
+  const bool measureScratch = args.scratch == "measured" || (args.scratch == "auto" && args.run.device.rfind("cuda", 0) == 0);
+  double scratchSeconds = 0;
+  if (measureScratch) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto measured = runtime::profileScratch(*graph, analysis::computeOrder(*graph, analysis::OrderHeuristic::File), args.run);
+    if (!measured) return reportError(io, measured.status().withContext(args.model.name()));
+    file.scratch = std::move(*measured);
+    scratchSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
   if (!args.output.empty())
     if (Status s = writeOutput(io, args.output, schedule::writeCosts(file, *graph)); !s) return reportError(io, s);
   if (args.output != "-") {
     io.out << "profiled " << args.model.name() << ": " << graph->numNodes() << " ops on " << args.run.device << ", median of "
            << args.repeats << " passes\n";
     io.out << costsByOp(*graph, file.nodeNs, args.rows);
+    if (measureScratch)
+      io.out << "kernel scratch measured on " << args.run.device << " in " << formatFixed(scratchSeconds, 2) << " s\n";
     if (!args.output.empty()) io.out << "wrote " << args.output << "\n";
   }
   return 0;
@@ -51,6 +66,10 @@ std::function<int(Io&)> setupProfile(CLI::App& app) {
   app.add_option("--repeats", args->repeats, "measured forward passes after one warm-up (the median counts)")->check(CLI::Range(1, 1000));
   app.add_option("--top", args->rows, "op types to list")->check(CLI::Range(1, 1000));
   app.add_option("--device", args->run.device, "cpu|cuda|cuda:N")->type_name("DEVICE");
+  app.add_option("--scratch", args->scratch,
+                 "auto|static|measured: also measure every op's kernel temporaries on the device and write them to the "
+                 "costs file (plans made from it then size them as on this device); auto measures on CUDA")
+      ->check(CLI::IsMember({"auto", "static", "measured"}));
   app.add_option("--threads", args->run.threads, "intra-op threads (profile with the threads you will run with)");
   app.add_option("--seed", args->run.seed, "seed of inputs and parameters without data");
   return [args](Io& io) { return runProfile(*args, io); };

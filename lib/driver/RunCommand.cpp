@@ -76,19 +76,29 @@ int runRun(const RunArgs& args, Io& io) {
   if (Status s = readInputs(args.inputs, options.inputs); !s) return reportError(io, s);
   options.keepGradients = !args.saveGrads.empty();
   std::optional<uint64_t> budget;
-  // Kernel temporaries: Ops.def's rules were measured with LibTorch 1.13's CPU kernels; on a
-  // GPU (cuDNN workspaces, two-pass reductions) every node's are measured before planning.
-  const bool measuredScratch = args.scratch == "measured" || (args.scratch == "auto" && options.device.rfind("cuda", 0) == 0);
-  double scratchSeconds = 0;
-  if (measuredScratch) {
-    Expected<double> seconds = calibrateScratch(*graph, options);
-    if (!seconds) return reportError(io, seconds.status().withContext(args.model.name()));
-    scratchSeconds = *seconds;
-  }
   // `--costs measured`: the runtime's profiling step times every op's forward on this device
   // and these threads, and the planner prices recomputation with those times (or a file's).
   Expected<ResolvedCosts> costs = resolveCosts(args.costs, *graph, options);
   if (!costs) return reportError(io, costs.status().withContext(args.model.name()));
+  // Kernel temporaries: Ops.def's rules were measured with LibTorch 1.13's CPU kernels; on a
+  // GPU (cuDNN workspaces, two-pass reductions) every node's are measured before planning,
+  // unless the costs file carries a measurement (`tbp profile --scratch measured`).
+  std::string scratchSource = "static";
+  if (args.scratch != "static" && !costs->scratch.empty()) {
+    applyScratch(*graph, *costs);
+    scratchSource = "costs_file";
+    if (costs->scratchDevice != options.device)
+      spdlog::warn("{}: kernel scratch measured on {}, running on {}", args.costs, costs->scratchDevice, options.device);
+  }
+  const bool measureScratch =
+      args.scratch == "measured" || (args.scratch == "auto" && scratchSource == "static" && options.device.rfind("cuda", 0) == 0);
+  double scratchSeconds = 0;
+  if (measureScratch) {
+    Expected<double> seconds = calibrateScratch(*graph, options);
+    if (!seconds) return reportError(io, seconds.status().withContext(args.model.name()));
+    scratchSeconds = *seconds;
+    scratchSource = "measured";
+  }
   if (!costs->costs.empty()) spdlog::info("{}", costsByOp(*graph, costs->costs, 8));
   PreparedStages p = prepare(*graph, args.order, args.maxStages, costs->costs);
   // Optimizer state is resident, and the update needs its scratch: plan with both.
@@ -145,12 +155,12 @@ int runRun(const RunArgs& args, Io& io) {
                              {"backward_s", round6(r->backwardS)},
                              {"recompute_ratio", round6(c.sim.recomputeRatio)},
                              {"costs", p.model.measuredCosts ? "measured" : "estimate"},
-                             {"scratch", measuredScratch ? "measured" : "static"},
+                             {"scratch", scratchSource},
                              {"loss", r->loss},
                              {"resident_bytes", p.model.residentBytes},
                              {"stages", p.model.size()},
                              {"instructions", c.stream.size()}};
-    if (measuredScratch) j["scratch_profile_time_s"] = round6(scratchSeconds);
+    if (measureScratch) j["scratch_profile_time_s"] = round6(scratchSeconds);
     if (p.model.measuredCosts) {
       if (args.costs == "measured") j["profile_time_s"] = round6(costs->profileSeconds);
       else j["costs_file"] = args.costs;
@@ -191,9 +201,12 @@ int runRun(const RunArgs& args, Io& io) {
              << (args.costs == "measured" ? "measured in " + formatFixed(costs->profileSeconds, 2) + " s" : "from " + args.costs)
              << ", predicted recompute " << formatFixed(predictedRecomputeSeconds(p.model, c.sim) * 1e3, 2) << " ms";
     io.out << "\n";
-    if (measuredScratch)
+    if (measureScratch)
       io.out << "kernel scratch   measured on " << args.run.device << " in " << formatFixed(scratchSeconds, 2)
              << " s (the memory model takes it where it exceeds the CPU table)\n";
+    else if (scratchSource == "costs_file")
+      io.out << "kernel scratch   measured on " << costs->scratchDevice << ", from " << args.costs
+             << " (the memory model takes it where it exceeds the CPU table)\n";
     io.out << "loss             " << formatFixed(r->loss, 6) << "\n";
     if (r->gradCheck)
       io.out << "gradients        " << (r->gradCheck->passed ? "match" : "DIFFER FROM") << " store-all autograd: max abs error "
@@ -228,7 +241,7 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
       ->type_name("COSTS");
   app.add_option("--scratch", args->scratch,
                  "auto|static|measured: kernel temporaries in the memory model from tbp's table (measured with LibTorch 1.13 on "
-                 "CPU) or measured on this device before planning; auto measures on CUDA")
+                 "CPU) or measured on this device before planning; auto takes a --costs file's measurement, else measures on CUDA")
       ->check(CLI::IsMember({"auto", "static", "measured"}));
   app.add_option("--device", args->run.device, "cpu|cuda|cuda:N (cuda needs a LibTorch built with CUDA)")->type_name("DEVICE");
   app.add_flag("--verify", args->run.verify, "also run store-all and compare the loss and every parameter gradient");

@@ -135,6 +135,7 @@ TEST_CASE("costs files round-trip and refuse other graphs and malformed entries"
   refused("{", "not JSON");
   refused(replaced("\"tbp-costs\"", "\"tbp-schedule\""), "not a tbp costs file");
   refused(replaced("\"version\": 1", "\"version\": 9"), "version 9 is not supported");
+  refused(replaced("\"version\": 1", "\"version\": 0"), "version 0 is not supported");
   refused(replaced(f.graphFingerprint, "0000000000000000"), "measured for another graph");
   refused(replaced("\"ns\": 1000", "\"ns\": 0"), "nodes[0]: 'ns' must be a positive integer");
   refused(replaced("\"ns\": 1000", "\"ns\": -5"), "nodes[0]: 'ns' must be a positive integer");
@@ -147,6 +148,39 @@ TEST_CASE("costs files round-trip and refuse other graphs and malformed entries"
   CostsFile shorter = f;
   shorter.nodeNs.pop_back();
   refused(writeCosts(shorter, graph), "'nodes' has " + std::to_string(graph.numNodes() - 1) + " entries");
+
+  // Without scratch the file stays version 1, readable by version-1 readers.
+  CHECK(text.find("\"scratch\"") == std::string::npos);
+
+  // Kernel scratch measured on a device round-trips per node; a node may have none.
+  CostsFile withScratch = f;
+  withScratch.device = "cuda:0";
+  withScratch.scratch.assign(graph.numNodes(), std::nullopt);
+  withScratch.scratch[0] = ir::MeasuredScratch{4096, 123456789012ull};
+  withScratch.scratch[2] = ir::MeasuredScratch{0, 7};
+  const std::string scratchText = writeCosts(withScratch, graph);
+  CHECK(scratchText.find("\"scratch\": \"measured\"") != std::string::npos);
+  CHECK(scratchText.find("\"version\": 2") != std::string::npos);
+  Expected<CostsFile> scratchBack = readCosts(scratchText, graph, "c.json");
+  REQUIRE_MESSAGE(scratchBack.hasValue(), scratchBack.status().message());
+  REQUIRE(scratchBack->scratch.size() == graph.numNodes());
+  CHECK(scratchBack->scratch[0]->forward == 4096);
+  CHECK(scratchBack->scratch[0]->backward == 123456789012ull);
+  CHECK(scratchBack->scratch[2]->backward == 7);
+  CHECK_FALSE(scratchBack->scratch[1].has_value());
+  CHECK(writeCosts(*scratchBack, graph) == scratchText);
+  auto scratchReplaced = [&scratchText](const std::string& from, const std::string& to) {
+    std::string t = scratchText;
+    size_t at = t.find(from);
+    REQUIRE(at != std::string::npos);
+    return t.replace(at, from.size(), to);
+  };
+  refused(scratchReplaced("\"forward\": 4096", "\"forward\": -1"), "nodes[0]: 'scratch.forward' must be a byte count");
+  refused(scratchReplaced("\"backward\": 7", "\"bwd\": 7"), "nodes[2]: 'scratch.backward' must be a byte count");
+  refused(scratchReplaced("\"scratch\": \"measured\"", "\"scratch\": \"cuda\""), "'scratch' must be");
+  refused(scratchReplaced("\"scratch\": \"measured\",", ""), "malformed costs file");
+  // Per-node scratch in a file that says it has none is refused, not silently used.
+  refused(scratchReplaced("\"scratch\": \"measured\"", "\"scratch\": \"static\""), "nodes[0]: 'scratch' in a file");
 }
 
 TEST_CASE("the fingerprint is the same whether or not constant data was loaded") {
