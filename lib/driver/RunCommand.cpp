@@ -28,6 +28,7 @@ struct RunArgs {
   size_t maxStages = kDefaultMaxStages;
   std::string costs = "estimate";
   std::string scratch = "auto";
+  size_t memorySlots = plan::PlanOptions{}.memorySlots;
   std::vector<std::string> inputs;
   std::string saveGrads;
   runtime::RunOptions run;
@@ -115,7 +116,9 @@ int runRun(const RunArgs& args, Io& io) {
     options.verify = true;
   }
   plan::PlannerKind kind = budgetText.empty() ? plan::PlannerKind::StoreAll : *plan::parsePlanner(args.planner);
-  std::vector<plan::Candidate> candidates = plan::candidates(p.model, kind);
+  plan::PlanOptions planOptions;
+  planOptions.memorySlots = args.memorySlots;
+  std::vector<plan::Candidate> candidates = plan::candidates(p.model, kind, planOptions);
   if (budgetText == "min") {
     budget = plan::minFeasibleBytes(candidates); // the tightest schedule this planner has
   } else if (!budgetText.empty()) {
@@ -234,6 +237,7 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
   app.add_option("--planner", args->planner, "store-all|sqrt|interval-tree|revolve|optimal")
       ->check(CLI::IsMember({"store-all", "sqrt", "interval-tree", "revolve", "optimal"}));
   app.add_option("--order", args->order, "order heuristic: file|greedy|dfs")->check(CLI::IsMember({"file", "greedy", "dfs"}));
+  app.add_option("--memory-slots", args->memorySlots, "memory granularity of the optimal planner (default 256)")->check(CLI::Range(8, 4096));
   app.add_option("--max-stages", args->maxStages, "coarsen into at most N stages (default " + std::to_string(kDefaultMaxStages) + ")")->check(CLI::Range(1, 4096));
   app.add_option("--costs", args->costs,
                  "estimate|measured|FILE: price recomputation by FLOPs + elements, by each op's forward time measured on "
