@@ -90,26 +90,33 @@ PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, siz
                        const plan::NodeCosts& costs = {});
 
 /// What recomputation costs the planner (`--costs`).
+/// Kernel temporaries per node id, measured on a device (measureScratch) or read from a costs
+/// file (ResolvedCosts::scratch); nullopt for a node without a kernel of its own.
+using NodeScratch = std::vector<std::optional<ir::MeasuredScratch>>;
+
 struct ResolvedCosts {
   plan::NodeCosts costs;     ///< empty: the estimate
   double profileSeconds = 0; ///< how long the profiling step took (measured)
   /// A costs file's kernel scratch per node (`tbp profile --scratch measured`); empty if none.
-  std::vector<std::optional<ir::MeasuredScratch>> scratch;
+  NodeScratch scratch;
   std::string scratchDevice; ///< where that scratch was measured
 };
 
-/// Records a costs file's kernel scratch on the graph's nodes (Node::scratch), as
-/// calibrateScratch does with a fresh measurement.
-void applyScratch(ir::Graph& graph, const ResolvedCosts& costs);
+/// Records kernel scratch on the graph's nodes (Node::scratch), where the memory model takes the
+/// larger of it and its static rules.
+void applyScratch(ir::Graph& graph, const NodeScratch& scratch);
 
 /// The runtime's profiling step on `run`'s device, threads, seed and inputs, over the graph's
 /// file order (`graph` needs its data): `repeats` measured forwards after one warm-up.
 Expected<ResolvedCosts> measureCosts(const ir::Graph& graph, const runtime::RunOptions& run, int repeats = 3);
 
-/// Measures every node's kernel temporaries on `run`'s device (runtime::profileScratch) and
-/// records them on the graph's nodes (Node::scratch), where the memory model takes the larger
-/// of them and its static rules. Returns the seconds it took.
-Expected<double> calibrateScratch(ir::Graph& graph, const runtime::RunOptions& run);
+/// Every node's kernel temporaries measured on `run`'s device (runtime::profileScratch; with
+/// -vv each is logged next to the memory model's value), and the seconds it took.
+struct ScratchMeasurement {
+  NodeScratch scratch;
+  double seconds = 0;
+};
+Expected<ScratchMeasurement> measureScratch(const ir::Graph& graph, const runtime::RunOptions& run);
 
 /// `--costs estimate|measured|FILE`: no costs (the estimate); measureCosts(); or a costs file
 /// (`tbp profile -o`) measured for this graph.

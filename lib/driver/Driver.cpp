@@ -189,7 +189,7 @@ Expected<ResolvedCosts> measureCosts(const ir::Graph& graph, const runtime::RunO
   return r;
 }
 
-Expected<double> calibrateScratch(ir::Graph& graph, const runtime::RunOptions& run) {
+Expected<ScratchMeasurement> measureScratch(const ir::Graph& graph, const runtime::RunOptions& run) {
   auto t0 = std::chrono::steady_clock::now();
   auto measured = runtime::profileScratch(graph, analysis::computeOrder(graph, analysis::OrderHeuristic::File), run);
   if (!measured) return measured.status();
@@ -199,9 +199,8 @@ Expected<double> calibrateScratch(ir::Graph& graph, const runtime::RunOptions& r
       spdlog::debug("scratch {:<20} {:<40} forward {:>10} (table {:>10}) backward {:>10} (table {:>10})", ir::opName(node.op), node.name,
                     (*measured)[n]->forward, ir::forwardScratchBytes(graph, node), (*measured)[n]->backward,
                     ir::backwardScratchBytes(graph, node));
-    graph.setMeasuredScratch(n, (*measured)[n]);
   }
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return ScratchMeasurement{std::move(*measured), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
 }
 
 Expected<ResolvedCosts> resolveCosts(const std::string& spec, const ir::Graph& graph, const runtime::RunOptions& run) {
@@ -221,8 +220,8 @@ Expected<ResolvedCosts> resolveCosts(const std::string& spec, const ir::Graph& g
   return r;
 }
 
-void applyScratch(ir::Graph& graph, const ResolvedCosts& costs) {
-  for (ir::NodeId n = 0; n < graph.numNodes() && n < costs.scratch.size(); ++n) graph.setMeasuredScratch(n, costs.scratch[n]);
+void applyScratch(ir::Graph& graph, const NodeScratch& scratch) {
+  for (ir::NodeId n = 0; n < graph.numNodes() && n < scratch.size(); ++n) graph.setMeasuredScratch(n, scratch[n]);
 }
 
 double predictedRecomputeSeconds(const plan::StageModel& model, const plan::SimResult& sim) {

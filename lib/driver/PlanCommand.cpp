@@ -82,7 +82,7 @@ int runPlan(const PlanArgs& args, Io& io) {
   if (!costs) return reportError(io, costs.status().withContext(args.model.name()));
   // A costs file profiled with --scratch measured sizes kernel temporaries as on its device.
   const bool fileScratch = !costs->scratch.empty();
-  if (fileScratch) applyScratch(*graph, *costs);
+  if (fileScratch) applyScratch(*graph, costs->scratch);
   std::optional<plan::PlannerKind> single = plan::parsePlanner(args.planner);
   std::optional<Budget> parsedBudget;
   // `min`: the tightest schedule each planner has, as `tbp run --budget min`.
@@ -263,7 +263,7 @@ std::function<int(Io&)> setupValidate(CLI::App& app) {
     if (!args->costs.empty()) {
       Expected<ResolvedCosts> costs = resolveCosts(args->costs, *graph, runtime::RunOptions{});
       if (!costs) return reportError(io, costs.status());
-      applyScratch(*graph, *costs);
+      applyScratch(*graph, costs->scratch);
     }
     Status s = schedule::validateSchedule(*file, *graph, args->schedule);
     if (!s) return reportError(io, s);

@@ -7,8 +7,6 @@
 #include "tbp/schedule/ScheduleFile.h"
 #include "tbp/support/Bytes.h"
 
-#include <chrono>
-
 namespace tbp::driver {
 
 namespace {
@@ -35,14 +33,13 @@ int runProfile(const ProfileArgs& args, Io& io) {
   file.repeats = args.repeats;
   file.nodeNs = std::move(costs->costs);
   // Kernel temporaries on this device, for plans made elsewhere (`tbp plan --costs FILE`).
-  const bool measureScratch = args.scratch == "measured" || (args.scratch == "auto" && args.run.device.rfind("cuda", 0) == 0);
+  const bool measuresScratch = args.scratch == "measured" || (args.scratch == "auto" && args.run.device.rfind("cuda", 0) == 0);
   double scratchSeconds = 0;
-  if (measureScratch) {
-    auto t0 = std::chrono::steady_clock::now();
-    auto measured = runtime::profileScratch(*graph, analysis::computeOrder(*graph, analysis::OrderHeuristic::File), args.run);
+  if (measuresScratch) {
+    Expected<ScratchMeasurement> measured = driver::measureScratch(*graph, args.run);
     if (!measured) return reportError(io, measured.status().withContext(args.model.name()));
-    file.scratch = std::move(*measured);
-    scratchSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    file.scratch = std::move(measured->scratch);
+    scratchSeconds = measured->seconds;
   }
   if (!args.output.empty())
     if (Status s = writeOutput(io, args.output, schedule::writeCosts(file, *graph)); !s) return reportError(io, s);
@@ -50,7 +47,7 @@ int runProfile(const ProfileArgs& args, Io& io) {
     io.out << "profiled " << args.model.name() << ": " << graph->numNodes() << " ops on " << args.run.device << ", median of "
            << args.repeats << " passes\n";
     io.out << costsByOp(*graph, file.nodeNs, args.rows);
-    if (measureScratch)
+    if (measuresScratch)
       io.out << "kernel scratch measured on " << args.run.device << " in " << formatFixed(scratchSeconds, 2) << " s\n";
     if (!args.output.empty()) io.out << "wrote " << args.output << "\n";
   }

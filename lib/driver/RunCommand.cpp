@@ -86,18 +86,19 @@ int runRun(const RunArgs& args, Io& io) {
   // unless the costs file carries a measurement (`tbp profile --scratch measured`).
   std::string scratchSource = "static";
   if (args.scratch != "static" && !costs->scratch.empty()) {
-    applyScratch(*graph, *costs);
+    applyScratch(*graph, costs->scratch);
     scratchSource = "costs_file";
     if (costs->scratchDevice != options.device)
       spdlog::warn("{}: kernel scratch measured on {}, running on {}", args.costs, costs->scratchDevice, options.device);
   }
-  const bool measureScratch =
+  const bool measuresScratch =
       args.scratch == "measured" || (args.scratch == "auto" && scratchSource == "static" && options.device.rfind("cuda", 0) == 0);
   double scratchSeconds = 0;
-  if (measureScratch) {
-    Expected<double> seconds = calibrateScratch(*graph, options);
-    if (!seconds) return reportError(io, seconds.status().withContext(args.model.name()));
-    scratchSeconds = *seconds;
+  if (measuresScratch) {
+    Expected<ScratchMeasurement> measured = measureScratch(*graph, options);
+    if (!measured) return reportError(io, measured.status().withContext(args.model.name()));
+    applyScratch(*graph, measured->scratch);
+    scratchSeconds = measured->seconds;
     scratchSource = "measured";
   }
   if (!costs->costs.empty()) spdlog::info("{}", costsByOp(*graph, costs->costs, 8));
@@ -163,7 +164,7 @@ int runRun(const RunArgs& args, Io& io) {
                              {"resident_bytes", p.model.residentBytes},
                              {"stages", p.model.size()},
                              {"instructions", c.stream.size()}};
-    if (measureScratch) j["scratch_profile_time_s"] = round6(scratchSeconds);
+    if (measuresScratch) j["scratch_profile_time_s"] = round6(scratchSeconds);
     if (p.model.measuredCosts) {
       if (args.costs == "measured") j["profile_time_s"] = round6(costs->profileSeconds);
       else j["costs_file"] = args.costs;
@@ -204,7 +205,7 @@ int runRun(const RunArgs& args, Io& io) {
              << (args.costs == "measured" ? "measured in " + formatFixed(costs->profileSeconds, 2) + " s" : "from " + args.costs)
              << ", predicted recompute " << formatFixed(predictedRecomputeSeconds(p.model, c.sim) * 1e3, 2) << " ms";
     io.out << "\n";
-    if (measureScratch)
+    if (measuresScratch)
       io.out << "kernel scratch   measured on " << args.run.device << " in " << formatFixed(scratchSeconds, 2)
              << " s (the memory model takes it where it exceeds the CPU table)\n";
     else if (scratchSource == "costs_file")

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
-#include <cstring>
 #include <map>
 
 namespace tbp::ir {
@@ -194,19 +193,9 @@ uint64_t instances(const Graph& graph, const Node& node) {
 
 /// A constant's float elements, when the graph knows them.
 bool constantDoubles(const Value* v, std::vector<double>& out) {
-  if (!v || !v->data || v->data->size() != v->bytes) return false;
-  const size_t size = v->type.dtype == DType::F32 ? 4 : v->type.dtype == DType::F64 ? 8 : 0;
-  if (size == 0) return false;
-  out.resize(v->bytes / size);
-  for (size_t i = 0; i < out.size(); ++i) {
-    if (size == 4) {
-      float f;
-      std::memcpy(&f, v->data->data() + i * 4, 4);
-      out[i] = f;
-    } else {
-      std::memcpy(&out[i], v->data->data() + i * 8, 8);
-    }
-  }
+  if (!v || !v->data || v->data->size() != v->bytes || (v->type.dtype != DType::F32 && v->type.dtype != DType::F64)) return false;
+  out.resize(v->bytes / dtypeSize(v->type.dtype));
+  for (size_t i = 0; i < out.size(); ++i) out[i] = elementAsDouble(v->type.dtype, *v->data, i);
   return true;
 }
 

@@ -2,6 +2,9 @@
 
 #include "tbp/support/Bytes.h"
 
+#include <cmath>
+#include <cstring>
+
 namespace tbp::ir {
 
 namespace {
@@ -64,5 +67,31 @@ Expected<uint64_t> checkedByteSize(const TensorType& type, const std::string& wh
     return badInput(what + ": size of " + type.str() + " in bytes overflows 64 bits");
   return *bytes;
 }
+
+double elementAsDouble(DType dtype, const std::string& data, size_t i) {
+  auto read = [&](auto tag) {
+    using T = decltype(tag);
+    T v;
+    std::memcpy(&v, data.data() + i * sizeof(T), sizeof(T));
+    return static_cast<double>(v);
+  };
+  switch (dtype) {
+  case DType::F32: return read(float{});
+  case DType::F64: return read(double{});
+  case DType::I8: return read(int8_t{});
+  case DType::I16: return read(int16_t{});
+  case DType::I32: return read(int32_t{});
+  case DType::I64: return read(int64_t{});
+  case DType::U8: return read(uint8_t{});
+  case DType::Bool: return read(uint8_t{});
+  case DType::U16: return read(uint16_t{});
+  case DType::U32: return read(uint32_t{});
+  case DType::U64: return read(uint64_t{});
+  case DType::F16:
+  case DType::BF16: return std::nan("");
+  }
+  return 0;
+}
+
 
 } // namespace tbp::ir

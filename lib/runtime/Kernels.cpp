@@ -953,7 +953,7 @@ at::Tensor resample(at::Tensor x, const ResizeMode& m, const std::vector<double>
     // Nearest upsampling by powers of two (PyTorch's interpolate, exported): ATen's kernel
     // computes the same indices in one pass, without the per-axis intermediates below.
     std::vector<double> factors = scales;
-    if (!sizes.empty() && sizes.size() == 4) {
+    if (sizes.size() == 4) {
       factors.clear();
       for (int64_t a = 0; a < 4; ++a) factors.push_back(static_cast<double>(sizes[static_cast<size_t>(a)]) / static_cast<double>(x.size(a)));
     }

@@ -42,6 +42,8 @@ uint64_t dtypeSize(DType dtype);
 bool isFloat(DType dtype);
 /// Parses a text-format dtype name; false when unknown.
 bool parseDType(std::string_view name, DType& out);
+/// Element `i` of raw little-endian tensor data of `dtype`, as a double (NaN for f16/bf16).
+double elementAsDouble(DType dtype, const std::string& data, size_t i);
 
 /// A concrete shape: every dimension is a known non-negative size.
 using Shape = std::vector<int64_t>;
