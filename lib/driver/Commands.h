@@ -7,6 +7,7 @@
 #include "tbp/plan/Simulator.h"
 #include "tbp/plan/StageModel.h"
 #include "tbp/runtime/Runtime.h"
+#include "tbp/schedule/ScheduleFile.h"
 #include "tbp/ir/Loss.h"
 #include "tbp/support/Status.h"
 
@@ -121,6 +122,12 @@ Expected<ScratchMeasurement> measureScratch(const ir::Graph& graph, const runtim
 /// `--costs estimate|measured|FILE`: no costs (the estimate); measureCosts(); or a costs file
 /// (`tbp profile -o`) measured for this graph.
 Expected<ResolvedCosts> resolveCosts(const std::string& spec, const ir::Graph& graph, const runtime::RunOptions& run);
+
+/// Reads and parses a schedule file written by `tbp plan -o`.
+Expected<schedule::ScheduleFile> loadSchedule(const std::string& path);
+/// True when the schedule was planned with kernel scratch from a costs file
+/// (`planner_params.scratch = costs_file`): re-simulating it needs that file.
+bool plannedWithCostsFileScratch(const schedule::ScheduleFile& file);
 
 /// Seconds of recomputation a simulated stream costs beyond one forward pass, when the model's
 /// costs are measured nanoseconds; 0 under the estimate.

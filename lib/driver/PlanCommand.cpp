@@ -211,13 +211,18 @@ int runPlan(const PlanArgs& args, Io& io) {
   return 0;
 }
 
+} // namespace
+
 Expected<schedule::ScheduleFile> loadSchedule(const std::string& path) {
   Expected<std::string> text = readFile(path);
   if (!text) return text.status();
   return schedule::readSchedule(*text, path);
 }
 
-} // namespace
+bool plannedWithCostsFileScratch(const schedule::ScheduleFile& file) {
+  return std::any_of(file.plannerParams.begin(), file.plannerParams.end(),
+                     [](const auto& kv) { return kv.first == "scratch" && kv.second == "costs_file"; });
+}
 
 std::function<int(Io&)> setupPlan(CLI::App& app) {
   auto args = std::make_shared<PlanArgs>();
@@ -247,17 +252,18 @@ std::function<int(Io&)> setupValidate(CLI::App& app) {
   };
   auto args = std::make_shared<Args>();
   addModelOptions(app, args->model);
-  app.add_option("SCHEDULE", args->schedule, "schedule file written by tbp plan -o")->required();
+  app.add_option("SCHEDULE", args->schedule, "schedule file written by tbp plan -o (required)");
   app.add_option("--costs", args->costs, "the costs file the schedule was planned with, when it carries kernel scratch")->type_name("FILE");
   return [args](Io& io) {
+    // With --workload/--profile there is no model file: the one positional is the schedule.
+    if (args->schedule.empty() && (!args->model.workload.empty() || !args->model.profile.empty())) std::swap(args->schedule, args->model.path);
+    if (args->schedule.empty()) return reportError(io, usageError("SCHEDULE is required: tbp validate MODEL SCHEDULE, or tbp validate --workload W --profile P SCHEDULE"));
     Expected<ir::Graph> graph = loadModel(args->model, /*withData=*/false);
     if (!graph) return reportError(io, graph.status());
     Expected<schedule::ScheduleFile> file = loadSchedule(args->schedule);
     if (!file) return reportError(io, file.status());
     // Kernel scratch measured on a device sized the plan: the same measurement re-simulates it.
-    const bool planned = std::any_of(file->plannerParams.begin(), file->plannerParams.end(),
-                                     [](const auto& kv) { return kv.first == "scratch" && kv.second == "costs_file"; });
-    if (planned && args->costs.empty())
+    if (plannedWithCostsFileScratch(*file) && args->costs.empty())
       return reportError(io, usageError(args->schedule + ": planned with kernel scratch from a costs file (planner_params.scratch); "
                                         "pass that file with --costs FILE"));
     if (!args->costs.empty()) {

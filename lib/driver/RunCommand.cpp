@@ -31,6 +31,7 @@ struct RunArgs {
   size_t memorySlots = plan::PlanOptions{}.memorySlots;
   std::vector<std::string> inputs;
   std::string saveGrads;
+  std::string schedule;
   runtime::RunOptions run;
 };
 
@@ -85,14 +86,33 @@ int runRun(const RunArgs& args, Io& io) {
   // GPU (cuDNN workspaces, two-pass reductions) every node's are measured before planning,
   // unless the costs file carries a measurement (`tbp profile --scratch measured`).
   std::string scratchSource = "static";
-  if (args.scratch != "static" && !costs->scratch.empty()) {
+  std::optional<schedule::ScheduleFile> file;
+  if (!args.schedule.empty()) {
+    // A schedule planned elsewhere (`tbp plan -o`) runs as written: the memory model it was
+    // planned with must be this one, so the scratch is its costs file's, or the table.
+    Expected<schedule::ScheduleFile> loaded = loadSchedule(args.schedule);
+    if (!loaded) return reportError(io, loaded.status());
+    file = std::move(*loaded);
+    if (plannedWithCostsFileScratch(*file)) {
+      if (costs->scratch.empty())
+        return reportError(io, usageError(args.schedule + ": planned with kernel scratch from a costs file (planner_params.scratch); "
+                                          "pass that file with --costs FILE"));
+      applyScratch(*graph, costs->scratch);
+      scratchSource = "costs_file";
+    } else if (options.device.rfind("cuda", 0) == 0) {
+      spdlog::warn("{}: planned with the CPU scratch table; on CUDA, plan from 'tbp profile --device cuda --scratch measured -o "
+                   "costs.json' with 'tbp plan --costs costs.json' so cuDNN's workspaces are in the plan",
+                   args.schedule);
+    }
+    if (Status s = schedule::validateSchedule(*file, *graph, args.schedule); !s) return reportError(io, s);
+  } else if (args.scratch != "static" && !costs->scratch.empty()) {
     applyScratch(*graph, costs->scratch);
     scratchSource = "costs_file";
-    if (costs->scratchDevice != options.device)
-      spdlog::warn("{}: kernel scratch measured on {}, running on {}", args.costs, costs->scratchDevice, options.device);
   }
-  const bool measuresScratch =
-      args.scratch == "measured" || (args.scratch == "auto" && scratchSource == "static" && options.device.rfind("cuda", 0) == 0);
+  if (scratchSource == "costs_file" && costs->scratchDevice != options.device)
+    spdlog::warn("{}: kernel scratch measured on {}, running on {}", args.costs, costs->scratchDevice, options.device);
+  const bool measuresScratch = !file && (args.scratch == "measured" || (args.scratch == "auto" && scratchSource == "static" &&
+                                                                         options.device.rfind("cuda", 0) == 0));
   double scratchSeconds = 0;
   if (measuresScratch) {
     Expected<ScratchMeasurement> measured = measureScratch(*graph, options);
@@ -102,34 +122,57 @@ int runRun(const RunArgs& args, Io& io) {
     scratchSource = "measured";
   }
   if (!costs->costs.empty()) spdlog::info("{}", costsByOp(*graph, costs->costs, 8));
-  PreparedStages p = prepare(*graph, args.order, args.maxStages, costs->costs);
+  PreparedStages p;
+  if (file) {
+    Expected<plan::StageModel> model = schedule::stageModelFor(*file, *graph, args.schedule);
+    if (!model) return reportError(io, model.status());
+    p.model = std::move(*model); // (a costs file's timings priced the plan; running it needs none)
+  } else {
+    p = prepare(*graph, args.order, args.maxStages, costs->costs);
+  }
   // Optimizer state is resident, and the update needs its scratch: plan with both.
   uint64_t largestParameter = 0;
   for (const ir::Value& v : graph->values())
     if (v.kind == ir::ValueKind::Parameter) largestParameter = std::max(largestParameter, v.bytes);
-  p.model.residentBytes += runtime::optimizerStateBytes(options.optimizer, graph->bytesOfKind(ir::ValueKind::Parameter));
+  const uint64_t optimizerState = runtime::optimizerStateBytes(options.optimizer, graph->bytesOfKind(ir::ValueKind::Parameter));
+  p.model.residentBytes += optimizerState;
   p.model.finalTransientBytes = runtime::optimizerTransientBytes(options.optimizer, largestParameter);
   p.storeAllPeak = plan::simulate(p.model, plan::storeAllStream(p.model.size()))->peakBytes;
-  // A built-in workload without a budget shows what tbp does: half the store-all peak, verified.
   std::string budgetText = args.budget;
-  if (args.model.isWorkload() && budgetText.empty() && args.planner == "optimal") {
-    budgetText = "50%";
-    options.verify = true;
+  plan::PlannerKind kind = plan::PlannerKind::StoreAll;
+  plan::Candidate c;
+  if (file) {
+    kind = *plan::parsePlanner(file->planner);
+    budget = file->budgetBytes;
+    c.stream = file->instructions;
+    c.sim = *plan::simulate(p.model, c.stream);
+    if (budget) budgetText = "from " + args.schedule;
+    if (budget && c.sim.peakBytes > *budget)
+      return reportError(io, usageError(args.schedule + ": with --optimizer " + options.optimizer + " (" + formatBytes(optimizerState) +
+                                        " of state, plus its update) the schedule's predicted peak " + formatBytes(c.sim.peakBytes) +
+                                        " passes its budget " + formatBytes(*budget) +
+                                        "; tbp plan does not count optimizer state, so run without --schedule to plan with it"));
+  } else {
+    // A built-in workload without a budget shows what tbp does: half the store-all peak, verified.
+    if (args.model.isWorkload() && budgetText.empty() && args.planner == "optimal") {
+      budgetText = "50%";
+      options.verify = true;
+    }
+    kind = budgetText.empty() ? plan::PlannerKind::StoreAll : *plan::parsePlanner(args.planner);
+    plan::PlanOptions planOptions;
+    planOptions.memorySlots = args.memorySlots;
+    std::vector<plan::Candidate> candidates = plan::candidates(p.model, kind, planOptions);
+    if (budgetText == "min") {
+      budget = plan::minFeasibleBytes(candidates); // the tightest schedule this planner has
+    } else if (!budgetText.empty()) {
+      Expected<Budget> b = parseBudget(budgetText);
+      if (!b) return reportError(io, b.status());
+      budget = b->resolve(p.storeAllPeak);
+    }
+    Expected<plan::Plan> chosen = plan::chooseCandidate(std::move(candidates), kind, budget);
+    if (!chosen) return reportError(io, chosen.status());
+    c = std::move(chosen->chosen);
   }
-  plan::PlannerKind kind = budgetText.empty() ? plan::PlannerKind::StoreAll : *plan::parsePlanner(args.planner);
-  plan::PlanOptions planOptions;
-  planOptions.memorySlots = args.memorySlots;
-  std::vector<plan::Candidate> candidates = plan::candidates(p.model, kind, planOptions);
-  if (budgetText == "min") {
-    budget = plan::minFeasibleBytes(candidates); // the tightest schedule this planner has
-  } else if (!budgetText.empty()) {
-    Expected<Budget> b = parseBudget(budgetText);
-    if (!b) return reportError(io, b.status());
-    budget = b->resolve(p.storeAllPeak);
-  }
-  Expected<plan::Plan> chosen = plan::chooseCandidate(std::move(candidates), kind, budget);
-  if (!chosen) return reportError(io, chosen.status());
-  const plan::Candidate& c = chosen->chosen;
   Expected<runtime::RunReport> r = runtime::runTrainingStep(*graph, p.model, c.stream, options);
   if (!r) return reportError(io, r.status().withContext(args.model.name()));
   if (!args.saveGrads.empty())
@@ -164,6 +207,7 @@ int runRun(const RunArgs& args, Io& io) {
                              {"resident_bytes", p.model.residentBytes},
                              {"stages", p.model.size()},
                              {"instructions", c.stream.size()}};
+    if (file) j["schedule"] = args.schedule;
     if (measuresScratch) j["scratch_profile_time_s"] = round6(scratchSeconds);
     if (p.model.measuredCosts) {
       if (args.costs == "measured") j["profile_time_s"] = round6(costs->profileSeconds);
@@ -174,7 +218,9 @@ int runRun(const RunArgs& args, Io& io) {
       j["store_all_step_time_s"] = round6(r->storeAllStepTimeS);
       j["step_time_ratio"] = round6(r->stepTimeRatio);
     }
+    if (r->allocatedPeakBytes) j["allocated_peak_bytes"] = r->allocatedPeakBytes;
     if (r->reservedPeakBytes) j["reserved_peak_bytes"] = r->reservedPeakBytes;
+    if (args.run.device.rfind("cuda", 0) == 0) j["cuda_alloc_conf"] = r->allocatorConfig;
     if (r->libraryWorkspaceBytes) j["library_workspace_bytes"] = r->libraryWorkspaceBytes;
     if (r->gradCheck)
       j["grad_check"] = {{"passed", r->gradCheck->passed}, {"max_abs_error", r->gradCheck->maxAbsError},
@@ -191,8 +237,9 @@ int runRun(const RunArgs& args, Io& io) {
            << " (" << plan::formatInstruction(c.stream[r->measuredPeakInstruction]) << "), predicted " << formatBytes(c.sim.peakBytes)
            << " (" << (error >= 0 ? "+" : "") << formatFixed(100 * error, 1) << "%); peak RSS " << formatBytes(r->peakRssBytes) << "\n";
     if (r->reservedPeakBytes)
-      io.out << "cuda             caching allocator reserved " << formatBytes(r->reservedPeakBytes) << " at peak; cuBLAS/cuDNN workspaces "
-             << formatBytes(r->libraryWorkspaceBytes) << " (not counted above)\n";
+      io.out << "cuda             caching allocator (" << (r->allocatorConfig.empty() ? "default settings" : r->allocatorConfig) << "): allocated " << formatBytes(r->allocatedPeakBytes) << ", reserved "
+             << formatBytes(r->reservedPeakBytes) << " at peak; cuBLAS/cuDNN workspaces " << formatBytes(r->libraryWorkspaceBytes)
+             << " (not counted above)\n";
     io.out << "step time        " << formatFixed(r->stepTimeS * 1000, 2) << " ms (median of " << r->measuredSteps << "): forward "
            << formatFixed(r->forwardS * 1000, 2) << " ms, recompute " << formatFixed(r->recomputeS * 1000, 2) << " ms, backward "
            << formatFixed(r->backwardS * 1000, 2) << " ms\n";
@@ -234,17 +281,17 @@ int runRun(const RunArgs& args, Io& io) {
 std::function<int(Io&)> setupRun(CLI::App& app) {
   auto args = std::make_shared<RunArgs>();
   addModelOptions(app, args->model);
-  app.add_option("--budget", args->budget, "peak memory of the step: 4GB, 4GiB, 512MB, bytes, 60% of store-all, or min (the tightest schedule); a built-in workload without it runs at 50% with --verify")->type_name("SIZE");
-  app.add_option("--planner", args->planner, "store-all|sqrt|interval-tree|revolve|optimal")
+  CLI::Option* budgetOption = app.add_option("--budget", args->budget, "peak memory of the step: 4GB, 4GiB, 512MB, bytes, 60% of store-all, or min (the tightest schedule); a built-in workload without it runs at 50% with --verify")->type_name("SIZE");
+  CLI::Option* plannerOption = app.add_option("--planner", args->planner, "store-all|sqrt|interval-tree|revolve|optimal")
       ->check(CLI::IsMember({"store-all", "sqrt", "interval-tree", "revolve", "optimal"}));
-  app.add_option("--order", args->order, "order heuristic: file|greedy|dfs")->check(CLI::IsMember({"file", "greedy", "dfs"}));
-  app.add_option("--memory-slots", args->memorySlots, "memory granularity of the optimal planner (default 256)")->check(CLI::Range(8, 4096));
-  app.add_option("--max-stages", args->maxStages, "coarsen into at most N stages (default " + std::to_string(kDefaultMaxStages) + ")")->check(CLI::Range(1, 4096));
+  CLI::Option* orderOption = app.add_option("--order", args->order, "order heuristic: file|greedy|dfs")->check(CLI::IsMember({"file", "greedy", "dfs"}));
+  CLI::Option* memory_slotsOption = app.add_option("--memory-slots", args->memorySlots, "memory granularity of the optimal planner (default 256)")->check(CLI::Range(8, 4096));
+  CLI::Option* max_stagesOption = app.add_option("--max-stages", args->maxStages, "coarsen into at most N stages (default " + std::to_string(kDefaultMaxStages) + ")")->check(CLI::Range(1, 4096));
   app.add_option("--costs", args->costs,
                  "estimate|measured|FILE: price recomputation by FLOPs + elements, by each op's forward time measured on "
                  "this device first (plans then vary with timing noise), or by a costs file from 'tbp profile'")
       ->type_name("COSTS");
-  app.add_option("--scratch", args->scratch,
+  CLI::Option* scratchOption = app.add_option("--scratch", args->scratch,
                  "auto|static|measured: kernel temporaries in the memory model from tbp's table (measured with LibTorch 1.13 on "
                  "CPU) or measured on this device before planning; auto takes a --costs file's measurement, else measures on CUDA")
       ->check(CLI::IsMember({"auto", "static", "measured"}));
@@ -262,8 +309,18 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
   app.add_option("--optimizer", args->run.optimizer, "none|sgd|adam: update the parameters after backward")
       ->check(CLI::IsMember({"none", "sgd", "adam"}));
   app.add_option("--lr", args->run.lr, "learning rate (default 1e-3)");
-  app.add_option("--input", args->inputs, "feed a graph input from a file, NAME=FILE (.npy or ONNX TensorProto .pb)")->type_name("NAME=FILE");
+  app.add_option("--input", args->inputs, "feed a graph input from a file, NAME=FILE (.npy or ONNX TensorProto .pb)")->type_name("NAME=FILE")->allow_extra_args(false);
   app.add_option("--save-grads", args->saveGrads, "write the first step's parameter gradients as .npy files and manifest.json")->type_name("DIR");
+  app.add_option("--schedule", args->schedule,
+                 "run this schedule file (tbp plan -o) as written instead of planning: its budget, stages and instructions; "
+                 "a schedule planned with a costs file's scratch needs that file as --costs")
+      ->type_name("FILE")
+      ->excludes(budgetOption)
+      ->excludes(plannerOption)
+      ->excludes(orderOption)
+      ->excludes(memory_slotsOption)
+      ->excludes(max_stagesOption)
+      ->excludes(scratchOption);
   return [args](Io& io) { return runRun(*args, io); };
 }
 

@@ -66,8 +66,10 @@ struct RunReport {
   std::vector<uint64_t> timeline;   ///< measured peak bytes during each instruction (of the step with the peak)
   uint64_t peakRssBytes = 0;        ///< process peak RSS
   uint64_t reservedPeakBytes = 0;   ///< CUDA: the caching allocator's peak reservation (0 on CPU)
+  uint64_t allocatedPeakBytes = 0;  ///< CUDA: the caching allocator's allocated bytes at their peak (rounded blocks), workspaces excluded
   uint64_t libraryWorkspaceBytes = 0; ///< CUDA: cuBLAS/cuDNN workspaces, left out of the measured peak
   std::string memorySource;         ///< what measured `measuredPeakBytes`
+  std::string allocatorConfig;      ///< CUDA: the caching allocator's settings (PYTORCH_CUDA_ALLOC_CONF) the step ran with
   double stepTimeS = 0;             ///< median step time
   int measuredSteps = 0;            ///< how many steps the median is of
   double stepTimeMinS = 0;          ///< fastest measured step (what a noisy machine leaves intact)

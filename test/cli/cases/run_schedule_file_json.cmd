@@ -1,0 +1,1 @@
+plan onnx/mlp.onnx --dim batch=4096 --budget 75% --memory-slots 8 -o "$TBP_TMP/p.json" >/dev/null && "$TBP" run onnx/mlp.onnx --dim batch=4096 --schedule "$TBP_TMP/p.json" --verify --steps 1 --warmup 0 --format json
