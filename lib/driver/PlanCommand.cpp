@@ -36,10 +36,11 @@ struct PlanArgs {
   size_t maxStages = kDefaultMaxStages;
   size_t memorySlots = 256;
   std::string costs = "estimate";
+  std::string optimizer = "none";
 };
 
 schedule::ScheduleFile toFile(const ir::Graph& graph, const PreparedStages& p, const plan::Plan& chosen, std::optional<uint64_t> budget,
-                              bool fileScratch) {
+                              bool fileScratch, const std::string& optimizer) {
   schedule::ScheduleFile f;
   f.graphFingerprint = schedule::fingerprint(graph);
   f.graphName = graph.name();
@@ -47,6 +48,7 @@ schedule::ScheduleFile toFile(const ir::Graph& graph, const PreparedStages& p, c
   f.plannerParams = chosen.chosen.params;
   if (p.model.measuredCosts) f.plannerParams.emplace_back("costs", "measured");
   if (fileScratch) f.plannerParams.emplace_back("scratch", "costs_file");
+  if (optimizer != "none") f.plannerParams.emplace_back("optimizer", optimizer);
   f.budgetBytes = budget;
   f.orderHeuristic = analysis::orderName(p.order);
   f.order.assign(p.model.order.begin(), p.model.order.end());
@@ -93,6 +95,14 @@ int runPlan(const PlanArgs& args, Io& io) {
     parsedBudget = *b;
   }
   PreparedStages p = prepare(*graph, args.order, args.maxStages, costs->costs);
+  if (args.optimizer != "none") {
+    // The step the plan is for updates the parameters: the optimizer's state is resident and
+    // its update runs after the last backward, as `tbp run --optimizer` plans it.
+    const plan::OptimizerMemory o = plan::optimizerMemory(*graph, args.optimizer);
+    plan::addOptimizer(p.model, o);
+    p.storeAllPeak = plan::simulate(p.model, plan::storeAllStream(p.model.size()))->peakBytes;
+    p.memory.lowerBoundBytes = std::max(p.memory.lowerBoundBytes + o.stateBytes, p.model.residentBytes + p.model.gradientBytes + o.updateBytes);
+  }
   spdlog::info("stage model: {} ops in {} stages ({} order) in {:.3f} s", p.model.order.size(), p.model.size(),
                analysis::orderName(p.order), secondsSince(start));
   std::optional<uint64_t> budget;
@@ -205,7 +215,7 @@ int runPlan(const PlanArgs& args, Io& io) {
     if (!s) return reportError(io, s);
   }
   if (!args.output.empty()) {
-    Status s = writeOutput(io, args.output, schedule::writeSchedule(toFile(*graph, p, chosen, budget, fileScratch)));
+    Status s = writeOutput(io, args.output, schedule::writeSchedule(toFile(*graph, p, chosen, budget, fileScratch, args.optimizer)));
     if (!s) return reportError(io, s);
   }
   return 0;
@@ -241,6 +251,8 @@ std::function<int(Io&)> setupPlan(CLI::App& app) {
                  "default threads), or by a costs file from 'tbp profile'")
       ->type_name("COSTS");
   app.add_option("--memory-slots", args->memorySlots, "memory granularity of the optimal planner (default 256)")->check(CLI::Range(8, 4096));
+  app.add_option("--optimizer", args->optimizer, "none|sgd|adam: plan for a step that also updates the parameters (Adam's state is resident)")
+      ->check(CLI::IsMember({"none", "sgd", "adam"}));
   return [args](Io& io) { return runPlan(*args, io); };
 }
 

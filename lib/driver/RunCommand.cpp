@@ -130,13 +130,21 @@ int runRun(const RunArgs& args, Io& io) {
   } else {
     p = prepare(*graph, args.order, args.maxStages, costs->costs);
   }
-  // Optimizer state is resident, and the update needs its scratch: plan with both.
-  uint64_t largestParameter = 0;
-  for (const ir::Value& v : graph->values())
-    if (v.kind == ir::ValueKind::Parameter) largestParameter = std::max(largestParameter, v.bytes);
-  const uint64_t optimizerState = runtime::optimizerStateBytes(options.optimizer, graph->bytesOfKind(ir::ValueKind::Parameter));
-  p.model.residentBytes += optimizerState;
-  p.model.finalTransientBytes = runtime::optimizerTransientBytes(options.optimizer, largestParameter);
+  // Optimizer state is resident, and the update needs its scratch: plan with both (a schedule
+  // file has them when it was planned with the same --optimizer).
+  const plan::OptimizerMemory optimizer = plan::optimizerMemory(*graph, options.optimizer);
+  if (file) {
+    std::string planned = "none";
+    for (const auto& [key, value] : file->plannerParams)
+      if (key == "optimizer") planned = value;
+    if (!(plan::optimizerMemory(*graph, planned) == optimizer))
+      return reportError(io, usageError(args.schedule + ": planned for --optimizer " + planned + ", run with --optimizer " +
+                                        options.optimizer + " (" + formatBytes(optimizer.stateBytes) +
+                                        " of state); run it with the optimizer it was planned for, or plan with "
+                                        "'tbp plan --optimizer " + options.optimizer + "'"));
+  } else {
+    plan::addOptimizer(p.model, optimizer);
+  }
   p.storeAllPeak = plan::simulate(p.model, plan::storeAllStream(p.model.size()))->peakBytes;
   std::string budgetText = args.budget;
   plan::PlannerKind kind = plan::PlannerKind::StoreAll;
@@ -147,11 +155,6 @@ int runRun(const RunArgs& args, Io& io) {
     c.stream = file->instructions;
     c.sim = *plan::simulate(p.model, c.stream);
     if (budget) budgetText = "from " + args.schedule;
-    if (budget && c.sim.peakBytes > *budget)
-      return reportError(io, usageError(args.schedule + ": with --optimizer " + options.optimizer + " (" + formatBytes(optimizerState) +
-                                        " of state, plus its update) the schedule's predicted peak " + formatBytes(c.sim.peakBytes) +
-                                        " passes its budget " + formatBytes(*budget) +
-                                        "; tbp plan does not count optimizer state, so run without --schedule to plan with it"));
   } else {
     // A built-in workload without a budget shows what tbp does: half the store-all peak, verified.
     if (args.model.isWorkload() && budgetText.empty() && args.planner == "optimal") {

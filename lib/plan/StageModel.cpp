@@ -245,6 +245,24 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
   return m;
 }
 
+bool isOptimizerName(std::string_view name) { return name == "none" || name == "sgd" || name == "adam"; }
+
+OptimizerMemory optimizerMemory(const ir::Graph& graph, std::string_view optimizer) {
+  OptimizerMemory o;
+  if (optimizer != "adam") return o;
+  for (const ir::Value& v : graph.values())
+    if (v.kind == ValueKind::Parameter) {
+      o.stateBytes += 2 * v.bytes;
+      o.updateBytes = std::max(o.updateBytes, v.bytes);
+    }
+  return o;
+}
+
+void addOptimizer(StageModel& model, const OptimizerMemory& optimizer) {
+  model.residentBytes += optimizer.stateBytes;
+  model.finalTransientBytes = std::max(model.finalTransientBytes, optimizer.updateBytes);
+}
+
 std::vector<uint32_t> chooseCuts(const ir::Graph& g, const std::vector<NodeId>& order, size_t maxStages) {
   const size_t n = order.size();
   if (maxStages == 0 || n <= maxStages) {

@@ -141,7 +141,15 @@ Expected<plan::StageModel> stageModelFor(const ScheduleFile& f, const ir::Graph&
   }
   if (expect != n) return badInput(source + ": the stages cover " + std::to_string(expect) + " of " + std::to_string(n) + " positions");
   std::vector<ir::NodeId> order(f.order.begin(), f.order.end());
-  return plan::buildStageModel(graph, order, cuts);
+  plan::StageModel model = plan::buildStageModel(graph, order, cuts);
+  // Planned with an optimizer (`tbp plan --optimizer adam`): its state is part of the step.
+  for (const auto& [key, value] : f.plannerParams)
+    if (key == "optimizer") {
+      if (!plan::isOptimizerName(value))
+        return badInput(source + ": planner_params.optimizer '" + value + "' is not one of none, sgd, adam");
+      plan::addOptimizer(model, plan::optimizerMemory(graph, value));
+    }
+  return model;
 }
 
 Status validateSchedule(const ScheduleFile& f, const ir::Graph& graph, const std::string& source) {

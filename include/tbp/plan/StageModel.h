@@ -6,6 +6,7 @@
 #include "tbp/analysis/Memory.h"
 #include "tbp/ir/Graph.h"
 
+#include <string_view>
 #include <vector>
 
 namespace tbp::plan {
@@ -94,6 +95,22 @@ using NodeCosts = std::vector<uint64_t>;
 /// entry per node. Preconditions: `graph` verified, `order` topological.
 StageModel buildStageModel(const ir::Graph& graph, const std::vector<ir::NodeId>& order,
                            const std::vector<uint32_t>& cuts, const NodeCosts& costs = {});
+
+/// What an optimizer adds to the step's memory (the budget covers the whole step, update
+/// included): the state it keeps resident (Adam: two moments per parameter; SGD: none) and the
+/// scratch of its update after the last backward (Adam: one temporary the size of the largest
+/// parameter; SGD updates in place).
+struct OptimizerMemory {
+  uint64_t stateBytes = 0;
+  uint64_t updateBytes = 0;
+  bool operator==(const OptimizerMemory& o) const { return stateBytes == o.stateBytes && updateBytes == o.updateBytes; }
+};
+/// Names tbp knows: none, sgd, adam.
+bool isOptimizerName(std::string_view name);
+/// The memory `optimizer` needs for `graph`'s parameters (an unknown name needs none).
+OptimizerMemory optimizerMemory(const ir::Graph& graph, std::string_view optimizer);
+/// Adds it to the model: resident state, and the update's scratch after the last B.
+void addOptimizer(StageModel& model, const OptimizerMemory& optimizer);
 
 /// Cut positions for at most `maxStages` stages of roughly equal estimated cost, each cut
 /// placed at the position with the smallest live frontier within its window (cheap cuts first).

@@ -37,12 +37,6 @@ struct RunOptions {
   bool baseline = false;
 };
 
-/// Bytes the optimizer keeps resident for `params` bytes of parameters (Adam: two moments).
-uint64_t optimizerStateBytes(const std::string& optimizer, uint64_t parameterBytes);
-/// Peak scratch of one optimizer update: Adam needs one temporary the size of the largest
-/// parameter; SGD updates in place.
-uint64_t optimizerTransientBytes(const std::string& optimizer, uint64_t largestParameterBytes);
-
 /// A parameter gradient copied to the host.
 struct HostGradient {
   std::string name;           ///< the model's parameter name

@@ -76,6 +76,43 @@ TEST_CASE("validation catches edits and other graphs") {
   CHECK(readSchedule("{\"format\": \"tbp.schedule\", \"version\": 1}", "x.json").status().message().find("malformed schedule") != std::string::npos);
 }
 
+TEST_CASE("a schedule planned with an optimizer rebuilds its state and update") {
+  Fixture f;
+  const plan::OptimizerMemory adam = plan::optimizerMemory(f.graph, "adam");
+  uint64_t params = 0, largest = 0;
+  for (const ir::Value& v : f.graph.values())
+    if (v.kind == ir::ValueKind::Parameter) {
+      params += v.bytes;
+      largest = std::max(largest, v.bytes);
+    }
+  REQUIRE(params > 0);
+  CHECK(adam.stateBytes == 2 * params);
+  CHECK(adam.updateBytes == largest);
+  CHECK(plan::optimizerMemory(f.graph, "sgd") == plan::OptimizerMemory{});
+  // The same stream under the adam model: the file says so, and the model read back has it.
+  plan::StageModel withAdam = f.model;
+  plan::addOptimizer(withAdam, adam);
+  Expected<plan::SimResult> sim = plan::simulate(withAdam, f.file.instructions);
+  REQUIRE(sim.hasValue());
+  CHECK(sim->peakBytes >= f.file.predictedPeakBytes + adam.stateBytes);
+  ScheduleFile planned = f.file;
+  planned.plannerParams.emplace_back("optimizer", "adam");
+  planned.predictedPeakBytes = sim->peakBytes;
+  planned.budgetBytes = sim->peakBytes;
+  Expected<plan::StageModel> back = stageModelFor(planned, f.graph, "p.json");
+  REQUIRE_MESSAGE(back.hasValue(), back.status().message());
+  CHECK(back->residentBytes == f.model.residentBytes + adam.stateBytes);
+  CHECK(back->finalTransientBytes == std::max(f.model.finalTransientBytes, adam.updateBytes));
+  CHECK(validateSchedule(planned, f.graph, "p.json").isOk());
+  // Without the optimizer the recorded peak no longer simulates; an unknown one is refused.
+  CHECK(validateSchedule(f.file, f.graph, "p.json").isOk());
+  ScheduleFile stripped = planned;
+  stripped.plannerParams.pop_back();
+  CHECK(validateSchedule(stripped, f.graph, "p.json").message().find("the file was edited") != std::string::npos);
+  planned.plannerParams.back().second = "lion";
+  CHECK(validateSchedule(planned, f.graph, "p.json").message().find("'lion' is not one of") != std::string::npos);
+}
+
 TEST_CASE("compare reports changes and crosses thresholds") {
   Fixture loose(plan::PlannerKind::Optimal, 95), tight(plan::PlannerKind::Optimal, 75);
   Comparison same = compareSchedules(loose.file, loose.file, 0.0, 0.0);
