@@ -23,6 +23,7 @@
 #include <torch/version.h>
 
 #ifdef TBP_TORCH_CUDA
+#include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -36,6 +37,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <mutex>
 #include <unordered_map>
 #include <cmath>
@@ -237,6 +239,61 @@ private:
   mutable uint64_t allocatedMax_ = 0;
 };
 
+/// Splits a step's time into first forwards, recomputation and backward. CPU kernels run
+/// synchronously, so a host clock around each instruction measures it. On CUDA the host
+/// enqueues ahead of the device, and a wait after every instruction (as tbp first did) would
+/// serialize the two; instead an event is recorded after each instruction and the intervals
+/// are read once, after the step's last. (On the H200's medium workloads, host-bound at
+/// 13-33 ms a step, this left the step times where they were, 2026-12-04.)
+class PhaseTimer {
+public:
+  enum Phase { Forward, Recompute, Backward, Untimed };
+
+  explicit PhaseTimer(at::Device device) : cuda_(device.is_cuda()) {
+#ifdef TBP_TORCH_CUDA
+    if (cuda_) mark(Untimed);
+#endif
+  }
+  /// Before an instruction (the host clock's start).
+  void begin() { t0_ = Clock::now(); }
+  /// After it: its time counts to `phase`.
+  void end(Phase phase) {
+#ifdef TBP_TORCH_CUDA
+    if (cuda_) return mark(phase);
+#endif
+    add(phase, std::chrono::duration<double>(Clock::now() - t0_).count());
+  }
+  /// Adds the phases' seconds (waits for the device first on CUDA).
+  void finish(double* fwd, double* recompute, double* bwd) {
+#ifdef TBP_TORCH_CUDA
+    if (cuda_ && !events_.empty()) {
+      c10::cuda::device_synchronize();
+      for (size_t i = 1; i < events_.size(); ++i) add(phases_[i], events_[i - 1].elapsed_time(events_[i]) / 1e3);
+      events_.clear();
+      phases_.clear();
+    }
+#endif
+    *fwd += seconds_[Forward];
+    *recompute += seconds_[Recompute];
+    *bwd += seconds_[Backward];
+  }
+
+private:
+  void add(Phase phase, double s) { seconds_[phase] += s; }
+#ifdef TBP_TORCH_CUDA
+  void mark(Phase phase) {
+    events_.emplace_back(cudaEventDefault); // timing enabled
+    events_.back().record();
+    phases_.push_back(phase);
+  }
+  std::deque<at::cuda::CUDAEvent> events_;
+  std::vector<Phase> phases_;
+#endif
+  bool cuda_;
+  Clock::time_point t0_ = Clock::now();
+  double seconds_[4] = {0, 0, 0, 0};
+};
+
 /// A generator for stochastic kernels on `device`, seeded.
 at::Generator makeGenerator(at::Device device, uint64_t seed) {
 #ifdef TBP_TORCH_CUDA
@@ -344,37 +401,51 @@ public:
     std::vector<bool> forwarded(m_.size() + 2, false);
     replayed_ = plan::replayedStages(m_, stream);
     double loss = 0;
+    at::Tensor lossOnHost; // CUDA: copied without waiting, read after the step's last instruction
+    PhaseTimer timer(device_);
     for (const plan::Instruction& instr : stream) {
       // Leaving the current state (a backward, or a forward that starts from a checkpoint)
       // frees it before the instruction runs, as the simulator counts it; measuring from
-      // after the drop keeps each instruction's peak its own.
+      // after the drop keeps each instruction's peak its own. (The caching allocator's
+      // statistics are kept on the host as kernels are enqueued: no device wait is needed.)
       if (instr.kind == plan::InstrKind::Backward || (instr.isForward() && current_ != instr.stage)) dropCurrent();
       meter_.resetPeak();
-      auto t0 = Clock::now();
+      timer.begin();
       switch (instr.kind) {
       case plan::InstrKind::ForwardCheckpoint:
       case plan::InstrKind::ForwardNone:
       case plan::InstrKind::ForwardAll: {
         forward(instr);
-        meter_.synchronize();
-        double s = std::chrono::duration<double>(Clock::now() - t0).count();
-        (forwarded[instr.stage] ? *recompute : *fwd) += s;
+        timer.end(forwarded[instr.stage] ? PhaseTimer::Recompute : PhaseTimer::Forward);
         forwarded[instr.stage] = true;
         break;
       }
       case plan::InstrKind::Loss: {
         ValueId l = m_.outputFrontier.front();
-        loss = vals_[l].item<double>();
+        if (device_.is_cuda()) {
+          // Into pinned host memory (neither the device's nor the counting allocator's bytes),
+          // from a detached alias so that no autograd graph hangs on to it.
+          at::NoGradGuard noGrad;
+          lossOnHost = at::empty({}, vals_[l].options().device(at::kCPU).pinned_memory(true));
+          lossOnHost.copy_(vals_[l].detach(), /*non_blocking=*/true);
+        } else {
+          loss = vals_[l].item<double>();
+        }
         adj_[l] = at::ones_like(vals_[l]);
+        timer.end(PhaseTimer::Untimed);
         break;
       }
       case plan::InstrKind::Backward:
         backward(instr.stage);
-        meter_.synchronize();
-        *bwd += std::chrono::duration<double>(Clock::now() - t0).count();
+        timer.end(PhaseTimer::Backward);
         break;
       }
       if (timeline) timeline->push_back(meter_.peak());
+    }
+    timer.finish(fwd, recompute, bwd); // on CUDA it waits for the device
+    if (lossOnHost.defined()) {
+      meter_.synchronize();
+      loss = lossOnHost.item<double>();
     }
     return loss;
   }
