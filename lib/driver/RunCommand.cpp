@@ -80,6 +80,10 @@ int runRun(const RunArgs& args, Io& io) {
   std::optional<uint64_t> budget;
   // `--costs measured`: the runtime's profiling step times every op's forward on this device
   // and these threads, and the planner prices recomputation with those times (or a file's).
+  // A schedule file is run as planned: its costs only matter for the kernel scratch a file has.
+  if (!args.schedule.empty() && args.costs == "measured")
+    return reportError(io, usageError("--costs measured prices a plan that --schedule already has; with --schedule, --costs takes "
+                                      "the costs file the schedule was planned with"));
   Expected<ResolvedCosts> costs = resolveCosts(args.costs, *graph, options);
   if (!costs) return reportError(io, costs.status().withContext(args.model.name()));
   // Kernel temporaries: Ops.def's rules were measured with LibTorch 1.13's CPU kernels; on a
@@ -147,10 +151,10 @@ int runRun(const RunArgs& args, Io& io) {
   }
   p.storeAllPeak = plan::simulate(p.model, plan::storeAllStream(p.model.size()))->peakBytes;
   std::string budgetText = args.budget;
-  plan::PlannerKind kind = plan::PlannerKind::StoreAll;
+  std::string plannerLabel;
   plan::Candidate c;
   if (file) {
-    kind = *plan::parsePlanner(file->planner);
+    plannerLabel = file->planner; // informative in the file, as tbp validate treats it
     budget = file->budgetBytes;
     c.stream = file->instructions;
     c.sim = *plan::simulate(p.model, c.stream);
@@ -161,7 +165,8 @@ int runRun(const RunArgs& args, Io& io) {
       budgetText = "50%";
       options.verify = true;
     }
-    kind = budgetText.empty() ? plan::PlannerKind::StoreAll : *plan::parsePlanner(args.planner);
+    const plan::PlannerKind kind = budgetText.empty() ? plan::PlannerKind::StoreAll : *plan::parsePlanner(args.planner);
+    plannerLabel = plan::plannerName(kind);
     plan::PlanOptions planOptions;
     planOptions.memorySlots = args.memorySlots;
     std::vector<plan::Candidate> candidates = plan::candidates(p.model, kind, planOptions);
@@ -189,7 +194,7 @@ int runRun(const RunArgs& args, Io& io) {
   const bool overBudget = budget && r->measuredPeakBytes > *budget;
   const bool gradFailed = r->gradCheck && !r->gradCheck->passed;
   if (args.format == "json") {
-    nlohmann::ordered_json j{{"planner", plan::plannerName(kind)},
+    nlohmann::ordered_json j{{"planner", plannerLabel},
                              {"budget_bytes", budget ? nlohmann::ordered_json(*budget) : nlohmann::ordered_json(nullptr)},
                              {"predicted_peak_bytes", c.sim.peakBytes},
                              {"measured_peak_bytes", r->measuredPeakBytes},
@@ -230,7 +235,7 @@ int runRun(const RunArgs& args, Io& io) {
                          {"max_rel_error", r->gradCheck->maxRelError}, {"worst_parameter", r->gradCheck->worstParameter}};
     io.out << j.dump(2) << "\n";
   } else {
-    io.out << "run              " << plan::plannerName(kind) << " schedule for " << args.model.name() << ", " << p.model.size()
+    io.out << "run              " << plannerLabel << " schedule for " << args.model.name() << ", " << p.model.size()
            << " stages, " << c.stream.size() << " instructions, " << args.run.device << "\n";
     io.out << "budget           " << (budget ? formatBytes(*budget) : std::string("none (store-all)"));
     if (budget)
@@ -288,8 +293,8 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
   CLI::Option* plannerOption = app.add_option("--planner", args->planner, "store-all|sqrt|interval-tree|revolve|optimal")
       ->check(CLI::IsMember({"store-all", "sqrt", "interval-tree", "revolve", "optimal"}));
   CLI::Option* orderOption = app.add_option("--order", args->order, "order heuristic: file|greedy|dfs")->check(CLI::IsMember({"file", "greedy", "dfs"}));
-  CLI::Option* memory_slotsOption = app.add_option("--memory-slots", args->memorySlots, "memory granularity of the optimal planner (default 256)")->check(CLI::Range(8, 4096));
-  CLI::Option* max_stagesOption = app.add_option("--max-stages", args->maxStages, "coarsen into at most N stages (default " + std::to_string(kDefaultMaxStages) + ")")->check(CLI::Range(1, 4096));
+  CLI::Option* memorySlotsOption = app.add_option("--memory-slots", args->memorySlots, "memory granularity of the optimal planner (default 256)")->check(CLI::Range(8, 4096));
+  CLI::Option* maxStagesOption = app.add_option("--max-stages", args->maxStages, "coarsen into at most N stages (default " + std::to_string(kDefaultMaxStages) + ")")->check(CLI::Range(1, 4096));
   app.add_option("--costs", args->costs,
                  "estimate|measured|FILE: price recomputation by FLOPs + elements, by each op's forward time measured on "
                  "this device first (plans then vary with timing noise), or by a costs file from 'tbp profile'")
@@ -321,8 +326,8 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
       ->excludes(budgetOption)
       ->excludes(plannerOption)
       ->excludes(orderOption)
-      ->excludes(memory_slotsOption)
-      ->excludes(max_stagesOption)
+      ->excludes(memorySlotsOption)
+      ->excludes(maxStagesOption)
       ->excludes(scratchOption);
   return [args](Io& io) { return runRun(*args, io); };
 }

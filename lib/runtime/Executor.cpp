@@ -162,7 +162,8 @@ auto tensorBytes(const Stats& stats) {
 #endif
 
 /// Live and peak tensor bytes on the step's device: the counting CPU allocator, or the CUDA
-/// caching allocator's `allocated_bytes` (what tensors hold, not what the cache reserved).
+/// caching allocator's statistics (tensorBytes: what tensors asked for, not what the cache
+/// reserved).
 class Meter {
 public:
   explicit Meter(at::Device device) : device_(device) {
