@@ -177,6 +177,7 @@ int runPlan(const PlanArgs& args, Io& io) {
                      {"recompute_ratio", std::round(c.sim.recomputeRatio * 1e6) / 1e6},
                      {"costs", p.model.measuredCosts ? "measured" : "estimate"},
                      {"scratch", fileScratch ? "costs_file" : "static"},
+                     {"optimizer", args.optimizer},
                      {"lower_bound_bytes", p.memory.lowerBoundBytes},
                      {"gap", std::round(gapOf(c.sim.peakBytes, p.memory.lowerBoundBytes) * 1e6) / 1e6},
                      {"min_feasible_bytes", main.plan->minFeasibleBytes},
@@ -197,6 +198,11 @@ int runPlan(const PlanArgs& args, Io& io) {
       io.out << "predicted peak   " << formatBytes(c.sim.peakBytes) << " (" << c.sim.peakBytes << " bytes) at instruction "
              << c.sim.peakInstruction + 1 << " of " << c.stream.size() << " (" << plan::formatInstruction(c.stream[c.sim.peakInstruction]) << ")\n";
       io.out << "recompute ratio  " << formatFixed(c.sim.recomputeRatio, 3) << " (forward FLOPs executed / one forward pass)\n";
+      if (args.optimizer != "none") {
+        const plan::OptimizerMemory o = plan::optimizerMemory(*graph, args.optimizer);
+        io.out << "optimizer        " << args.optimizer << ": " << formatBytes(o.stateBytes) << " of state resident, "
+               << formatBytes(o.updateBytes) << " for its update after the last backward\n";
+      }
       if (fileScratch)
         io.out << "kernel scratch   measured on " << costs->scratchDevice << ", from " << args.costs
                << " (the memory model takes it where it exceeds the CPU table)\n";
