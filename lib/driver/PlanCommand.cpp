@@ -156,7 +156,9 @@ int runPlan(const PlanArgs& args, Io& io) {
     } else {
       io.out << "model   " << args.model.name() << " (graph '" << graph->name() << "'), " << p.model.order.size() << " ops in "
              << p.model.size() << " stages, " << analysis::orderName(p.order) << " order\n";
-      io.out << "budget  " << budgetText(budget, parsedBudget ? &*parsedBudget : nullptr, p.storeAllPeak, tightest) << "\n\n";
+      io.out << "budget  " << budgetText(budget, parsedBudget ? &*parsedBudget : nullptr, p.storeAllPeak, tightest) << "\n";
+      if (args.optimizer != "none") io.out << "optimizer " << args.optimizer << " (its state and update are in every plan)\n";
+      io.out << "\n";
       auto cell = [](const std::string& s, size_t w) { return s.size() >= w ? s + " " : s + std::string(w - s.size(), ' '); };
       io.out << "  " << cell("planner", 16) << cell("predicted peak", 17) << cell("recompute", 12) << cell("smallest feasible", 20) << "plan time\n";
       for (const Row& r : rows) {
@@ -221,7 +223,7 @@ int runPlan(const PlanArgs& args, Io& io) {
     if (!s) return reportError(io, s);
   }
   if (!args.output.empty()) {
-    Status s = writeOutput(io, args.output, schedule::writeSchedule(toFile(*graph, p, chosen, budget, fileScratch, args.optimizer)));
+    Status s = writeOutput(io, args.output, schedule::writeSchedule(toFile(*graph, p, chosen, tightest ? std::optional<uint64_t>(main.minFeasible) : budget, fileScratch, args.optimizer)));
     if (!s) return reportError(io, s);
   }
   return 0;
@@ -235,10 +237,13 @@ Expected<schedule::ScheduleFile> loadSchedule(const std::string& path) {
   return schedule::readSchedule(*text, path);
 }
 
-bool plannedWithCostsFileScratch(const schedule::ScheduleFile& file) {
-  return std::any_of(file.plannerParams.begin(), file.plannerParams.end(),
-                     [](const auto& kv) { return kv.first == "scratch" && kv.second == "costs_file"; });
+std::string plannerParam(const schedule::ScheduleFile& file, const std::string& key, const std::string& otherwise) {
+  for (const auto& [k, v] : file.plannerParams)
+    if (k == key) return v;
+  return otherwise;
 }
+
+bool plannedWithCostsFileScratch(const schedule::ScheduleFile& file) { return plannerParam(file, "scratch", "") == "costs_file"; }
 
 std::function<int(Io&)> setupPlan(CLI::App& app) {
   auto args = std::make_shared<PlanArgs>();

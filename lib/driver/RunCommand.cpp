@@ -99,14 +99,19 @@ int runRun(const RunArgs& args, Io& io) {
     file = std::move(*loaded);
     if (plannedWithCostsFileScratch(*file)) {
       if (costs->scratch.empty())
-        return reportError(io, usageError(args.schedule + ": planned with kernel scratch from a costs file (planner_params.scratch); "
-                                          "pass that file with --costs FILE"));
+        return reportError(io, usageError(args.schedule + ": planned with kernel scratch from a costs file (planner_params.scratch); " +
+                                          (args.costs == "estimate" ? std::string("pass that file with --costs FILE")
+                                                                    : args.costs + " has no scratch measurement: pass the file it was planned with")));
       applyScratch(*graph, costs->scratch);
       scratchSource = "costs_file";
-    } else if (options.device.rfind("cuda", 0) == 0) {
-      spdlog::warn("{}: planned with the CPU scratch table; on CUDA, plan from 'tbp profile --device cuda --scratch measured -o "
-                   "costs.json' with 'tbp plan --costs costs.json' so cuDNN's workspaces are in the plan",
-                   args.schedule);
+    } else {
+      if (!costs->scratch.empty())
+        spdlog::warn("{}: {} was planned without a costs file's kernel scratch, so the file's measurement is not used", args.costs,
+                     args.schedule);
+      if (options.device.rfind("cuda", 0) == 0)
+        spdlog::warn("{}: planned with the CPU scratch table; on CUDA, plan from 'tbp profile --device cuda --scratch measured -o "
+                     "costs.json' with 'tbp plan --costs costs.json' so cuDNN's workspaces are in the plan",
+                     args.schedule);
     }
     if (Status s = schedule::validateSchedule(*file, *graph, args.schedule); !s) return reportError(io, s);
   } else if (args.scratch != "static" && !costs->scratch.empty()) {
@@ -138,14 +143,13 @@ int runRun(const RunArgs& args, Io& io) {
   // file has them when it was planned with the same --optimizer).
   const plan::OptimizerMemory optimizer = plan::optimizerMemory(*graph, options.optimizer);
   if (file) {
-    std::string planned = "none";
-    for (const auto& [key, value] : file->plannerParams)
-      if (key == "optimizer") planned = value;
-    if (!(plan::optimizerMemory(*graph, planned) == optimizer))
-      return reportError(io, usageError(args.schedule + ": planned for --optimizer " + planned + ", run with --optimizer " +
-                                        options.optimizer + " (" + formatBytes(optimizer.stateBytes) +
-                                        " of state); run it with the optimizer it was planned for, or plan with "
-                                        "'tbp plan --optimizer " + options.optimizer + "'"));
+    const std::string planned = plannerParam(*file, "optimizer", "none");
+    const plan::OptimizerMemory plannedMemory = plan::optimizerMemory(*graph, planned);
+    if (!(plannedMemory == optimizer))
+      return reportError(io, usageError(args.schedule + ": planned for --optimizer " + planned + " (" + formatBytes(plannedMemory.stateBytes) +
+                                        " of state), run with --optimizer " + options.optimizer + " (" + formatBytes(optimizer.stateBytes) +
+                                        "); run it with the optimizer it was planned for, or plan with 'tbp plan --optimizer " +
+                                        options.optimizer + "'"));
   } else {
     plan::addOptimizer(p.model, optimizer);
   }
@@ -209,7 +213,7 @@ int runRun(const RunArgs& args, Io& io) {
                              {"recompute_s", round6(r->recomputeS)},
                              {"backward_s", round6(r->backwardS)},
                              {"recompute_ratio", round6(c.sim.recomputeRatio)},
-                             {"costs", p.model.measuredCosts ? "measured" : "estimate"},
+                             {"costs", file ? plannerParam(*file, "costs", "estimate") : p.model.measuredCosts ? "measured" : "estimate"},
                              {"scratch", scratchSource},
                              {"loss", r->loss},
                              {"resident_bytes", p.model.residentBytes},
@@ -237,7 +241,7 @@ int runRun(const RunArgs& args, Io& io) {
   } else {
     io.out << "run              " << plannerLabel << " schedule for " << args.model.name() << ", " << p.model.size()
            << " stages, " << c.stream.size() << " instructions, " << args.run.device << "\n";
-    io.out << "budget           " << (budget ? formatBytes(*budget) : std::string("none (store-all)"));
+    io.out << "budget           " << (budget ? formatBytes(*budget) : std::string(file ? "none (the schedule has none)" : "none (store-all)"));
     if (budget)
       io.out << " (" << budgetText << (budgetText.back() == '%' ? " of the store-all peak " + formatBytes(p.storeAllPeak) : "") << ")";
     io.out << "\n";
@@ -245,9 +249,9 @@ int runRun(const RunArgs& args, Io& io) {
            << " (" << plan::formatInstruction(c.stream[r->measuredPeakInstruction]) << "), predicted " << formatBytes(c.sim.peakBytes)
            << " (" << (error >= 0 ? "+" : "") << formatFixed(100 * error, 1) << "%); peak RSS " << formatBytes(r->peakRssBytes) << "\n";
     if (r->reservedPeakBytes)
-      io.out << "cuda             caching allocator (" << (r->allocatorConfig.empty() ? "default settings" : r->allocatorConfig) << "): allocated " << formatBytes(r->allocatedPeakBytes) << ", reserved "
-             << formatBytes(r->reservedPeakBytes) << " at peak; cuBLAS/cuDNN workspaces " << formatBytes(r->libraryWorkspaceBytes)
-             << " (not counted above)\n";
+      io.out << "cuda             caching allocator (" << (r->allocatorConfig.empty() ? "default settings" : r->allocatorConfig)
+             << "): allocated " << formatBytes(r->allocatedPeakBytes) << ", reserved " << formatBytes(r->reservedPeakBytes)
+             << " at peak; cuBLAS/cuDNN workspaces " << formatBytes(r->libraryWorkspaceBytes) << " (not counted above)\n";
     io.out << "step time        " << formatFixed(r->stepTimeS * 1000, 2) << " ms (median of " << r->measuredSteps << "): forward "
            << formatFixed(r->forwardS * 1000, 2) << " ms, recompute " << formatFixed(r->recomputeS * 1000, 2) << " ms, backward "
            << formatFixed(r->backwardS * 1000, 2) << " ms\n";

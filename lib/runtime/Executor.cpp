@@ -27,6 +27,7 @@
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
 #endif
 
 #include <sys/resource.h>
@@ -137,27 +138,32 @@ private:
 
 // ------------------------------------------------------------------ the memory meter
 
-/// What `measured_peak_bytes` counts on CUDA (see Meter::tensorBytes).
-const char* cudaMemorySource() {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
-  return "cuda caching allocator (requested bytes)";
+#ifdef TBP_TORCH_CUDA
+#define TBP_HAS_REQUESTED_BYTES (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1))
+
+/// Whether the allocator keeps `requested_bytes`: LibTorch 2.1+'s native caching allocator
+/// does; older LibTorch and the `backend:cudaMallocAsync` allocator (which fills only
+/// allocated, reserved and active bytes) do not. Decided by whether it ever counted any.
+template <typename Stats>
+bool countsRequested(const Stats& stats) {
+#if TBP_HAS_REQUESTED_BYTES
+  return stats.requested_bytes[0].allocated > 0 || stats.allocated_bytes[0].allocated == 0;
 #else
-  return "cuda caching allocator (allocated bytes)";
+  (void)stats;
+  return false;
 #endif
 }
 
-#ifdef TBP_TORCH_CUDA
 /// Tensor bytes as the step asked for them, as the CPU's counting allocator counts them:
-/// `requested_bytes` (LibTorch 2.1+). `allocated_bytes` rounds every request up to 512 bytes
-/// and counts a cached block's unsplit tail (up to 1 MiB) as allocated, which depends on what
-/// the cache held before, not on the schedule. Older LibTorch has only `allocated_bytes`.
+/// `requested_bytes` (index 0 of a StatArray: the aggregate over pools). `allocated_bytes`, the
+/// fallback, rounds every request up to 512 bytes and counts a cached block's unsplit tail (up
+/// to 1 MiB) as allocated, which depends on what the cache held before, not on the schedule.
 template <typename Stats>
 auto tensorBytes(const Stats& stats) {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
-  return stats.requested_bytes[0]; // index 0 of a StatArray: the aggregate over pools
-#else
-  return stats.allocated_bytes[0];
+#if TBP_HAS_REQUESTED_BYTES
+  if (countsRequested(stats)) return stats.requested_bytes[0];
 #endif
+  return stats.allocated_bytes[0];
 }
 #endif
 
@@ -168,6 +174,10 @@ class Meter {
 public:
   explicit Meter(at::Device device) : device_(device) {
     if (device_.is_cpu()) CountingAllocator::instance();
+#ifdef TBP_TORCH_CUDA
+    // Events, waits and the statistics below act on the current device: make it this one.
+    if (device_.is_cuda()) guard_.emplace(device_.index());
+#endif
   }
   /// Peak tensor bytes since the last reset, less the libraries' persistent workspaces. On
   /// CUDA it also folds the allocator's own view of that peak into allocatedPeak().
@@ -202,9 +212,19 @@ public:
   }
   /// CUDA: the largest peak() has seen of the caching allocator's `allocated_bytes` (tensor
   /// bytes rounded up to its 512-byte granules, plus the tails of cached blocks it hands out
-  /// whole), workspaces excluded, since clearAllocatedPeak(). 0 on the CPU.
+  /// whole), less the workspaces and the resident tensors' rounding, since
+  /// clearAllocatedPeak(). 0 on the CPU.
   uint64_t allocatedPeak() const { return allocatedMax_; }
   void clearAllocatedPeak() { allocatedMax_ = 0; }
+  /// What peak() counts, for the report.
+  std::string source() const {
+#ifdef TBP_TORCH_CUDA
+    if (device_.is_cuda())
+      return countsRequested(c10::cuda::CUDACachingAllocator::getDeviceStats(device_.index())) ? "cuda caching allocator (requested bytes)"
+                                                                                             : "cuda caching allocator (allocated bytes)";
+#endif
+    return "counting CPU allocator";
+  }
   void resetPeak() {
 #ifdef TBP_TORCH_CUDA
     if (device_.is_cuda()) {
@@ -235,6 +255,9 @@ private:
   static uint64_t nonNegative(int64_t v) { return v > 0 ? static_cast<uint64_t>(v) : 0; }
   static uint64_t above(uint64_t v, uint64_t base) { return v > base ? v - base : 0; }
   at::Device device_;
+#ifdef TBP_TORCH_CUDA
+  std::optional<c10::cuda::CUDAGuard> guard_;
+#endif
   uint64_t offset_ = 0;
   uint64_t allocatedOffset_ = 0;
   mutable uint64_t allocatedMax_ = 0;
@@ -427,7 +450,7 @@ public:
           // Into pinned host memory (neither the device's nor the counting allocator's bytes),
           // from a detached alias so that no autograd graph hangs on to it.
           at::NoGradGuard noGrad;
-          lossOnHost = at::empty({}, vals_[l].options().device(at::kCPU).pinned_memory(true));
+          lossOnHost = at::empty(vals_[l].sizes(), vals_[l].options().device(at::kCPU).pinned_memory(true)); // one element
           lossOnHost.copy_(vals_[l].detach(), /*non_blocking=*/true);
         } else {
           loss = vals_[l].item<double>();
@@ -709,8 +732,10 @@ Expected<at::Device> parseDevice(const std::string& name) {
   // transformers 1-2 % less; and they hand out blocks without the unsplit tails that
   // `allocated_bytes` counts. tbp defaults to them unless the allocator is configured; LibTorch
   // reads the setting once, at the first CUDA allocation, which comes after this check.
+#if TBP_HAS_REQUESTED_BYTES // LibTorch 2.1+: older allocators refuse the option
   if (!std::getenv("PYTORCH_CUDA_ALLOC_CONF") && !std::getenv("PYTORCH_ALLOC_CONF"))
     ::setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True", 0);
+#endif
   if (!at::hasCUDA())
     return usageError("--device " + name + ": LibTorch has CUDA support, but no GPU (or no driver) is visible; use --device cpu");
   const int count = static_cast<int>(c10::cuda::device_count());
@@ -1122,7 +1147,7 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
       if (!conf) conf = std::getenv("PYTORCH_ALLOC_CONF");
       report.allocatorConfig = conf ? conf : "";
     }
-    report.memorySource = device.is_cuda() ? cudaMemorySource() : "counting CPU allocator";
+    report.memorySource = meter.source();
     return report;
   } catch (const std::exception& e) {
     std::string what = e.what();

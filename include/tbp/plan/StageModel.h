@@ -103,6 +103,7 @@ StageModel buildStageModel(const ir::Graph& graph, const std::vector<ir::NodeId>
 struct OptimizerMemory {
   uint64_t stateBytes = 0;
   uint64_t updateBytes = 0;
+  /// Same memory (none and sgd need the same).
   bool operator==(const OptimizerMemory& o) const { return stateBytes == o.stateBytes && updateBytes == o.updateBytes; }
 };
 /// Names tbp knows: none, sgd, adam.
