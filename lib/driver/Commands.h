@@ -125,11 +125,11 @@ Expected<ResolvedCosts> resolveCosts(const std::string& spec, const ir::Graph& g
 
 /// Reads and parses a schedule file written by `tbp plan -o`.
 Expected<schedule::ScheduleFile> loadSchedule(const std::string& path);
-/// The value of `key` in the file's planner_params, or `otherwise` when it has none.
-std::string plannerParam(const schedule::ScheduleFile& file, const std::string& key, const std::string& otherwise);
 /// True when the schedule was planned with kernel scratch from a costs file
 /// (`planner_params.scratch = costs_file`): re-simulating it needs that file.
 bool plannedWithCostsFileScratch(const schedule::ScheduleFile& file);
+/// True for `cuda` and `cuda:N` (`--device`).
+bool isCudaDevice(const std::string& device);
 
 /// Seconds of recomputation a simulated stream costs beyond one forward pass, when the model's
 /// costs are measured nanoseconds; 0 under the estimate.

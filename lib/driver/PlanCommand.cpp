@@ -237,13 +237,9 @@ Expected<schedule::ScheduleFile> loadSchedule(const std::string& path) {
   return schedule::readSchedule(*text, path);
 }
 
-std::string plannerParam(const schedule::ScheduleFile& file, const std::string& key, const std::string& otherwise) {
-  for (const auto& [k, v] : file.plannerParams)
-    if (k == key) return v;
-  return otherwise;
-}
+bool plannedWithCostsFileScratch(const schedule::ScheduleFile& file) { return schedule::plannerParam(file, "scratch", "") == "costs_file"; }
 
-bool plannedWithCostsFileScratch(const schedule::ScheduleFile& file) { return plannerParam(file, "scratch", "") == "costs_file"; }
+bool isCudaDevice(const std::string& device) { return device.rfind("cuda", 0) == 0; }
 
 std::function<int(Io&)> setupPlan(CLI::App& app) {
   auto args = std::make_shared<PlanArgs>();

@@ -33,7 +33,7 @@ int runProfile(const ProfileArgs& args, Io& io) {
   file.repeats = args.repeats;
   file.nodeNs = std::move(costs->costs);
   // Kernel temporaries on this device, for plans made elsewhere (`tbp plan --costs FILE`).
-  const bool measuresScratch = args.scratch == "measured" || (args.scratch == "auto" && args.run.device.rfind("cuda", 0) == 0);
+  const bool measuresScratch = args.scratch == "measured" || (args.scratch == "auto" && isCudaDevice(args.run.device));
   double scratchSeconds = 0;
   if (measuresScratch) {
     Expected<ScratchMeasurement> measured = driver::measureScratch(*graph, args.run);

@@ -108,7 +108,7 @@ int runRun(const RunArgs& args, Io& io) {
       if (!costs->scratch.empty())
         spdlog::warn("{}: {} was planned without a costs file's kernel scratch, so the file's measurement is not used", args.costs,
                      args.schedule);
-      if (options.device.rfind("cuda", 0) == 0)
+      if (isCudaDevice(options.device))
         spdlog::warn("{}: planned with the CPU scratch table; on CUDA, plan from 'tbp profile --device cuda --scratch measured -o "
                      "costs.json' with 'tbp plan --costs costs.json' so cuDNN's workspaces are in the plan",
                      args.schedule);
@@ -121,7 +121,7 @@ int runRun(const RunArgs& args, Io& io) {
   if (scratchSource == "costs_file" && costs->scratchDevice != options.device)
     spdlog::warn("{}: kernel scratch measured on {}, running on {}", args.costs, costs->scratchDevice, options.device);
   const bool measuresScratch = !file && (args.scratch == "measured" || (args.scratch == "auto" && scratchSource == "static" &&
-                                                                         options.device.rfind("cuda", 0) == 0));
+                                                                         isCudaDevice(options.device)));
   double scratchSeconds = 0;
   if (measuresScratch) {
     Expected<ScratchMeasurement> measured = measureScratch(*graph, options);
@@ -143,7 +143,7 @@ int runRun(const RunArgs& args, Io& io) {
   // file has them when it was planned with the same --optimizer).
   const plan::OptimizerMemory optimizer = plan::optimizerMemory(*graph, options.optimizer);
   if (file) {
-    const std::string planned = plannerParam(*file, "optimizer", "none");
+    const std::string planned = schedule::plannerParam(*file, "optimizer", "none");
     const plan::OptimizerMemory plannedMemory = plan::optimizerMemory(*graph, planned);
     if (!(plannedMemory == optimizer))
       return reportError(io, usageError(args.schedule + ": planned for --optimizer " + planned + " (" + formatBytes(plannedMemory.stateBytes) +
@@ -213,7 +213,7 @@ int runRun(const RunArgs& args, Io& io) {
                              {"recompute_s", round6(r->recomputeS)},
                              {"backward_s", round6(r->backwardS)},
                              {"recompute_ratio", round6(c.sim.recomputeRatio)},
-                             {"costs", file ? plannerParam(*file, "costs", "estimate") : p.model.measuredCosts ? "measured" : "estimate"},
+                             {"costs", file ? schedule::plannerParam(*file, "costs", "estimate") : p.model.measuredCosts ? "measured" : "estimate"},
                              {"scratch", scratchSource},
                              {"loss", r->loss},
                              {"resident_bytes", p.model.residentBytes},
@@ -232,7 +232,7 @@ int runRun(const RunArgs& args, Io& io) {
     }
     if (r->allocatedPeakBytes) j["allocated_peak_bytes"] = r->allocatedPeakBytes;
     if (r->reservedPeakBytes) j["reserved_peak_bytes"] = r->reservedPeakBytes;
-    if (args.run.device.rfind("cuda", 0) == 0) j["cuda_alloc_conf"] = r->allocatorConfig;
+    if (isCudaDevice(args.run.device)) j["cuda_alloc_conf"] = r->allocatorConfig;
     if (r->libraryWorkspaceBytes) j["library_workspace_bytes"] = r->libraryWorkspaceBytes;
     if (r->gradCheck)
       j["grad_check"] = {{"passed", r->gradCheck->passed}, {"max_abs_error", r->gradCheck->maxAbsError},

@@ -76,27 +76,6 @@ std::string formatAttr(const AttrValue& value) {
   return std::visit(Visitor{}, value);
 }
 
-/// Reads element i of an integer tensor exactly (no detour through double).
-int64_t elementAsInt(DType dtype, const std::string& data, size_t i) {
-  auto read = [&](auto tag) {
-    using T = decltype(tag);
-    T v;
-    std::memcpy(&v, data.data() + i * sizeof(T), sizeof(T));
-    return static_cast<int64_t>(v);
-  };
-  switch (dtype) {
-  case DType::I8: return read(int8_t{});
-  case DType::I16: return read(int16_t{});
-  case DType::I32: return read(int32_t{});
-  case DType::I64: return read(int64_t{});
-  case DType::U8:
-  case DType::Bool: return read(uint8_t{});
-  case DType::U16: return read(uint16_t{});
-  case DType::U32: return read(uint32_t{});
-  default: return 0;
-  }
-}
-
 uint64_t elementAsUnsigned(const std::string& data, size_t i) {
   uint64_t v;
   std::memcpy(&v, data.data() + i * sizeof v, sizeof v);

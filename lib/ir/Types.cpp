@@ -68,12 +68,16 @@ Expected<uint64_t> checkedByteSize(const TensorType& type, const std::string& wh
   return *bytes;
 }
 
-double elementAsDouble(DType dtype, const std::string& data, size_t i) {
+namespace {
+
+/// Element `i` of raw little-endian data of `dtype` converted to `To` (f16/bf16 excluded).
+template <typename To>
+To elementAs(DType dtype, const std::string& data, size_t i) {
   auto read = [&](auto tag) {
     using T = decltype(tag);
     T v;
     std::memcpy(&v, data.data() + i * sizeof(T), sizeof(T));
-    return static_cast<double>(v);
+    return static_cast<To>(v);
   };
   switch (dtype) {
   case DType::F32: return read(float{});
@@ -82,16 +86,24 @@ double elementAsDouble(DType dtype, const std::string& data, size_t i) {
   case DType::I16: return read(int16_t{});
   case DType::I32: return read(int32_t{});
   case DType::I64: return read(int64_t{});
-  case DType::U8: return read(uint8_t{});
+  case DType::U8:
   case DType::Bool: return read(uint8_t{});
   case DType::U16: return read(uint16_t{});
   case DType::U32: return read(uint32_t{});
   case DType::U64: return read(uint64_t{});
   case DType::F16:
-  case DType::BF16: return std::nan("");
+  case DType::BF16: break;
   }
-  return 0;
+  return To{};
 }
 
+} // namespace
+
+double elementAsDouble(DType dtype, const std::string& data, size_t i) {
+  if (dtype == DType::F16 || dtype == DType::BF16) return std::nan("");
+  return elementAs<double>(dtype, data, i);
+}
+
+int64_t elementAsInt(DType dtype, const std::string& data, size_t i) { return elementAs<int64_t>(dtype, data, i); }
 
 } // namespace tbp::ir

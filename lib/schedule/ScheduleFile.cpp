@@ -143,13 +143,17 @@ Expected<plan::StageModel> stageModelFor(const ScheduleFile& f, const ir::Graph&
   std::vector<ir::NodeId> order(f.order.begin(), f.order.end());
   plan::StageModel model = plan::buildStageModel(graph, order, cuts);
   // Planned with an optimizer (`tbp plan --optimizer adam`): its state is part of the step.
-  for (const auto& [key, value] : f.plannerParams)
-    if (key == "optimizer") {
-      if (!plan::isOptimizerName(value))
-        return badInput(source + ": planner_params.optimizer '" + value + "' is not one of none, sgd, adam");
-      plan::addOptimizer(model, plan::optimizerMemory(graph, value));
-    }
+  const std::string optimizer = plannerParam(f, "optimizer", "none");
+  if (!plan::isOptimizerName(optimizer))
+    return badInput(source + ": planner_params.optimizer '" + optimizer + "' is not one of none, sgd, adam");
+  plan::addOptimizer(model, plan::optimizerMemory(graph, optimizer));
   return model;
+}
+
+std::string plannerParam(const ScheduleFile& file, const std::string& key, const std::string& otherwise) {
+  for (const auto& [k, v] : file.plannerParams)
+    if (k == key) return v;
+  return otherwise;
 }
 
 Status validateSchedule(const ScheduleFile& f, const ir::Graph& graph, const std::string& source) {

@@ -44,6 +44,9 @@ bool isFloat(DType dtype);
 bool parseDType(std::string_view name, DType& out);
 /// Element `i` of raw little-endian tensor data of `dtype`, as a double (NaN for f16/bf16).
 double elementAsDouble(DType dtype, const std::string& data, size_t i);
+/// Element `i` of raw little-endian tensor data of an integer `dtype`, exactly (no detour
+/// through double; u64 above 2^63 wraps).
+int64_t elementAsInt(DType dtype, const std::string& data, size_t i);
 
 /// A concrete shape: every dimension is a known non-negative size.
 using Shape = std::vector<int64_t>;

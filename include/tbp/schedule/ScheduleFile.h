@@ -45,6 +45,9 @@ struct ScheduleFile {
   uint64_t lowerBoundBytes = 0;          ///< best lower bound known on the peak
 };
 
+/// The value of `key` in the file's planner_params, or `otherwise` when it has none.
+std::string plannerParam(const ScheduleFile& file, const std::string& key, const std::string& otherwise);
+
 /// A stable fingerprint of a graph: hash of its text form without constant data (structure,
 /// types, names) — the same model imported with the same options gives the same fingerprint,
 /// whether or not its data was loaded.
