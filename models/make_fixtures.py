@@ -15,6 +15,7 @@ test/fixtures/onnx/                       valid models, each < 2 MB
   data/<model stem>/input_N.pb, output_0.pb
                                           reference TensorProtos for the eval models and the
                                           MLP at batch=2, seq=16 (computed with torch/numpy)
+  data/mlp/labels.npy                     cross-entropy labels [1, 3] (int64) for the MLP
 
 test/fixtures/bad/                        inputs tbp must reject (or report) cleanly
   not_protobuf.onnx       text bytes that do not parse as a ModelProto
@@ -28,6 +29,13 @@ test/fixtures/bad/                        inputs tbp must reject (or report) cle
   unsupported_ops.onnx    FooOp x2 and BarOp x1 in domain com.example, plus a Relu
   opset_out_of_range.onnx default-domain opset 6
   opset_too_new.onnx      default-domain opset 99
+  conv_stride0.onnx       Conv with strides [0, 0]
+  conv_channels.onnx      Conv of a 3-channel input with a 5-channel weight
+  slice_huge_step.onnx    Shape -> Slice with step 2^63-1 -> Reshape
+  int_div_zero.onnx       a Reshape shape computed by dividing the constant 8 by 0
+  reshape_count.onnx      Reshape of [2, 4] into [3, 3]
+  relu_arity.onnx         Relu with two inputs
+  labels_out_of_range.npy cross-entropy labels [1, 99] for mlp.onnx (4 classes)
   external_data/model.onnx + model.data
                           valid model whose initializers are external data (must load)
   external_escape/model.onnx
@@ -297,6 +305,10 @@ def make_valid(out: str, with_torch: bool) -> List[str]:
     written.append(p)
     x = np.random.RandomState(1).standard_normal((REF_BATCH, MLP_DIMS[0])).astype(np.float32)
     write_reference(os.path.join(out, "data", "mlp"), ["input"], [x], ["output"], [mlp_reference(mlp, x)])
+    # Cross-entropy labels for the reference input (test/cli/cases/run_targets_from_file).
+    p = os.path.join(out, "data", "mlp", "labels.npy")
+    np.save(p, np.array([1, 3], dtype=np.int64))
+    written.append(p)
     gelu = make_gelu_patterns()
     p = os.path.join(out, "gelu_patterns.onnx")
     _save(gelu, p)
@@ -381,6 +393,42 @@ def make_bad(out: str, mlp_bytes: bytes) -> List[str]:
 
     save("opset_out_of_range.onnx", _relu_model([2, 3], {"": 6}))
     save("opset_too_new.onnx", _relu_model([2, 3], {"": 99}))
+
+    # Models that broke tbp's import before it checked them (found by fuzzing, 2026-12-04):
+    # libonnx's Conv shape inference divides by the stride (SIGFPE), its data propagation loops
+    # on a Slice step near 2^63, tbp's folding divided an integer by zero, and ONNX's inference
+    # checks neither a Conv's channels nor a Reshape's element count nor an op's input count.
+    def i64(name: str, values: Sequence[int]) -> TensorProto:
+        return numpy_helper.from_array(np.array(values, dtype=np.int64), name)
+
+    w = numpy_helper.from_array(np.zeros((4, 3, 3, 3), dtype=np.float32), "W")
+    g = helper.make_graph([helper.make_node("Conv", ["X", "W"], ["Y"], name="conv", strides=[0, 0])], "conv_stride0",
+                          [_vi("X", [1, 3, 8, 8])], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], initializer=[w])
+    save("conv_stride0.onnx", _model(g))
+    w = numpy_helper.from_array(np.zeros((4, 5, 3, 3), dtype=np.float32), "W")
+    g = helper.make_graph([helper.make_node("Conv", ["X", "W"], ["Y"], name="conv")], "conv_channels",
+                          [_vi("X", [1, 3, 8, 8])], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], initializer=[w])
+    save("conv_channels.onnx", _model(g))
+    g = helper.make_graph([helper.make_node("Shape", ["X"], ["s"], name="shape"),
+                           helper.make_node("Slice", ["s", "st", "en", "ax", "step"], ["r"], name="slice"),
+                           helper.make_node("Reshape", ["X", "r"], ["Y"], name="reshape")], "slice_huge_step",
+                          [_vi("X", [1, 4, 8, 8])], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                          initializer=[i64("st", [1]), i64("en", [2 ** 63 - 1]), i64("ax", [0]), i64("step", [2 ** 63 - 1])])
+    save("slice_huge_step.onnx", _model(g))
+    g = helper.make_graph([helper.make_node("Div", ["n", "zero"], ["q"], name="div"),
+                           helper.make_node("Reshape", ["X", "q"], ["Y"], name="reshape")], "int_div_zero",
+                          [_vi("X", [2, 4])], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], initializer=[i64("n", [8]), i64("zero", [0])])
+    save("int_div_zero.onnx", _model(g))
+    g = helper.make_graph([helper.make_node("Reshape", ["X", "shape"], ["Y"], name="reshape")], "reshape_count",
+                          [_vi("X", [2, 4])], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], initializer=[i64("shape", [3, 3])])
+    save("reshape_count.onnx", _model(g))
+    g = helper.make_graph([helper.make_node("Relu", ["X", "X"], ["Y"], name="relu")], "relu_arity",
+                          [_vi("X", [2, 3])], [_vi("Y", [2, 3])])
+    save("relu_arity.onnx", _model(g))
+    # Cross-entropy labels for onnx/mlp.onnx at batch 2 (4 classes) with one out of range.
+    p = os.path.join(out, "labels_out_of_range.npy")
+    np.save(p, np.array([1, 99], dtype=np.int64))
+    written.append(p)
 
     # Valid model with its initializer in a side file next to it.
     w = np.arange(12, dtype=np.float32).reshape(3, 4)

@@ -67,7 +67,7 @@ std::function<int(Io&)> setupProfile(CLI::App& app) {
                  "auto|static|measured: also measure every op's kernel temporaries on the device and write them to the "
                  "costs file (plans made from it then size them as on this device); auto measures on CUDA")
       ->check(CLI::IsMember({"auto", "static", "measured"}));
-  app.add_option("--threads", args->run.threads, "intra-op threads (profile with the threads you will run with)");
+  app.add_option("--threads", args->run.threads, "intra-op threads (profile with the threads you will run with; 0: LibTorch's default)")->check(CLI::Range(0, 1024));
   app.add_option("--seed", args->run.seed, "seed of inputs and parameters without data");
   return [args](Io& io) { return runProfile(*args, io); };
 }

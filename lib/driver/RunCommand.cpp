@@ -310,7 +310,7 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
   app.add_option("--device", args->run.device, "cpu|cuda|cuda:N (cuda needs a LibTorch built with CUDA)")->type_name("DEVICE");
   app.add_flag("--verify", args->run.verify, "also run store-all and compare the loss and every parameter gradient");
   app.add_option("--seed", args->run.seed, "seed of inputs, targets and parameters without data");
-  app.add_option("--threads", args->run.threads, "intra-op threads");
+  app.add_option("--threads", args->run.threads, "intra-op threads (0: LibTorch's default)")->check(CLI::Range(0, 1024));
   app.add_flag("--baseline", args->run.baseline,
                "also time a store-all step next to every step, in this process, and report the step-time ratio (median of the pairs)");
   app.add_option("--steps", args->run.steps, "measured steps (median time)")->check(CLI::Range(1, 100000));

@@ -359,6 +359,24 @@ Expected<at::Tensor> materializeOnHost(const ir::Graph& g, ValueId id, at::Gener
   const ir::Value& v = g.value(id);
   std::vector<int64_t> shape(v.type.shape.begin(), v.type.shape.end());
   at::TensorOptions opts = at::TensorOptions().dtype(torchDType(v.type.dtype));
+  // Integer inputs that index something: labels for cross entropy lie in [0, classes); indices
+  // into a table (token ids into an embedding) cover the whole table.
+  int64_t high = 0;
+  bool labels = false;
+  for (ir::NodeId user : v.users) {
+    const ir::Node& n = g.node(user);
+    if (n.op == ir::Op::CrossEntropyLoss && n.inputs.size() > 1 && n.inputs[1] == id) {
+      high = std::max<int64_t>(g.value(n.inputs[0]).type.shape.back(), 1);
+      labels = true;
+    }
+    if (n.op == ir::Op::Gather && n.inputs.size() > 1 && n.inputs[1] == id) {
+      const ir::Shape& table = g.value(n.inputs[0]).type.shape;
+      const int64_t rank = static_cast<int64_t>(table.size());
+      int64_t axis = n.attrInt("axis", 0);
+      if (axis < 0) axis += rank;
+      if (axis >= 0 && axis < rank) high = std::max<int64_t>(table[static_cast<size_t>(axis)], 1);
+    }
+  }
   auto it = given.find(v.name);
   if (it != given.end()) {
     const NpyArray& a = it->second;
@@ -367,6 +385,18 @@ Expected<at::Tensor> materializeOnHost(const ir::Graph& g, ValueId id, at::Gener
                       npyDescr(v.type.dtype) + " " + ir::formatShape(v.type.shape));
     at::Tensor t = at::empty(shape, opts);
     std::memcpy(t.data_ptr(), a.data.data(), a.data.size());
+    if (high > 0 && !ir::isFloat(v.type.dtype) && t.numel() > 0) {
+      // Out-of-range labels or indices would fail inside a kernel mid-step; say so here.
+      // Cross entropy ignores the label -100, as PyTorch's does; Gather takes negative indices.
+      at::Tensor wide = t.to(at::kLong);
+      at::Tensor bad = labels ? (wide < 0).logical_and(wide != -100).logical_or(wide >= high) : (wide < -high).logical_or(wide >= high);
+      if (bad.any().item<bool>()) {
+        const int64_t index = bad.reshape({-1}).nonzero()[0][0].item<int64_t>();
+        return badInput("--input " + v.name + ": element " + std::to_string(index) + " is " + std::to_string(wide.reshape({-1})[index].item<int64_t>()) +
+                        (labels ? ", but cross entropy's labels lie in [0, " + std::to_string(high) + ") (or are -100, ignored)"
+                                : ", but the indices it supplies lie in [" + std::to_string(-high) + ", " + std::to_string(high) + ")"));
+      }
+    }
     return t;
   }
   if (v.data && v.data->size() == v.bytes) {
@@ -379,22 +409,8 @@ Expected<at::Tensor> materializeOnHost(const ir::Graph& g, ValueId id, at::Gener
     if (v.kind == ir::ValueKind::Parameter) t = t * (1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(shape.empty() ? 1 : shape.back(), 1))));
     return at::Tensor(t.to(torchDType(v.type.dtype)));
   }
-  // Integer inputs: labels for cross entropy lie in [0, classes); others are small indices.
-  int64_t high = 2;
-  for (ir::NodeId user : v.users) {
-    const ir::Node& n = g.node(user);
-    if (n.op == ir::Op::CrossEntropyLoss && n.inputs.size() > 1 && n.inputs[1] == id)
-      high = std::max<int64_t>(g.value(n.inputs[0]).type.shape.back(), 1);
-    // Indices into a table (token ids into an embedding) cover the whole table.
-    if (n.op == ir::Op::Gather && n.inputs.size() > 1 && n.inputs[1] == id) {
-      const ir::Shape& table = g.value(n.inputs[0]).type.shape;
-      const int64_t rank = static_cast<int64_t>(table.size());
-      int64_t axis = n.attrInt("axis", 0);
-      if (axis < 0) axis += rank;
-      if (axis >= 0 && axis < rank) high = std::max<int64_t>(table[static_cast<size_t>(axis)], 1);
-    }
-  }
-  return at::Tensor(at::randint(0, high, shape, gen, opts));
+  // Other integer inputs are small indices.
+  return at::Tensor(at::randint(0, high > 0 ? high : 2, shape, gen, opts));
 }
 
 /// The value on `device`. It is made on the host from the CPU generator either way, so a seed

@@ -89,11 +89,26 @@ TP toProto(const IntTensor& t, const std::string& name) {
   return p;
 }
 
+/// Element count of `dims`; SIZE_MAX when a dimension is negative or the product overflows.
 size_t numel(const std::vector<int64_t>& dims) {
   size_t n = 1;
-  for (int64_t d : dims) n *= static_cast<size_t>(d);
+  for (int64_t d : dims)
+    if (d < 0 || __builtin_mul_overflow(n, static_cast<size_t>(d), &n)) return SIZE_MAX;
   return n;
 }
+
+std::string shapeText(const std::vector<int64_t>& dims) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? "," : "") + std::to_string(dims[i]);
+  return s + "]";
+}
+
+// Integer arithmetic as ONNX runtimes do it on int64: two's-complement wraparound, never C++'s
+// undefined behaviour on overflow.
+int64_t wrapAdd(int64_t a, int64_t b) { return static_cast<int64_t>(static_cast<uint64_t>(a) + static_cast<uint64_t>(b)); }
+int64_t wrapSub(int64_t a, int64_t b) { return static_cast<int64_t>(static_cast<uint64_t>(a) - static_cast<uint64_t>(b)); }
+int64_t wrapMul(int64_t a, int64_t b) { return static_cast<int64_t>(static_cast<uint64_t>(a) * static_cast<uint64_t>(b)); }
+int64_t wrapNeg(int64_t a) { return wrapSub(0, a); }
 
 std::vector<size_t> stridesOf(const std::vector<int64_t>& dims) {
   std::vector<size_t> s(dims.size(), 1);
@@ -160,10 +175,22 @@ bool hasAttr(const onnx::NodeProto& n, const std::string& name) {
   return false;
 }
 
+/// Who a FoldError is about: "node 'name' (Op)", or the value it produces when unnamed.
+std::string who(const onnx::NodeProto& n) {
+  if (!n.name().empty()) return "node '" + n.name() + "' (" + n.op_type() + ")";
+  return "the " + n.op_type() + " node producing '" + (n.output_size() ? n.output(0) : std::string()) + "'";
+}
+
+[[noreturn]] void foldError(const onnx::NodeProto& n, const std::string& what) {
+  throw FoldError(who(n) + ": " + what + " (its inputs are constants)");
+}
+
 /// Gathers slices of `data` along `axis` per index list (Gather semantics).
-std::optional<IntTensor> gather(const IntTensor& data, const IntTensor& idx, int64_t axis) {
+std::optional<IntTensor> gather(const onnx::NodeProto& node, const IntTensor& data, const IntTensor& idx, int64_t axis) {
+  const int64_t given = axis;
   axis = normAxis(axis, data.dims.size());
-  if (axis < 0 || axis >= static_cast<int64_t>(data.dims.size())) return std::nullopt;
+  if (axis < 0 || axis >= static_cast<int64_t>(data.dims.size()))
+    foldError(node, "axis " + std::to_string(given) + " is out of range for rank " + std::to_string(data.dims.size()));
   IntTensor out{data.elemType, {}, {}};
   out.dims.insert(out.dims.end(), data.dims.begin(), data.dims.begin() + axis);
   out.dims.insert(out.dims.end(), idx.dims.begin(), idx.dims.end());
@@ -173,24 +200,29 @@ std::optional<IntTensor> gather(const IntTensor& data, const IntTensor& idx, int
   int64_t len = data.dims[static_cast<size_t>(axis)];
   for (size_t o = 0; o < outer; ++o)
     for (int64_t i : idx.data) {
+      const int64_t index = i;
       if (i < 0) i += len;
-      if (i < 0 || i >= len) return std::nullopt;
+      if (i < 0 || i >= len)
+        foldError(node, "index " + std::to_string(index) + " is out of range for a dimension of " + std::to_string(len));
       for (size_t k = 0; k < inner; ++k)
         out.data.push_back(data.data[(o * static_cast<size_t>(len) + static_cast<size_t>(i)) * inner + k]);
     }
   return out;
 }
 
-std::optional<IntTensor> slice(const IntTensor& data, std::vector<int64_t> starts, std::vector<int64_t> ends,
+std::optional<IntTensor> slice(const onnx::NodeProto& node, const IntTensor& data, std::vector<int64_t> starts, std::vector<int64_t> ends,
                                std::vector<int64_t> axes, std::vector<int64_t> steps) {
   size_t rank = data.dims.size();
   if (axes.empty()) for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
   if (steps.empty()) steps.assign(starts.size(), 1);
-  if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size()) return std::nullopt;
+  if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size())
+    foldError(node, "starts, ends, axes and steps have different lengths");
   std::vector<int64_t> begin(rank, 0), step(rank, 1), count(data.dims);
   for (size_t k = 0; k < starts.size(); ++k) {
     int64_t a = normAxis(axes[k], rank);
-    if (a < 0 || a >= static_cast<int64_t>(rank) || steps[k] == 0) return std::nullopt;
+    if (a < 0 || a >= static_cast<int64_t>(rank))
+      foldError(node, "axis " + std::to_string(axes[k]) + " is out of range for rank " + std::to_string(rank));
+    if (steps[k] == 0) foldError(node, "a step is 0");
     int64_t dim = data.dims[static_cast<size_t>(a)];
     int64_t s = starts[k], e = ends[k];
     if (s < 0) s += dim;
@@ -198,11 +230,12 @@ std::optional<IntTensor> slice(const IntTensor& data, std::vector<int64_t> start
     if (steps[k] > 0) {
       s = std::clamp<int64_t>(s, 0, dim);
       e = std::clamp<int64_t>(e, 0, dim);
-      count[static_cast<size_t>(a)] = e > s ? (e - s + steps[k] - 1) / steps[k] : 0;
+      count[static_cast<size_t>(a)] = e > s ? 1 + (e - s - 1) / steps[k] : 0;
     } else {
       s = std::clamp<int64_t>(s, 0, dim - 1);
       e = std::clamp<int64_t>(e, -1, dim - 1);
-      count[static_cast<size_t>(a)] = s > e ? (s - e - steps[k] - 1) / -steps[k] : 0;
+      // -(step + 1) + 1 = -step without negating INT64_MIN.
+      count[static_cast<size_t>(a)] = s > e ? 1 + static_cast<int64_t>(static_cast<uint64_t>(s - e - 1) / (static_cast<uint64_t>(-(steps[k] + 1)) + 1)) : 0;
     }
     begin[static_cast<size_t>(a)] = s;
     step[static_cast<size_t>(a)] = steps[k];
@@ -222,7 +255,7 @@ std::optional<IntTensor> slice(const IntTensor& data, std::vector<int64_t> start
   return out;
 }
 
-int64_t truncDiv(int64_t a, int64_t b) { return b == 0 ? 0 : a / b; }
+
 
 class Folder {
 public:
@@ -317,19 +350,31 @@ private:
       if (to == TP::BOOL) for (auto& v : t.data) v = v != 0;
       return t;
     }
-    if (op == "Gather" && a && b) return gather(*a, *b, attrInt(n, "axis").value_or(0));
+    if (op == "Gather" && a && b) return gather(n, *a, *b, attrInt(n, "axis").value_or(0));
     if ((op == "Unsqueeze" || op == "Squeeze") && a) {
       std::vector<int64_t> axes = b ? b->data : attrInts(n, "axes");
       IntTensor t = *a;
       if (op == "Unsqueeze") {
         size_t rank = a->dims.size() + axes.size();
-        for (auto& ax : axes) ax = normAxis(ax, rank);
+        for (auto& ax : axes) {
+          const int64_t given = ax;
+          ax = normAxis(ax, rank);
+          if (ax < 0 || ax >= static_cast<int64_t>(rank))
+            foldError(n, "axis " + std::to_string(given) + " is out of range for an output of rank " + std::to_string(rank));
+        }
         std::sort(axes.begin(), axes.end());
+        if (std::adjacent_find(axes.begin(), axes.end()) != axes.end()) foldError(n, "an axis is repeated");
         for (int64_t ax : axes) {
-          if (ax < 0 || ax > static_cast<int64_t>(t.dims.size())) return std::nullopt;
           t.dims.insert(t.dims.begin() + ax, 1);
         }
       } else {
+        for (int64_t ax : axes) {
+          const int64_t r = normAxis(ax, a->dims.size());
+          if (r < 0 || r >= static_cast<int64_t>(a->dims.size()))
+            foldError(n, "axis " + std::to_string(ax) + " is out of range for rank " + std::to_string(a->dims.size()));
+          if (a->dims[static_cast<size_t>(r)] != 1)
+            foldError(n, "axis " + std::to_string(ax) + " has size " + std::to_string(a->dims[static_cast<size_t>(r)]) + ", not 1");
+        }
         std::vector<int64_t> dims;
         for (size_t i = 0; i < a->dims.size(); ++i) {
           bool drop = axes.empty() ? a->dims[i] == 1
@@ -356,21 +401,29 @@ private:
       if (n.input_size() >= 3) {
         const IntTensor* axes = in(n, 3);
         const IntTensor* steps = in(n, 4);
-        return slice(*a, in(n, 1)->data, in(n, 2)->data, axes ? axes->data : std::vector<int64_t>{},
+        return slice(n, *a, in(n, 1)->data, in(n, 2)->data, axes ? axes->data : std::vector<int64_t>{},
                      steps ? steps->data : std::vector<int64_t>{});
       }
-      return slice(*a, attrInts(n, "starts"), attrInts(n, "ends"), attrInts(n, "axes"), {});
+      return slice(n, *a, attrInts(n, "starts"), attrInts(n, "ends"), attrInts(n, "axes"), {});
     }
     if (op == "Reshape" && a && b) {
       std::vector<int64_t> dims = b->data;
-      int64_t known = 1, infer = -1;
+      int64_t infer = -1;
+      size_t known = 1;
       for (size_t i = 0; i < dims.size(); ++i) {
         if (dims[i] == 0 && !attrInt(n, "allowzero").value_or(0) && i < a->dims.size()) dims[i] = a->dims[i];
-        if (dims[i] == -1) infer = static_cast<int64_t>(i);
-        else known *= dims[i];
+        if (dims[i] == -1) {
+          if (infer >= 0) foldError(n, "the shape has more than one -1");
+          infer = static_cast<int64_t>(i);
+        } else if (dims[i] < 0) {
+          foldError(n, "the shape has the negative dimension " + std::to_string(dims[i]));
+        } else {
+          known = numel({static_cast<int64_t>(known), dims[i]});
+        }
       }
-      if (infer >= 0) dims[static_cast<size_t>(infer)] = known ? static_cast<int64_t>(a->size()) / known : 0;
-      if (numel(dims) != a->size()) return std::nullopt;
+      if (infer >= 0 && known != 0 && known != SIZE_MAX && a->size() % known == 0) dims[static_cast<size_t>(infer)] = static_cast<int64_t>(a->size() / known);
+      if (numel(dims) != a->size())
+        foldError(n, "cannot reshape " + std::to_string(a->size()) + " elements into the shape " + shapeText(b->data));
       IntTensor t = *a;
       t.dims = dims;
       return t;
@@ -385,28 +438,32 @@ private:
           if (!v || v->data.empty()) return std::nullopt;
           value = v->data[0];
         }
+      if (numel(a->data) == SIZE_MAX) foldError(n, "the shape " + shapeText(a->data) + " has a negative dimension or too many elements");
       if (!isFoldableType(type) || numel(a->data) > kMaxFoldedElements) return std::nullopt;
       return IntTensor{type, a->data, std::vector<int64_t>(numel(a->data), value)};
     }
     if (op == "Range" && a && b && in(n, 2)) {
-      int64_t start = a->data.at(0), limit = b->data.at(0), delta = in(n, 2)->data.at(0);
-      if (delta == 0) return std::nullopt;
+      if (a->size() != 1 || b->size() != 1 || in(n, 2)->size() != 1) foldError(n, "start, limit and delta must be scalars");
+      int64_t start = a->data[0], limit = b->data[0], delta = in(n, 2)->data[0];
+      if (delta == 0) foldError(n, "delta is 0");
       IntTensor t{a->elemType, {0}, {}};
-      for (int64_t v = start; delta > 0 ? v < limit : v > limit; v += delta) {
+      for (int64_t v = start; delta > 0 ? v < limit : v > limit;) {
         t.data.push_back(v);
         if (t.data.size() > kMaxFoldedElements) return std::nullopt;
+        if (__builtin_add_overflow(v, delta, &v)) break;
       }
       t.dims[0] = static_cast<int64_t>(t.data.size());
       return t;
     }
     if (op == "Expand" && a && b) {
-      IntTensor shapeT{a->elemType, b->data, std::vector<int64_t>(numel(b->data), 0)};
+      if (numel(b->data) == SIZE_MAX) foldError(n, "the shape " + shapeText(b->data) + " has a negative dimension or too many elements");
       if (numel(b->data) > kMaxFoldedElements) return std::nullopt;
+      IntTensor shapeT{a->elemType, b->data, std::vector<int64_t>(numel(b->data), 0)};
       return broadcast({a, &shapeT}, a->elemType, [](const std::vector<int64_t>& v) { return v[0]; });
     }
     if ((op == "ReduceProd" || op == "ReduceSum") && a && !hasAttr(n, "axes") && n.input_size() == 1 && !attrInt(n, "keepdims").value_or(1)) {
       int64_t acc = op == "ReduceProd" ? 1 : 0;
-      for (int64_t v : a->data) acc = op == "ReduceProd" ? acc * v : acc + v;
+      for (int64_t v : a->data) acc = op == "ReduceProd" ? wrapMul(acc, v) : wrapAdd(acc, v);
       return IntTensor{a->elemType, {}, {acc}};
     }
     if (op == "Not" && a) {
@@ -416,16 +473,22 @@ private:
     }
     if ((op == "Neg" || op == "Abs") && a) {
       IntTensor t = *a;
-      for (auto& v : t.data) v = op == "Neg" ? -v : std::abs(v);
+      for (auto& v : t.data) v = op == "Neg" || v < 0 ? wrapNeg(v) : v;
       return t;
     }
     using Fn = std::function<int64_t(const std::vector<int64_t>&)>;
     static const std::unordered_map<std::string, std::pair<bool, Fn>> kBinary = {
-        {"Add", {false, [](const auto& v) { return v[0] + v[1]; }}},
-        {"Sub", {false, [](const auto& v) { return v[0] - v[1]; }}},
-        {"Mul", {false, [](const auto& v) { return v[0] * v[1]; }}},
-        {"Div", {false, [](const auto& v) { return truncDiv(v[0], v[1]); }}},
-        {"Mod", {false, [](const auto& v) { return v[1] == 0 ? 0 : ((v[0] % v[1]) + v[1]) % v[1]; }}},
+        {"Add", {false, [](const auto& v) { return wrapAdd(v[0], v[1]); }}},
+        {"Sub", {false, [](const auto& v) { return wrapSub(v[0], v[1]); }}},
+        {"Mul", {false, [](const auto& v) { return wrapMul(v[0], v[1]); }}},
+        // INT64_MIN / -1 wraps to INT64_MIN; a zero divisor was refused before broadcasting.
+        {"Div", {false, [](const auto& v) { return v[1] == -1 ? wrapNeg(v[0]) : v[0] / v[1]; }}},
+        // Python's (and ONNX fmod=0's) sign of the divisor.
+        {"Mod", {false, [](const auto& v) {
+           if (v[1] == -1) return int64_t{0};
+           const int64_t r = v[0] % v[1];
+           return r != 0 && ((r < 0) != (v[1] < 0)) ? r + v[1] : r;
+         }}},
         {"Min", {false, [](const auto& v) { return std::min(v[0], v[1]); }}},
         {"Max", {false, [](const auto& v) { return std::max(v[0], v[1]); }}},
         {"Equal", {true, [](const auto& v) { return int64_t{v[0] == v[1]}; }}},
@@ -437,6 +500,8 @@ private:
         {"Or", {true, [](const auto& v) { return int64_t{v[0] || v[1]}; }}},
     };
     auto it = kBinary.find(op);
+    if ((op == "Div" || op == "Mod") && b && std::find(b->data.begin(), b->data.end(), 0) != b->data.end())
+      foldError(n, "integer division by zero");
     if (it != kBinary.end() && a && b && n.input_size() == 2)
       return broadcast({a, b}, it->second.first ? TP::BOOL : a->elemType, it->second.second);
     if (op == "Where" && a && b && in(n, 2))
@@ -450,6 +515,12 @@ private:
 };
 
 } // namespace
+
+std::optional<std::vector<int64_t>> integerValues(const onnx::TensorProto& tensor) {
+  std::optional<IntTensor> t = fromProto(tensor);
+  if (!t) return std::nullopt;
+  return std::move(t->data);
+}
 
 int foldIntegerConstants(onnx::GraphProto& graph) {
   // Constant nodes of integer type become initializers first so they are known.

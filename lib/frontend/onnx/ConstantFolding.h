@@ -3,7 +3,21 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <vector>
+
 namespace tbp::frontend {
+
+/// Thrown by foldIntegerConstants when a node that folds is invalid on its constant inputs
+/// (an integer division by zero, a Reshape that changes the element count, an index out of
+/// range, ...). The message names the node and what is wrong; the importer reports it as bad
+/// input.
+class FoldError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
 
 /// Evaluates nodes whose inputs are all known integer or boolean tensors (initializers,
 /// Constant nodes, Shape of a value whose shape is inferred) and that compute integer or boolean
@@ -12,7 +26,12 @@ namespace tbp::frontend {
 /// symbolic dimensions; once the dimensions are bound they are constants, and folding them lets
 /// ONNX shape inference find every shape. Returns the number of nodes folded. Requires types
 /// from a previous shape-inference pass in graph.value_info/input/output.
+/// Throws FoldError when a node that folds is invalid on its constants.
 int foldIntegerConstants(onnx::GraphProto& graph);
+
+/// The values of an integer or boolean tensor stored in the model (not external data, at most
+/// 4M elements); nullopt otherwise.
+std::optional<std::vector<int64_t>> integerValues(const onnx::TensorProto& tensor);
 
 } // namespace tbp::frontend
 

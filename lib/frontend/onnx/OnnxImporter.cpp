@@ -17,6 +17,7 @@
 #include <google/protobuf/wire_format_lite.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -289,6 +290,7 @@ public:
     if (g.node_size() == 0) return fail("the graph has no nodes");
     TBP_RETURN_IF_ERROR(checkOps());
     TBP_RETURN_IF_ERROR(checkStructure());
+    TBP_RETURN_IF_ERROR(checkAttributes());
     TBP_RETURN_IF_ERROR(loadAllExternalData());
     TBP_RETURN_IF_ERROR(bindDims());
     TBP_RETURN_IF_ERROR(inferShapes());
@@ -337,6 +339,7 @@ private:
       return fail("ai.onnx opset " + std::to_string(opset) + " is out of range: tbp supports opsets " +
                   std::to_string(kMinOnnxOpset) + " to " + std::to_string(kMaxOnnxOpset) +
                   " (convert the model with onnx.version_converter)");
+    opset_ = opset;
     return Status::ok();
   }
 
@@ -413,6 +416,64 @@ private:
     for (const auto& out : g.output())
       if (!external.count(out.name()) && !producer.count(out.name()))
         return fail("graph output '" + out.name() + "' is not produced by any node");
+    return Status::ok();
+  }
+
+  /// Values that ONNX's own shape inference divides by or loops over unchecked, refused before
+  /// it runs: a stride, dilation or kernel size of 0 is a SIGFPE inside libonnx's Conv/Pool
+  /// inference, and a Slice step beyond 2^31 overflows its data propagation's loop (a crash or
+  /// an endless loop). ONNX requires the first positive and the second non-zero anyway.
+  Status checkAttributes() {
+    const auto& g = model_.graph();
+    std::unordered_map<std::string, const onnx::TensorProto*> constants;
+    for (const auto& init : g.initializer()) constants[init.name()] = &init;
+    for (const auto& n : g.node())
+      if (isDefaultDomain(n.domain()) && n.op_type() == "Constant" && n.output_size() == 1)
+        for (const auto& a : n.attribute())
+          if (a.name() == "value") constants[n.output(0)] = &a.t();
+    static const std::unordered_set<std::string> kWindowed = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool",
+                                                              "AveragePool", "LpPool", "MaxUnpool", "MaxRoiPool"};
+    // A step this large takes one element of any dimension (2^30 elements and more are not
+    // sliced in practice); ONNX's data propagation is safe below 2^31 minus the rank.
+    constexpr int64_t kMaxSliceStep = int64_t{1} << 30;
+    for (int i = 0; i < g.node_size(); ++i) {
+      const auto& n = g.node(i);
+      if (!isDefaultDomain(n.domain())) continue;
+      // The op's schema at the model's opset: input and output counts, attribute names and
+      // types, required attributes (shape inference assumes them and skips a node that breaks them).
+      if (const onnx::OpSchema* schema = onnx::OpSchemaRegistry::Schema(n.op_type(), opset_, "")) {
+        try {
+          schema->Verify(n);
+        } catch (const std::exception& e) {
+          std::string what = e.what();
+          // ONNX appends "==> Context: Bad node spec for node. Name: ..."; the node is named here.
+          if (size_t ctx = what.find("==> Context"); ctx != std::string::npos) what.erase(ctx);
+          while (!what.empty() && std::isspace(static_cast<unsigned char>(what.back()))) what.pop_back();
+          std::replace(what.begin(), what.end(), '\n', ' ');
+          return fail(describe(n, i) + ": " + what);
+        }
+      }
+      if (kWindowed.count(n.op_type())) {
+        for (const auto& a : n.attribute()) {
+          const bool positive = a.name() == "strides" || a.name() == "dilations" || a.name() == "kernel_shape";
+          const bool nonNegative = a.name() == "pads" || a.name() == "output_padding";
+          for (int64_t v : a.ints())
+            if ((positive && v < 1) || (nonNegative && v < 0))
+              return fail(describe(n, i) + ": attribute '" + a.name() + "' holds " + std::to_string(v) + "; it must be " +
+                          (positive ? "at least 1" : "non-negative"));
+          if (a.name() == "group" && a.i() < 1)
+            return fail(describe(n, i) + ": attribute 'group' is " + std::to_string(a.i()) + "; it must be at least 1");
+        }
+      }
+      if (n.op_type() == "Slice" && n.input_size() >= 5 && !n.input(4).empty()) {
+        auto it = constants.find(n.input(4));
+        std::optional<std::vector<int64_t>> steps;
+        if (it != constants.end()) steps = integerValues(*it->second);
+        for (int64_t v : steps.value_or(std::vector<int64_t>{}))
+          if (v == 0 || v > kMaxSliceStep || v < -kMaxSliceStep)
+            return fail(describe(n, i) + ": step " + std::to_string(v) + (v == 0 ? " is 0" : " is beyond ±2^30, which tbp does not accept"));
+      }
+    }
     return Status::ok();
   }
 
@@ -498,6 +559,8 @@ private:
       }
       onnx::ShapeInferenceOptions strict(/*check_type=*/true, /*error_mode=*/1, /*data_prop=*/true);
       onnx::shape_inference::InferShapes(model_, onnx::OpSchemaRegistry::Instance(), strict);
+    } catch (const FoldError& e) {
+      return fail(e.what());
     } catch (const std::exception& e) {
       std::string what = e.what();
       std::replace(what.begin(), what.end(), '\n', ' ');
@@ -691,6 +754,7 @@ private:
   const OnnxImportOptions& options_;
   const std::string* bytes_ = nullptr;
   onnx::ModelProto model_;
+  int opset_ = 0; ///< the ai.onnx opset the model imports (0: none)
   std::unordered_map<std::string, const onnx::TypeProto*> types_;
 };
 

@@ -112,3 +112,48 @@ TEST_CASE("npy arrays round-trip and bad files are named") {
   CHECK(readNpy(file.string()).status().message().find("holds 20 bytes of data") != std::string::npos);
   fs::remove(file);
 }
+
+TEST_CASE("npy headers are parsed, not pattern-matched: hostile headers are refused by name") {
+  namespace fs = std::filesystem;
+  fs::path file = fs::temp_directory_path() / "tbp_npy_header_test.npy";
+  // A version 2.0 file (4-byte header length) with the header text given and `data` after it.
+  auto withHeader = [&](const std::string& header, const std::string& data) {
+    std::string out = "\x93NUMPY";
+    out += '\x02';
+    out += '\x00';
+    for (int i = 0; i < 4; ++i) out += static_cast<char>((header.size() >> (8 * i)) & 0xff);
+    REQUIRE(writeFileAtomic(file.string(), out + header + data).isOk());
+    return readNpy(file.string());
+  };
+  auto message = [&](const std::string& header, const std::string& data = "") {
+    Expected<NpyArray> a = withHeader(header, data);
+    REQUIRE_FALSE(a.hasValue());
+    CHECK(a.status().code() == ErrorCode::BadInput);
+    CHECK(a.status().message().rfind(file.string() + ": ", 0) == 0);
+    return a.status().message().substr(file.string().size() + 2);
+  };
+  // Python's spellings that numpy writes or accepts: double quotes, no trailing comma, newlines.
+  Expected<NpyArray> ok = withHeader("{\"descr\": \"<i8\", \"shape\": (2,\n 1), \"fortran_order\": False}\n", std::string(16, '\0'));
+  REQUIRE_MESSAGE(ok.hasValue(), ok.status().message());
+  CHECK(ok->shape == std::vector<int64_t>{2, 1});
+  // A regex over a 300 KB header recursed once per character and overflowed the stack.
+  CHECK(message("{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::string(300000, ' ') + "2,), }").find("holds 0 bytes") !=
+        std::string::npos);
+  CHECK(message("{'descr': '" + std::string(300000, 'f') + "', 'fortran_order': False, 'shape': (2,), }").find("unsupported dtype") !=
+        std::string::npos);
+  // '\d+' took (-2, 8) for (2, 8) and (2.5, 8) for (2, 5, 8); std::stoll threw on 23 digits.
+  CHECK(message("{'descr': '<f4', 'fortran_order': False, 'shape': (-2, 8), }") ==
+        "header offset 51: 'shape' holds something other than a non-negative integer");
+  CHECK(message("{'descr': '<f4', 'fortran_order': False, 'shape': (2.5, 8), }") == "header offset 52: expected ',' or ')' in 'shape'");
+  CHECK(message("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999, 8), }").find("is too large") != std::string::npos);
+  // Dimensions below 2^62 each whose product wraps a 64-bit count.
+  CHECK(message("{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387903, 4611686018427387903), }") ==
+        "shape holds more elements than can be addressed");
+  CHECK(message("{'descr': '<f-4', 'fortran_order': False, 'shape': (2,), }") == "unsupported dtype '<f-4'");
+  CHECK(message("{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }") == "Fortran-order arrays are not supported");
+  CHECK(message("{'descr': '<f4', 'fortran_order': False, }") == "header has no 'shape'");
+  CHECK(message("{'descr': '<f4', 'shape': (2,), 'extra': 1}") == "header offset 32: unknown key 'extra'");
+  CHECK(message("{'descr': '<f4', 'shape': (2,") == "header offset 29: the header ends inside 'shape'");
+  CHECK(message("{'descr': '<f4") == "header offset 10: unterminated string");
+  fs::remove(file);
+}

@@ -1,0 +1,1 @@
+analyze bad/conv_stride0.onnx; echo "exit $?"; "$TBP" analyze bad/conv_channels.onnx; echo "exit $?"; "$TBP" analyze bad/slice_huge_step.onnx; echo "exit $?"; "$TBP" analyze bad/int_div_zero.onnx; echo "exit $?"; "$TBP" analyze bad/reshape_count.onnx; echo "exit $?"; "$TBP" analyze bad/relu_arity.onnx; echo "exit $?"

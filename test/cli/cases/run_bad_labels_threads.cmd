@@ -1,0 +1,1 @@
+run onnx/mlp.onnx --dim batch=2 --loss cross_entropy --input loss_labels=bad/labels_out_of_range.npy --steps 1 --warmup 0; echo "exit $?"; "$TBP" run onnx/mlp.onnx --dim batch=2 --threads -1; echo "exit $?"
