@@ -31,6 +31,7 @@ test/fixtures/bad/                        inputs tbp must reject (or report) cle
   opset_too_new.onnx      default-domain opset 99
   conv_stride0.onnx       Conv with strides [0, 0]
   conv_channels.onnx      Conv of a 3-channel input with a 5-channel weight
+  conv_rank.onnx          Conv of a rank-3 input with a rank-4 weight (a SIGSEGV in libonnx)
   slice_huge_step.onnx    Shape -> Slice with step 2^63-1 -> Reshape
   int_div_zero.onnx       a Reshape shape computed by dividing the constant 8 by 0
   reshape_count.onnx      Reshape of [2, 4] into [3, 3]
@@ -409,6 +410,10 @@ def make_bad(out: str, mlp_bytes: bytes) -> List[str]:
     g = helper.make_graph([helper.make_node("Conv", ["X", "W"], ["Y"], name="conv")], "conv_channels",
                           [_vi("X", [1, 3, 8, 8])], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], initializer=[w])
     save("conv_channels.onnx", _model(g))
+    w = numpy_helper.from_array(np.zeros((4, 3, 3, 3), dtype=np.float32), "W")
+    g = helper.make_graph([helper.make_node("Conv", ["X", "W"], ["Y"], name="conv")], "conv_rank",
+                          [_vi("X", [3, 8, 8])], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], initializer=[w])
+    save("conv_rank.onnx", _model(g))
     g = helper.make_graph([helper.make_node("Shape", ["X"], ["s"], name="shape"),
                            helper.make_node("Slice", ["s", "st", "en", "ax", "step"], ["r"], name="slice"),
                            helper.make_node("Reshape", ["X", "r"], ["Y"], name="reshape")], "slice_huge_step",

@@ -465,6 +465,16 @@ private:
             return fail(describe(n, i) + ": attribute 'group' is " + std::to_string(a.i()) + "; it must be at least 1");
         }
       }
+      // libonnx's Conv inference reads the input's dims by the weight's rank (a SIGSEGV when
+      // the weight has more); known here when both are graph inputs or initializers. An
+      // intermediate input's rank is only known after inference (ir::verify checks it then,
+      // but the crash comes first: noted in docs/onnx-support.md).
+      if ((n.op_type() == "Conv" || n.op_type() == "ConvTranspose") && n.input_size() >= 2) {
+        const int x = knownRank(n.input(0)), w = knownRank(n.input(1));
+        if (x >= 0 && w >= 0 && (x != w || x < 3))
+          return fail(describe(n, i) + ": input '" + n.input(0) + "' has rank " + std::to_string(x) + " and weight '" + n.input(1) +
+                      "' rank " + std::to_string(w) + "; they must be equal and at least 3");
+      }
       if (n.op_type() == "Slice" && n.input_size() >= 5 && !n.input(4).empty()) {
         auto it = constants.find(n.input(4));
         std::optional<std::vector<int64_t>> steps;
@@ -475,6 +485,17 @@ private:
       }
     }
     return Status::ok();
+  }
+
+  /// The rank of a graph input with a shape or of an initializer; -1 otherwise.
+  int knownRank(const std::string& name) const {
+    const auto& g = model_.graph();
+    for (const auto& init : g.initializer())
+      if (init.name() == name) return init.dims_size();
+    for (const auto& in : g.input())
+      if (in.name() == name && in.type().has_tensor_type() && in.type().tensor_type().has_shape())
+        return in.type().tensor_type().shape().dim_size();
+    return -1;
   }
 
   Status loadAllExternalData() {
