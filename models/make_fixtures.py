@@ -36,6 +36,9 @@ test/fixtures/bad/                        inputs tbp must reject (or report) cle
   int_div_zero.onnx       a Reshape shape computed by dividing the constant 8 by 0
   reshape_count.onnx      Reshape of [2, 4] into [3, 3]
   relu_arity.onnx         Relu with two inputs
+  bn_scale.onnx           opset-9 BatchNormalization of 4 channels with a 5-element scale
+  gemm_c.onnx             Gemm of [2,4] x [4,3] with C [5]
+  gather_index.onnx       Gather along a dimension of 4 with the constant index 9
   labels_out_of_range.npy cross-entropy labels [1, 99] for mlp.onnx (4 classes)
   external_data/model.onnx + model.data
                           valid model whose initializers are external data (must load)
@@ -430,6 +433,20 @@ def make_bad(out: str, mlp_bytes: bytes) -> List[str]:
     g = helper.make_graph([helper.make_node("Relu", ["X", "X"], ["Y"], name="relu")], "relu_arity",
                           [_vi("X", [2, 3])], [_vi("Y", [2, 3])])
     save("relu_arity.onnx", _model(g))
+    # Operands ONNX's inference does not check either (second fuzzing pass).
+    f32 = lambda name, dims: numpy_helper.from_array(np.zeros(dims, dtype=np.float32), name)  # noqa: E731
+    g = helper.make_graph([helper.make_node("BatchNormalization", ["X", "s", "b", "m", "v"], ["Y"], name="bn")], "bn_scale",
+                          [_vi("X", [2, 4, 3, 3])], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                          initializer=[f32("s", [5]), f32("b", [4]), f32("m", [4]), f32("v", [4])])
+    save("bn_scale.onnx", _model(g, {"": 9}))
+    g = helper.make_graph([helper.make_node("Gemm", ["X", "B", "C"], ["Y"], name="gemm")], "gemm_c",
+                          [_vi("X", [2, 4])], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                          initializer=[f32("B", [4, 3]), f32("C", [5])])
+    save("gemm_c.onnx", _model(g))
+    g = helper.make_graph([helper.make_node("Gather", ["X", "idx"], ["Y"], name="gather", axis=1)], "gather_index",
+                          [_vi("X", [2, 4])], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                          initializer=[i64("idx", [9])])
+    save("gather_index.onnx", _model(g))
     # Cross-entropy labels for onnx/mlp.onnx at batch 2 (4 classes) with one out of range.
     p = os.path.join(out, "labels_out_of_range.npy")
     np.save(p, np.array([1, 99], dtype=np.int64))

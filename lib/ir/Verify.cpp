@@ -1,5 +1,6 @@
 #include "tbp/ir/Verify.h"
 
+#include <algorithm>
 #include <queue>
 
 namespace tbp::ir {
@@ -60,11 +61,29 @@ std::string operandProblem(const Graph& graph, const Node& node) {
   const Shape* x = shapeOf(0);
   const Shape* w = shapeOf(1);
   const int64_t rank = x ? static_cast<int64_t>(x->size()) : 0;
+  // Inputs from..to-1 (those present) are per-channel vectors of `channels` elements.
+  auto perChannel = [&](size_t from, size_t to, int64_t channels, const char* const* names) -> std::string {
+    for (size_t i = from; i < to; ++i)
+      if (const Shape* v = shapeOf(i); v && (v->size() != 1 || (*v)[0] != channels))
+        return std::string(names[i - from]) + " " + formatShape(*v) + " must hold one value per channel: [" + std::to_string(channels) + "]";
+    return {};
+  };
+  // The spatial attributes of a Conv or ConvTranspose against its weight.
+  auto windowProblem = [&]() -> std::string {
+    const std::string pad = node.attrString("auto_pad", "NOTSET");
+    if (pad != "NOTSET" && pad != "SAME_UPPER" && pad != "SAME_LOWER" && pad != "VALID")
+      return "attribute 'auto_pad' is '" + pad + "'; ONNX defines NOTSET, SAME_UPPER, SAME_LOWER and VALID";
+    const std::vector<int64_t> kernel = node.attrInts("kernel_shape");
+    if (!kernel.empty() && w && (kernel.size() + 2 != w->size() || !std::equal(kernel.begin(), kernel.end(), w->begin() + 2)))
+      return "attribute 'kernel_shape' " + formatShape(kernel) + " contradicts the weight " + formatShape(*w);
+    return {};
+  };
   switch (node.op) {
   case Op::Conv: {
     if (!x || !w) return {};
     if (x->size() < 3 || w->size() != x->size())
       return "input " + formatShape(*x) + " and weight " + formatShape(*w) + " must have the same rank, at least 3";
+    if (std::string p = windowProblem(); !p.empty()) return p;
     const int64_t group = node.attrInt("group", 1);
     if ((*x)[1] != (*w)[1] * group)
       return "input " + formatShape(*x) + " has " + std::to_string((*x)[1]) + " channels, the weight " + formatShape(*w) +
@@ -75,10 +94,26 @@ std::string operandProblem(const Graph& graph, const Node& node) {
       return "bias " + formatShape(*b) + " does not match the weight's " + std::to_string((*w)[0]) + " output channels";
     return {};
   }
-  case Op::ConvTranspose:
-    if (x && w && (x->size() < 3 || w->size() != x->size() || (*x)[1] != (*w)[0]))
+  case Op::ConvTranspose: {
+    if (!x || !w) return {};
+    if (x->size() < 3 || w->size() != x->size() || (*x)[1] != (*w)[0])
       return "input " + formatShape(*x) + " and weight " + formatShape(*w) + " do not match (same rank, input channels = weight dimension 0)";
-    return {};
+    const int64_t group = node.attrInt("group", 1);
+    if ((*w)[0] % group != 0)
+      return "weight " + formatShape(*w) + ": " + std::to_string((*w)[0]) + " input channels do not divide into " + std::to_string(group) + " groups";
+    if (std::string p = windowProblem(); !p.empty()) return p;
+    static const char* const kBias[] = {"bias"};
+    return perChannel(2, 3, (*w)[1] * group, kBias);
+  }
+  case Op::BatchNormalization: {
+    static const char* const kNames[] = {"scale", "bias", "mean", "variance"};
+    // Opsets 7-8 with spatial=0 keep one statistic per activation instead.
+    return x && x->size() >= 2 && node.attrInt("spatial", 1) != 0 ? perChannel(1, 5, (*x)[1], kNames) : std::string();
+  }
+  case Op::InstanceNormalization: {
+    static const char* const kNames[] = {"scale", "bias"};
+    return x && x->size() >= 2 ? perChannel(1, 3, (*x)[1], kNames) : std::string();
+  }
   case Op::Gemm: {
     if (!x || !w) return {};
     if (x->size() != 2 || w->size() != 2) return "A " + formatShape(*x) + " and B " + formatShape(*w) + " must be matrices";
@@ -87,6 +122,13 @@ std::string operandProblem(const Graph& graph, const Node& node) {
     if (k1 != k2)
       return "A " + formatShape(*x) + " and B " + formatShape(*w) + " (transA " + std::to_string(node.attrInt("transA", 0)) + ", transB " +
              std::to_string(node.attrInt("transB", 0)) + ") disagree on the inner dimension: " + std::to_string(k1) + " vs " + std::to_string(k2);
+    // C broadcasts (unidirectionally) to the [M, N] result.
+    if (const Shape* c = shapeOf(2)) {
+      const Shape out{node.attrInt("transA", 0) ? (*x)[1] : (*x)[0], node.attrInt("transB", 0) ? (*w)[0] : (*w)[1]};
+      bool ok = c->size() <= 2;
+      for (size_t i = 0; ok && i < c->size(); ++i) ok = (*c)[i] == 1 || (*c)[i] == out[2 - c->size() + i];
+      if (!ok) return "C " + formatShape(*c) + " does not broadcast to the result " + formatShape(out);
+    }
     return {};
   }
   case Op::MatMul:
@@ -108,10 +150,49 @@ std::string operandProblem(const Graph& graph, const Node& node) {
     return {};
   case Op::Softmax: case Op::LogSoftmax:
     return x ? axisProblem("axis", -1, rank, false) : std::string();
-  case Op::Concat: case Op::Gather: case Op::GatherElements:
+  case Op::Gather: case Op::GatherElements: {
+    if (!x) return {};
+    if (std::string p = axisProblem("axis", 0, rank, false); !p.empty()) return p;
+    if (node.op == Op::GatherElements && w && w->size() != x->size())
+      return "indices " + formatShape(*w) + " must have the rank of the data " + formatShape(*x);
+    // Constant indices are checked against the gathered dimension here; others at run time.
+    const Value& idx = graph.value(node.inputs[1]);
+    if (!idx.data || idx.data->size() != idx.bytes || isFloat(idx.type.dtype) || rank == 0) return {};
+    const int64_t axis = node.attrInt("axis", 0) < 0 ? node.attrInt("axis", 0) + rank : node.attrInt("axis", 0);
+    const int64_t len = (*x)[static_cast<size_t>(axis)];
+    const uint64_t count = idx.bytes / dtypeSize(idx.type.dtype);
+    for (uint64_t i = 0; i < count; ++i) {
+      const int64_t v = elementAsInt(idx.type.dtype, *idx.data, i);
+      if (v < -len || v >= len)
+        return "constant index " + std::to_string(v) + " is out of range for dimension " + std::to_string(axis) + " of " + formatShape(*x);
+    }
+    return {};
+  }
+  case Op::Concat:
     return x ? axisProblem("axis", 0, rank, false) : std::string();
-  case Op::LayerNormalization:
-    return x ? axisProblem("axis", -1, rank, false) : std::string();
+  case Op::LayerNormalization: {
+    if (!x) return {};
+    if (std::string p = axisProblem("axis", -1, rank, false); !p.empty()) return p;
+    const int64_t axis = node.attrInt("axis", -1) < 0 ? node.attrInt("axis", -1) + rank : node.attrInt("axis", -1);
+    const Shape normalized(x->begin() + axis, x->end());
+    for (size_t i = 1; i < 3; ++i)
+      if (const Shape* v = shapeOf(i)) {
+        bool ok = v->size() <= normalized.size();
+        for (size_t k = 0; ok && k < v->size(); ++k) ok = (*v)[k] == 1 || (*v)[k] == normalized[normalized.size() - v->size() + k];
+        if (!ok) return std::string(i == 1 ? "scale " : "bias ") + formatShape(*v) + " does not broadcast to the normalized shape " + formatShape(normalized);
+      }
+    return {};
+  }
+  case Op::DepthToSpace: case Op::SpaceToDepth: {
+    const int64_t b = node.attrInt("blocksize", 0);
+    if (!x || x->size() != 4) return {};
+    if (b < 1) return "attribute 'blocksize' is " + std::to_string(b) + "; it must be at least 1";
+    if (node.op == Op::DepthToSpace && (*x)[1] % (b * b) != 0)
+      return "input " + formatShape(*x) + ": " + std::to_string((*x)[1]) + " channels do not divide by blocksize² = " + std::to_string(b * b);
+    if (node.op == Op::SpaceToDepth && ((*x)[2] % b != 0 || (*x)[3] % b != 0))
+      return "input " + formatShape(*x) + ": height and width do not divide by blocksize " + std::to_string(b);
+    return {};
+  }
   case Op::Flatten:
     return x ? axisProblem("axis", 1, rank, true) : std::string();
   default:
