@@ -39,6 +39,7 @@ test/fixtures/bad/                        inputs tbp must reject (or report) cle
   bn_scale.onnx           opset-9 BatchNormalization of 4 channels with a 5-element scale
   gemm_c.onnx             Gemm of [2,4] x [4,3] with C [5]
   gather_index.onnx       Gather along a dimension of 4 with the constant index 9
+  dropout_ratio.onnx      Dropout with ratio 2
   labels_out_of_range.npy cross-entropy labels [1, 99] for mlp.onnx (4 classes)
   external_data/model.onnx + model.data
                           valid model whose initializers are external data (must load)
@@ -447,6 +448,10 @@ def make_bad(out: str, mlp_bytes: bytes) -> List[str]:
                           [_vi("X", [2, 4])], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
                           initializer=[i64("idx", [9])])
     save("gather_index.onnx", _model(g))
+    g = helper.make_graph([helper.make_node("Dropout", ["X", "ratio"], ["Y"], name="dropout")], "dropout_ratio",
+                          [_vi("X", [2, 4])], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(np.array(2.0, dtype=np.float32), "ratio")])
+    save("dropout_ratio.onnx", _model(g))
     # Cross-entropy labels for onnx/mlp.onnx at batch 2 (4 classes) with one out of range.
     p = os.path.join(out, "labels_out_of_range.npy")
     np.save(p, np.array([1, 99], dtype=np.int64))

@@ -102,6 +102,15 @@ std::string operandProblem(const Graph& graph, const Node& node) {
     if ((*w)[0] % group != 0)
       return "weight " + formatShape(*w) + ": " + std::to_string((*w)[0]) + " input channels do not divide into " + std::to_string(group) + " groups";
     if (std::string p = windowProblem(); !p.empty()) return p;
+    // output_padding must stay below the stride (or the dilation) on each axis.
+    const std::vector<int64_t> outPad = node.attrInts("output_padding"), strides = node.attrInts("strides"),
+                               dilations = node.attrInts("dilations");
+    for (size_t k = 0; k < outPad.size(); ++k) {
+      const int64_t stride = k < strides.size() ? strides[k] : 1, dilation = k < dilations.size() ? dilations[k] : 1;
+      if (outPad[k] >= std::max(stride, dilation))
+        return "attribute 'output_padding' " + formatShape(outPad) + " is not below the stride " + formatShape(strides.empty() ? Shape{1} : strides) +
+               " or dilation on axis " + std::to_string(k);
+    }
     static const char* const kBias[] = {"bias"};
     return perChannel(2, 3, (*w)[1] * group, kBias);
   }

@@ -463,6 +463,9 @@ private:
                           (positive ? "at least 1" : "non-negative"));
           if (a.name() == "group" && a.i() < 1)
             return fail(describe(n, i) + ": attribute 'group' is " + std::to_string(a.i()) + "; it must be at least 1");
+          if (a.name() == "output_shape")
+            for (int64_t v : a.ints())
+              if (v < 1) return fail(describe(n, i) + ": attribute 'output_shape' holds " + std::to_string(v) + "; it must be at least 1");
         }
       }
       // libonnx's Conv inference reads the input's dims by the weight's rank (a SIGSEGV when
@@ -474,6 +477,29 @@ private:
         if (x >= 0 && w >= 0 && (x != w || x < 3))
           return fail(describe(n, i) + ": input '" + n.input(0) + "' has rank " + std::to_string(x) + " and weight '" + n.input(1) +
                       "' rank " + std::to_string(w) + "; they must be equal and at least 3");
+      }
+      // A negative epsilon makes the normalizations' rsqrt NaN wherever the variance is small.
+      if (n.op_type() == "BatchNormalization" || n.op_type() == "InstanceNormalization" || n.op_type() == "LayerNormalization")
+        for (const auto& a : n.attribute())
+          if (a.name() == "epsilon" && !(a.f() >= 0))
+            return fail(describe(n, i) + ": attribute 'epsilon' is " + std::to_string(a.f()) + "; it must be non-negative");
+      // Dropout's ratio is a probability of dropping (opsets 7-11: the attribute; 12+: input 1).
+      if (n.op_type() == "Dropout") {
+        std::optional<double> ratio;
+        for (const auto& a : n.attribute())
+          if (a.name() == "ratio") ratio = a.f();
+        if (n.input_size() >= 2 && !n.input(1).empty())
+          if (auto it = constants.find(n.input(1)); it != constants.end() && it->second->dims_size() == 0) {
+            const onnx::TensorProto& t = *it->second;
+            if (t.data_type() == onnx::TensorProto::FLOAT && t.float_data_size() == 1) ratio = t.float_data(0);
+            else if (t.data_type() == onnx::TensorProto::FLOAT && t.raw_data().size() == 4) {
+              float f;
+              std::memcpy(&f, t.raw_data().data(), 4);
+              ratio = f;
+            }
+          }
+        if (ratio && !(*ratio >= 0 && *ratio < 1))
+          return fail(describe(n, i) + ": ratio " + std::to_string(*ratio) + " is outside [0, 1)");
       }
       if (n.op_type() == "Slice" && n.input_size() >= 5 && !n.input(4).empty()) {
         auto it = constants.find(n.input(4));
