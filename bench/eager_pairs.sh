@@ -17,31 +17,14 @@ PAIRS=5
 STEPS=3
 THREADS=1
 ONLY=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --pairs) PAIRS="$2"; shift ;;
-    --steps) STEPS="$2"; shift ;;
-    --threads) THREADS="$2"; shift ;;
-    --only) ONLY="$2"; shift ;;
-    *) echo "usage: $0 [--pairs N] [--steps N] [--threads N] [--only NAME,...]" >&2; exit 2 ;;
-  esac
-  shift
-done
+USAGE="usage: $0 [--pairs N] [--steps N] [--threads N] [--only NAME,...]"
+source "$ROOT/bench/exported_cases.sh"
+benchParseArgs "$@"
 for n in "$PAIRS" "$STEPS" "$THREADS"; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --pairs, --steps and --threads take a positive integer, not '$n'" >&2; exit 2; }
 done
 /usr/bin/python3 -c 'import torch' 2>/dev/null || { echo "$0: /usr/bin/python3 cannot import torch (apt install python3-torch)" >&2; exit 2; }
-[ -x "$ROOT/build/tools/tbp" ] || "$ROOT/run_full_test.sh" --skip-tests --quiet
-TBP="$ROOT/build/tools/tbp"
-MODELS="$ROOT/build/model-zoo"
-mkdir -p "$MODELS" "$ROOT/results"
-# name  file  tbp dims  pytorch args (the same cases as bench/run_bench.sh)
-CASES=(
-  "gpt2|gpt2_op17_train.onnx|--dim batch=8 --dim seq=128|gpt2 8 --seq 128"
-  "resnet50|resnet50_op17_train.onnx|--dim batch=96|resnet50 96"
-  "resnet50_b192|resnet50_op17_train.onnx|--dim batch=192|resnet50 192"
-  "unet|unet_op17_train.onnx|--dim batch=8|unet 8"
-)
+benchPrepare
 ERR="$(mktemp)"
 trap 'rm -f "$ERR"' EXIT
 tbpStep() { # FILE DIMS -> median step seconds of a store-all tbp run
@@ -59,8 +42,6 @@ printf '%-13s %5s %9s %9s %7s\n' model pair tbp_s eager_s ratio
 for c in "${CASES[@]}"; do
   IFS='|' read -r name file dims pyargs <<<"$c"
   [ -z "$ONLY" ] || [[ ",$ONLY," == *",$name,"* ]] || continue
-  [ -f "$MODELS/$file" ] ||
-    /usr/bin/python3 "$ROOT/models/export_models.py" --out "$MODELS" --only "${file%_op17_train.onnx}" --opset 17 --mode train >/dev/null
   ratios=(); tbps=(); eagers=()
   for ((p = 1; p <= PAIRS; p++)); do
     if ((p % 2)); then t="$(tbpStep "$file" "$dims")"; e="$(eagerStep "$pyargs")"

@@ -15,30 +15,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STEPS=3
 THREADS="$(nproc)"
 ONLY=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --steps) STEPS="$2"; shift ;;
-    --threads) THREADS="$2"; shift ;;
-    --only) ONLY="$2"; shift ;;
-    *) echo "usage: $0 [--steps N] [--threads N] [--only NAME,...]" >&2; exit 2 ;;
-  esac
-  shift
-done
-[ -x "$ROOT/build/tools/tbp" ] || "$ROOT/run_full_test.sh" --skip-tests --quiet
-TBP="$ROOT/build/tools/tbp"
-MODELS="$ROOT/build/model-zoo"
-mkdir -p "$MODELS" "$ROOT/results"
-for m in gpt2 resnet50 unet; do
-  [ -f "$MODELS/${m}_op17_train.onnx" ] ||
-    /usr/bin/python3 "$ROOT/models/export_models.py" --out "$MODELS" --only "$m" --opset 17 --mode train >/dev/null
-done
-# name  file  tbp dims  pytorch args
-CASES=(
-  "gpt2|gpt2_op17_train.onnx|--dim batch=8 --dim seq=128|gpt2 8 --seq 128"
-  "resnet50|resnet50_op17_train.onnx|--dim batch=96|resnet50 96"
-  "resnet50_b192|resnet50_op17_train.onnx|--dim batch=192|resnet50 192"
-  "unet|unet_op17_train.onnx|--dim batch=8|unet 8"
-)
+USAGE="usage: $0 [--steps N] [--threads N] [--only NAME,...]"
+source "$ROOT/bench/exported_cases.sh"
+benchParseArgs "$@"
+benchPrepare
 rows=()
 printf '%-13s %-17s %-7s %12s %12s %8s %9s %6s %6s %7s %8s %s\n' model planner budget measured predicted error step_s ratio min_r pair_r recomp grads
 for c in "${CASES[@]}"; do

@@ -1,0 +1,36 @@
+# Sourced by bench/run_bench.sh and bench/eager_pairs.sh: their shared option parsing, the
+# exported models and sizes they run, and getting tbp and those models in place.
+# Expects ROOT, USAGE, STEPS, THREADS, ONLY set (and PAIRS, when --pairs is an option).
+
+# name  file  tbp dims  pytorch args
+CASES=(
+  "gpt2|gpt2_op17_train.onnx|--dim batch=8 --dim seq=128|gpt2 8 --seq 128"
+  "resnet50|resnet50_op17_train.onnx|--dim batch=96|resnet50 96"
+  "resnet50_b192|resnet50_op17_train.onnx|--dim batch=192|resnet50 192"
+  "unet|unet_op17_train.onnx|--dim batch=8|unet 8"
+)
+
+benchParseArgs() {
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --steps) STEPS="$2"; shift ;;
+      --threads) THREADS="$2"; shift ;;
+      --only) ONLY="$2"; shift ;;
+      --pairs) [ -n "${PAIRS+set}" ] || { echo "$USAGE" >&2; exit 2; }; PAIRS="$2"; shift ;;
+      *) echo "$USAGE" >&2; exit 2 ;;
+    esac
+    shift
+  done
+}
+
+# Builds tbp when missing and exports the models CASES names; sets TBP and MODELS.
+benchPrepare() {
+  [ -x "$ROOT/build/tools/tbp" ] || "$ROOT/run_full_test.sh" --skip-tests --quiet
+  TBP="$ROOT/build/tools/tbp"
+  MODELS="$ROOT/build/model-zoo"
+  mkdir -p "$MODELS" "$ROOT/results"
+  for m in gpt2 resnet50 unet; do
+    [ -f "$MODELS/${m}_op17_train.onnx" ] ||
+      /usr/bin/python3 "$ROOT/models/export_models.py" --out "$MODELS" --only "$m" --opset 17 --mode train >/dev/null
+  done
+}
