@@ -41,7 +41,7 @@ rows=()
 printf '%-13s %5s %9s %9s %7s\n' model pair tbp_s eager_s ratio
 for c in "${CASES[@]}"; do
   IFS='|' read -r name file dims pyargs <<<"$c"
-  [ -z "$ONLY" ] || [[ ",$ONLY," == *",$name,"* ]] || continue
+  benchSelected "$name" || continue
   ratios=(); tbps=(); eagers=()
   for ((p = 1; p <= PAIRS; p++)); do
     if ((p % 2)); then t="$(tbpStep "$file" "$dims")"; e="$(eagerStep "$pyargs")"

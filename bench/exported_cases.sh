@@ -3,12 +3,26 @@
 # Expects ROOT, USAGE, STEPS, THREADS, ONLY set (and PAIRS, when --pairs is an option).
 
 # name  file  tbp dims  pytorch args
+# The first four are the default set (a few seconds a step). At their sizes 30 % of the
+# store-all peak is below the smallest feasible schedule (parameters, their gradients and the
+# widest op's working set); the `_30` cases are the smallest sizes of the same models where a
+# 30 % schedule exists (smallest feasible peak / store-all peak, `tbp plan --budget min
+# --max-stages 96`: GPT-2 b16 27 %, resnet50 b512 29 %, U-Net b16 24 %). They take 3-12 s a
+# step at one thread and run only when --only names them.
 CASES=(
   "gpt2|gpt2_op17_train.onnx|--dim batch=8 --dim seq=128|gpt2 8 --seq 128"
   "resnet50|resnet50_op17_train.onnx|--dim batch=96|resnet50 96"
   "resnet50_b192|resnet50_op17_train.onnx|--dim batch=192|resnet50 192"
   "unet|unet_op17_train.onnx|--dim batch=8|unet 8"
+  "gpt2_30|gpt2_op17_train.onnx|--dim batch=16 --dim seq=128|gpt2 16 --seq 128"
+  "resnet50_30|resnet50_op17_train.onnx|--dim batch=512|resnet50 512"
+  "unet_30|unet_op17_train.onnx|--dim batch=16|unet 16"
 )
+
+# Whether case NAME runs: named by --only, or (without --only) one of the default set.
+benchSelected() {
+  if [ -n "$ONLY" ]; then [[ ",$ONLY," == *",$1,"* ]]; else [[ "$1" != *_30 ]]; fi
+}
 
 benchParseArgs() {
   while [ $# -gt 0 ]; do

@@ -7,9 +7,12 @@
 # Step ratios are given for the median step and for the fastest one, both against the
 # store-all run (another process), and as pair_r: `tbp run --baseline` times a store-all step
 # next to each step in the same process and reports the median of the per-pair ratios, which
-# this machine's process-to-process noise (20-50 %) does not reach. Writes results/bench_run.json.
+# this machine's process-to-process noise (20-50 %) does not reach. Writes results/bench_run.json,
+# or results/bench_run_<names>.json with --only (so a partial run keeps the full one).
 #
-#   bench/run_bench.sh [--steps N] [--threads N] [--only NAME,...]   (gpt2 resnet50 resnet50_b192 unet)
+#   bench/run_bench.sh [--steps N] [--threads N] [--only NAME,...]
+#     default set: gpt2 resnet50 resnet50_b192 unet; with --only also gpt2_30 resnet50_30 unet_30,
+#     the sizes where a 30 % schedule exists (bench/exported_cases.sh)
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STEPS=3
@@ -23,7 +26,7 @@ rows=()
 printf '%-13s %-17s %-7s %12s %12s %8s %9s %6s %6s %7s %8s %s\n' model planner budget measured predicted error step_s ratio min_r pair_r recomp grads
 for c in "${CASES[@]}"; do
   IFS='|' read -r name file dims pyargs <<<"$c"
-  [ -z "$ONLY" ] || [[ ",$ONLY," == *",$name,"* ]] || continue
+  benchSelected "$name" || continue
   eager="$(/usr/bin/python3 "$ROOT/bench/pytorch_step.py" $pyargs --steps "$STEPS" --threads "$THREADS" 2>/dev/null)"
   eagerS="$(sed -E 's/.*"median_step_s": ([0-9.e-]+).*/\1/' <<<"$eager")"
   base=""
@@ -56,6 +59,7 @@ for c in "${CASES[@]}"; do
   echo "$name: PyTorch eager store-all step $eagerS s; tbp store-all $base s ($(awk -v a="$base" -v b="$eagerS" 'BEGIN { printf "%.2f", a / b }')x)"
   rows+=("{\"model\": \"$name\", \"pytorch_eager\": $eager}")
 done
-{ echo "["; (IFS=$'\n'; echo "${rows[*]}" | sed '$!s/$/,/'); echo "]"; } > "$ROOT/results/bench_run.json.tmp"
-mv "$ROOT/results/bench_run.json.tmp" "$ROOT/results/bench_run.json"
-echo "wrote results/bench_run.json"
+out="results/bench_run.json"; [ -n "$ONLY" ] && out="results/bench_run_${ONLY//,/_}.json"
+{ echo "["; (IFS=$'\n'; echo "${rows[*]}" | sed '$!s/$/,/'); echo "]"; } > "$ROOT/$out.tmp"
+mv "$ROOT/$out.tmp" "$ROOT/$out"
+echo "wrote $out"

@@ -611,9 +611,57 @@ private:
     } catch (const std::exception& e) {
       std::string what = e.what();
       std::replace(what.begin(), what.end(), '\n', ' ');
-      return fail("ONNX shape inference failed: " + what);
+      while (!what.empty() && what.back() == ' ') what.pop_back();
+      return fail("ONNX shape inference failed: " + what + failedNodeInputs(what) + boundDimsHint());
     }
     return Status::ok();
+  }
+
+  /// After a failed strict pass: the shapes the lenient passes inferred for the inputs of the
+  /// first node the error names, so that "Incompatible dimensions" shows which sizes disagree.
+  std::string failedNodeInputs(const std::string& what) const {
+    constexpr std::string_view kKey = "node name: ";
+    const size_t at = what.find(kKey);
+    if (at == std::string::npos) return "";
+    const size_t begin = at + kKey.size(), end = what.find(')', begin);
+    if (end == std::string::npos) return "";
+    const std::string name = what.substr(begin, end - begin);
+    const auto& g = model_.graph();
+    const auto node = std::find_if(g.node().begin(), g.node().end(), [&](const auto& n) { return n.name() == name; });
+    if (name.empty() || node == g.node().end()) return "";
+    std::unordered_map<std::string, std::string> shapes;
+    auto noteType = [&](const onnx::ValueInfoProto& v) {
+      if (!v.type().has_tensor_type() || !v.type().tensor_type().has_shape()) return;
+      std::string s = "[";
+      for (const auto& d : v.type().tensor_type().shape().dim())
+        s += (s.size() > 1 ? "," : "") + (d.has_dim_value() ? std::to_string(d.dim_value()) : d.has_dim_param() ? d.dim_param() : "?");
+      shapes[v.name()] = s + "]";
+    };
+    for (const auto& v : g.input()) noteType(v);
+    for (const auto& v : g.value_info()) noteType(v);
+    for (const auto& v : g.output()) noteType(v);
+    for (const auto& init : g.initializer()) {
+      std::string s = "[";
+      for (int64_t d : init.dims()) s += (s.size() > 1 ? "," : "") + std::to_string(d);
+      shapes[init.name()] = s + "]";
+    }
+    std::string text;
+    for (const std::string& in : node->input()) {
+      if (in.empty()) continue;
+      auto it = shapes.find(in);
+      text += (text.empty() ? "" : ", ") + ("'" + in + "' ") + (it == shapes.end() ? std::string("(shape unknown)") : it->second);
+    }
+    return text.empty() ? "" : "; the inputs of '" + name + "' as inferred: " + text;
+  }
+
+  /// The sizes bound with --dim, named when shape inference fails: a model can fix a size
+  /// inside (a causal mask or position table exported for one sequence length).
+  std::string boundDimsHint() const {
+    if (options_.dims.empty()) return "";
+    std::string bound;
+    for (const auto& [name, value] : options_.dims) bound += " --dim " + name + "=" + std::to_string(value);
+    return "; with" + bound + ": a model can fix a size inside (e.g. a mask or position table built for one "
+           "length), so try the sizes it was exported with";
   }
 
   /// Removes Identity nodes (eval exports read shared initializers through them): consumers
