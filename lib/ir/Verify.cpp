@@ -58,6 +58,11 @@ std::string operandProblem(const Graph& graph, const Node& node) {
              std::to_string(hi) + "] for an input of rank " + std::to_string(rank);
     return {};
   };
+  // An axis attribute already checked by axisProblem, counted from 0.
+  auto axisFromZero = [&](const char* key, int64_t fallback, int64_t rank) {
+    const int64_t axis = node.attrInt(key, fallback);
+    return axis < 0 ? axis + rank : axis;
+  };
   const Shape* x = shapeOf(0);
   const Shape* w = shapeOf(1);
   const int64_t rank = x ? static_cast<int64_t>(x->size()) : 0;
@@ -78,6 +83,7 @@ std::string operandProblem(const Graph& graph, const Node& node) {
       return "attribute 'kernel_shape' " + formatShape(kernel) + " contradicts the weight " + formatShape(*w);
     return {};
   };
+  static const char* const kBias[] = {"bias"};
   switch (node.op) {
   case Op::Conv: {
     if (!x || !w) return {};
@@ -90,9 +96,7 @@ std::string operandProblem(const Graph& graph, const Node& node) {
              (group == 1 ? "" : " with group " + std::to_string(group)) + " takes " + std::to_string((*w)[1] * group);
     if ((*w)[0] % group != 0)
       return "weight " + formatShape(*w) + ": " + std::to_string((*w)[0]) + " output channels do not divide into " + std::to_string(group) + " groups";
-    if (const Shape* b = shapeOf(2); b && (b->size() != 1 || (*b)[0] != (*w)[0]))
-      return "bias " + formatShape(*b) + " does not match the weight's " + std::to_string((*w)[0]) + " output channels";
-    return {};
+    return perChannel(2, 3, (*w)[0], kBias);
   }
   case Op::ConvTranspose: {
     if (!x || !w) return {};
@@ -111,7 +115,6 @@ std::string operandProblem(const Graph& graph, const Node& node) {
         return "attribute 'output_padding' " + formatShape(outPad) + " is not below the stride " + formatShape(strides.empty() ? Shape{1} : strides) +
                " or dilation on axis " + std::to_string(k);
     }
-    static const char* const kBias[] = {"bias"};
     return perChannel(2, 3, (*w)[1] * group, kBias);
   }
   case Op::BatchNormalization: {
@@ -167,7 +170,7 @@ std::string operandProblem(const Graph& graph, const Node& node) {
     // Constant indices are checked against the gathered dimension here; others at run time.
     const Value& idx = graph.value(node.inputs[1]);
     if (!idx.data || idx.data->size() != idx.bytes || isFloat(idx.type.dtype) || rank == 0) return {};
-    const int64_t axis = node.attrInt("axis", 0) < 0 ? node.attrInt("axis", 0) + rank : node.attrInt("axis", 0);
+    const int64_t axis = axisFromZero("axis", 0, rank);
     const int64_t len = (*x)[static_cast<size_t>(axis)];
     const uint64_t count = idx.bytes / dtypeSize(idx.type.dtype);
     for (uint64_t i = 0; i < count; ++i) {
@@ -182,7 +185,7 @@ std::string operandProblem(const Graph& graph, const Node& node) {
   case Op::LayerNormalization: {
     if (!x) return {};
     if (std::string p = axisProblem("axis", -1, rank, false); !p.empty()) return p;
-    const int64_t axis = node.attrInt("axis", -1) < 0 ? node.attrInt("axis", -1) + rank : node.attrInt("axis", -1);
+    const int64_t axis = axisFromZero("axis", -1, rank);
     const Shape normalized(x->begin() + axis, x->end());
     for (size_t i = 1; i < 3; ++i)
       if (const Shape* v = shapeOf(i)) {

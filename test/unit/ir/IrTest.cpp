@@ -225,6 +225,35 @@ TEST_CASE("verify rejects cycles, undefined inputs and empty graphs") {
   CHECK(verify(parseOk(kMlp), "m.tbp").isOk());
 }
 
+TEST_CASE("verify names operands that do not fit their op") {
+  auto problem = [](const char* text) { return verify(parseOk(text), "c.tbp").message(); };
+  CHECK(problem(R"(graph c {
+    input %x : f32[2,3,8,8]
+    param %w : f32[4,3,3,3]
+    param %b : f32[5]
+    %y : f32[2,4,6,6] = Conv(%x, %w, %b)
+    output %y
+  })").find("(Conv): bias [5] must hold one value per channel: [4]") != std::string::npos);
+  CHECK(problem(R"(graph c {
+    input %x : f32[2,4,8]
+    param %s : f32[4]
+    %y : f32[2,4,8] = LayerNormalization(%x, %s) {axis=-1}
+    output %y
+  })").find("scale [4] does not broadcast to the normalized shape [8]") != std::string::npos);
+  CHECK(problem(R"(graph c {
+    input %x : f32[2,4,8]
+    param %s : f32[8]
+    %y : f32[2,4,8] = LayerNormalization(%x, %s) {axis=-4}
+    output %y
+  })").find("attribute 'axis' is -4, outside [-3, 2]") != std::string::npos);
+  CHECK(verify(parseOk(R"(graph c {
+    input %x : f32[2,4,8]
+    param %s : f32[4,8]
+    %y : f32[2,4,8] = LayerNormalization(%x, %s) {axis=-2}
+    output %y
+  })"), "c.tbp").isOk());
+}
+
 TEST_CASE("losses are appended once") {
   Graph g = parseOk(kMlp);
   CHECK_FALSE(hasLoss(g));
