@@ -238,8 +238,11 @@ private:
     }
   }
 
+  /// Rows of (mode, i, j) for 1 <= i <= j <= L only, packed by j (a subproblem never has
+  /// i > j): half the memory, and half the filling, of a square table.
+  size_t pairs() const { return L_ * (L_ + 1) / 2; }
   size_t index(Mode mode, size_t i, size_t j, size_t mem) const {
-    return ((static_cast<size_t>(mode) * (L_ + 1) + i) * (L_ + 1) + j) * (M_ + 1) + mem;
+    return (static_cast<size_t>(mode) * pairs() + j * (j - 1) / 2 + (i - 1)) * (M_ + 1) + mem;
   }
   double cost(Mode mode, size_t i, size_t j, size_t mem) const { return table_[index(mode, i, j, mem)]; }
 
@@ -264,7 +267,7 @@ private:
   uint64_t cacheSlots(size_t i, size_t j) const { return i > j ? 0 : slotsOf(cacheCum_[j] - cacheCum_[i - 1]); }
 
   void solve() {
-    table_.assign(3 * (L_ + 1) * (L_ + 1) * (M_ + 1), kInf);
+    table_.assign(3 * pairs() * (M_ + 1), kInf);
     choice_.assign(table_.size(), kNone);
     const Mode modes[] = {Mode::Ckpt, Mode::CurAll, Mode::CurN};
     for (size_t len = 1; len <= L_; ++len) {
