@@ -426,7 +426,18 @@ private:
   Status checkAttributes() {
     const auto& g = model_.graph();
     std::unordered_map<std::string, const onnx::TensorProto*> constants;
-    for (const auto& init : g.initializer()) constants[init.name()] = &init;
+    // Ranks of the graph inputs with a shape and of the initializers (which win).
+    std::unordered_map<std::string, int> ranks;
+    for (const auto& in : g.input())
+      if (in.type().has_tensor_type() && in.type().tensor_type().has_shape()) ranks[in.name()] = in.type().tensor_type().shape().dim_size();
+    for (const auto& init : g.initializer()) {
+      constants[init.name()] = &init;
+      ranks[init.name()] = init.dims_size();
+    }
+    auto knownRank = [&ranks](const std::string& name) {
+      auto it = ranks.find(name);
+      return it == ranks.end() ? -1 : it->second;
+    };
     for (const auto& n : g.node())
       if (isDefaultDomain(n.domain()) && n.op_type() == "Constant" && n.output_size() == 1)
         for (const auto& a : n.attribute())
@@ -491,10 +502,10 @@ private:
         if (n.input_size() >= 2 && !n.input(1).empty())
           if (auto it = constants.find(n.input(1)); it != constants.end() && it->second->dims_size() == 0) {
             const onnx::TensorProto& t = *it->second;
-            if (t.data_type() == onnx::TensorProto::FLOAT && t.float_data_size() == 1) ratio = t.float_data(0);
-            else if (t.data_type() == onnx::TensorProto::FLOAT && t.raw_data().size() == 4) {
+            Expected<std::string> bytes = tensorBytes(t, DType::F32, 4, "");
+            if (t.data_type() == onnx::TensorProto::FLOAT && bytes) {
               float f;
-              std::memcpy(&f, t.raw_data().data(), 4);
+              std::memcpy(&f, bytes->data(), 4);
               ratio = f;
             }
           }
@@ -511,17 +522,6 @@ private:
       }
     }
     return Status::ok();
-  }
-
-  /// The rank of a graph input with a shape or of an initializer; -1 otherwise.
-  int knownRank(const std::string& name) const {
-    const auto& g = model_.graph();
-    for (const auto& init : g.initializer())
-      if (init.name() == name) return init.dims_size();
-    for (const auto& in : g.input())
-      if (in.name() == name && in.type().has_tensor_type() && in.type().tensor_type().has_shape())
-        return in.type().tensor_type().shape().dim_size();
-    return -1;
   }
 
   Status loadAllExternalData() {
@@ -640,11 +640,7 @@ private:
     for (const auto& v : g.input()) noteType(v);
     for (const auto& v : g.value_info()) noteType(v);
     for (const auto& v : g.output()) noteType(v);
-    for (const auto& init : g.initializer()) {
-      std::string s = "[";
-      for (int64_t d : init.dims()) s += (s.size() > 1 ? "," : "") + std::to_string(d);
-      shapes[init.name()] = s + "]";
-    }
+    for (const auto& init : g.initializer()) shapes[init.name()] = ir::formatShape(ir::Shape(init.dims().begin(), init.dims().end()));
     std::string text;
     for (const std::string& in : node->input()) {
       if (in.empty()) continue;
