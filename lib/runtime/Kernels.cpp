@@ -1107,9 +1107,14 @@ Tensors crossEntropy(const KernelContext&, const Graph&, const Node&, const Tens
 ///  - inputs that Ops.def says take no gradient (shapes, indices, running statistics, all inputs
 ///    of Mod, comparisons, ...) reach the kernel detached, so autograd neither differentiates
 ///    nor saves them;
-///  - an output that is an input tensor itself (Identity, a Clip without bounds) becomes an
-///    alias, because the executor frees a stage's leaves and dead outputs by swapping their
-///    storage, which must not reach another value;
+///  - no output is an autograd view. The executor frees a stage's leaves and dead outputs by
+///    swapping their storage, and an autograd view keeps its base alive: a Reshape's output
+///    would pin its input's buffer, and InstanceNormalization's (ATen returns a view of its
+///    batch-norm output) a hidden buffer of its own, past the point where the simulator frees
+///    them, until the stage's backward. So an output that is an input tensor itself (Identity,
+///    a Clip without bounds) or a view of its whole buffer becomes `_unsafe_view` (same
+///    storage, not tracked as a view); one that shares a larger buffer (a contiguous slice or
+///    split part) is copied, since the stage model counts it as a buffer of its own size;
 ///  - each output is cast to the IR dtype of the node's output (ATen promotes where ONNX keeps
 ///    the input type: integer sums, argmax, pools computed in float).
 template <Kernel K>
@@ -1127,8 +1132,10 @@ Tensors typed(const KernelContext& context, const Graph& g, const Node& n, const
   if (out.size() > n.outputs.size()) out.resize(n.outputs.size());
   for (size_t i = 0; i < out.size(); ++i) {
     if (!out[i].defined()) continue;
-    for (const at::Tensor& t : in)
-      if (t.defined() && t.unsafeGetTensorImpl() == out[i].unsafeGetTensorImpl()) out[i] = out[i].alias();
+    bool isInput = false;
+    for (const at::Tensor& t : in) isInput = isInput || (t.defined() && t.unsafeGetTensorImpl() == out[i].unsafeGetTensorImpl());
+    if (out[i].has_storage() && out[i].storage().nbytes() > out[i].nbytes()) out[i] = out[i].clone(at::MemoryFormat::Contiguous);
+    else if (isInput || out[i].is_view()) out[i] = at::_unsafe_view(out[i], out[i].sizes());
     const at::ScalarType want = torchDType(g.value(n.outputs[i]).type.dtype);
     if (out[i].scalar_type() != want) out[i] = out[i].to(want);
   }
