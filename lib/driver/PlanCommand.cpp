@@ -109,6 +109,7 @@ int runPlan(const PlanArgs& args, Io& io) {
   if (parsedBudget) budget = parsedBudget->resolve(p.storeAllPeak);
   plan::PlanOptions options;
   options.memorySlots = args.memorySlots;
+  if (budget) options.budgetBytes = *budget;
 
   std::vector<plan::PlannerKind> kinds;
   if (single) kinds.push_back(*single);

@@ -173,14 +173,14 @@ int runRun(const RunArgs& args, Io& io) {
     plannerLabel = plan::plannerName(kind);
     plan::PlanOptions planOptions;
     planOptions.memorySlots = args.memorySlots;
-    std::vector<plan::Candidate> candidates = plan::candidates(p.model, kind, planOptions);
-    if (budgetText == "min") {
-      budget = plan::minFeasibleBytes(candidates); // the tightest schedule this planner has
-    } else if (!budgetText.empty()) {
+    if (!budgetText.empty() && budgetText != "min") {
       Expected<Budget> b = parseBudget(budgetText);
       if (!b) return reportError(io, b.status());
       budget = b->resolve(p.storeAllPeak);
+      planOptions.budgetBytes = *budget;
     }
+    std::vector<plan::Candidate> candidates = plan::candidates(p.model, kind, planOptions);
+    if (budgetText == "min") budget = plan::minFeasibleBytes(candidates); // the tightest schedule this planner has
     Expected<plan::Plan> chosen = plan::chooseCandidate(std::move(candidates), kind, budget);
     if (!chosen) return reportError(io, chosen.status());
     c = std::move(chosen->chosen);

@@ -614,17 +614,12 @@ std::vector<Candidate> candidates(const StageModel& m, PlannerKind kind, const P
   case PlannerKind::Optimal: {
     Expected<SimResult> storeAll = simulate(m, storeAllStream(L));
     TBP_CHECK(storeAll.hasValue());
-    uint64_t range = storeAll->peakBytes - m.residentBytes;
-    size_t slots = std::max<size_t>(1, options.memorySlots);
-    uint64_t q = options.slotBytes ? options.slotBytes : std::max<uint64_t>(1, (range + slots - 1) / slots);
-    // Enough slots to reach store-all with every term rounded up; the parameter gradients,
-    // which every schedule ends up holding, come on top of the granularity cap.
-    const uint64_t gradSlots = (m.gradientBytes + q - 1) / q;
-    size_t M = static_cast<size_t>(std::min<uint64_t>((range + q - 1) / q + 4 * L + 4, 4 * slots + 64 + gradSlots));
-    OptimalDp none(m, q, M);
-    for (size_t mem = 0; mem <= M; ++mem)
-      addUnique(out, seen, m, none.stream(mem), {{"slot_bytes", std::to_string(q)}, {"slots", std::to_string(mem)}});
-    if (options.selective) {
+    // The dynamic programs for slots of q bytes, M of them, every slot count a candidate.
+    auto plan = [&](uint64_t q, size_t M) {
+      OptimalDp none(m, q, M);
+      for (size_t mem = 0; mem <= M; ++mem)
+        addUnique(out, seen, m, none.stream(mem), {{"slot_bytes", std::to_string(q)}, {"slots", std::to_string(mem)}});
+      if (!options.selective) return;
       for (const auto& [threshold, cacheStage] : cachePolicies(m)) {
         OptimalDp cachedReplays(m, q, M, cacheStage);
         FirstPassDp dp(none, cachedReplays);
@@ -632,7 +627,33 @@ std::vector<Candidate> candidates(const StageModel& m, PlannerKind kind, const P
           addUnique(out, seen, m, dp.stream(mem),
                     {{"slot_bytes", std::to_string(q)}, {"slots", std::to_string(mem)}, {"cache_min_cost_per_byte", threshold}});
       }
-    }
+    };
+    // The slots span the memory above the resident bytes up to the store-all peak, or up to
+    // the budget when there is one below it: then the slot is the store-all grid's divided by
+    // k = ⌊store-all range / budget range⌋, so every quantity rounded to it is at most what
+    // it was rounded to that grid, and the schedules that grid finds under the budget are
+    // found here too.
+    const size_t slots = std::max<size_t>(1, options.memorySlots);
+    auto grid = [&](uint64_t budget) {
+      const uint64_t fullRange = storeAll->peakBytes - m.residentBytes;
+      uint64_t range = fullRange, k = 1;
+      if (budget > m.residentBytes && budget < storeAll->peakBytes) {
+        range = budget - m.residentBytes;
+        k = std::max<uint64_t>(1, fullRange / range);
+      }
+      const uint64_t q = options.slotBytes ? options.slotBytes : std::max<uint64_t>(1, (fullRange + slots * k - 1) / (slots * k));
+      // Enough slots to reach the top with every term rounded up; the parameter gradients,
+      // which every schedule ends up holding, come on top of the granularity cap.
+      const uint64_t gradSlots = (m.gradientBytes + q - 1) / q;
+      return std::pair<uint64_t, size_t>(q, static_cast<size_t>(std::min<uint64_t>((range + q - 1) / q + 4 * L + 4, 4 * slots + 64 + gradSlots)));
+    };
+    const auto [q, M] = grid(options.budgetBytes);
+    plan(q, M);
+    // Nothing fits the budget: the store-all grid, so that the smallest feasible budget the
+    // caller reports is the one this planner really has.
+    if (options.budgetBytes && std::none_of(out.begin(), out.end(), [&](const Candidate& c) { return c.sim.peakBytes <= options.budgetBytes; }) &&
+        grid(0) != std::make_pair(q, M))
+      plan(grid(0).first, grid(0).second);
     if (!options.portfolio) break;
     for (PlannerKind other : {PlannerKind::StoreAll, PlannerKind::Sqrt, PlannerKind::IntervalTree, PlannerKind::Revolve})
       for (Candidate& c : candidates(m, other, options)) {
@@ -672,7 +693,9 @@ uint64_t minFeasibleBytes(const std::vector<Candidate>& cands) {
 }
 
 Expected<Plan> planForBudget(const StageModel& m, PlannerKind kind, std::optional<uint64_t> budget, const PlanOptions& options) {
-  return chooseCandidate(candidates(m, kind, options), kind, budget);
+  PlanOptions forBudget = options;
+  if (budget && forBudget.budgetBytes == 0) forBudget.budgetBytes = *budget;
+  return chooseCandidate(candidates(m, kind, forBudget), kind, budget);
 }
 
 } // namespace tbp::plan

@@ -44,8 +44,12 @@ struct Candidate {
 
 /// Knobs of the optimal planner's dynamic program.
 struct PlanOptions {
-  size_t memorySlots = 256; ///< memory granularity: slots spanning the store-all activation peak
+  size_t memorySlots = 256; ///< memory granularity: slots spanning the memory planned for
   uint64_t slotBytes = 0;   ///< explicit slot size (0: derived from memorySlots)
+  /// The budget the schedules are for (0: none). The optimal planner then spreads its slots
+  /// over the memory up to the budget instead of up to the store-all peak: a finer grain
+  /// where the schedule has to fit, at the same table size.
+  uint64_t budgetBytes = 0;
   /// The optimal planner also weighs the other planners' schedules, so it never does worse
   /// than any of them even where its memory model is conservative (skips shared by cuts).
   bool portfolio = true;

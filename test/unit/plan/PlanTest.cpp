@@ -410,6 +410,50 @@ TEST_CASE("measured node costs price the stages, and the dynamic program stays e
   }
 }
 
+TEST_CASE("a budget refines the optimal planner's memory grid") {
+  // Few slots, so that the grid is coarse against these small graphs and refining it shows.
+  // The finer grid is not a superset of the coarser one (its slot need not divide theirs, and
+  // it stops near the budget), so a plan can come out costlier; taken together they must not.
+  PlanOptions coarse;
+  coarse.memorySlots = 24;
+  size_t better = 0, worse = 0, infeasibleChecked = 0;
+  long double onStoreAllCost = 0, onBudgetCost = 0;
+  for (unsigned seed = 1; seed <= 60; ++seed) {
+    ir::Graph g = randomDag(seed, 14 + static_cast<int>(seed % 14));
+    StageModel m = fineModel(g, analysis::OrderHeuristic::File);
+    const uint64_t storeAll = simulate(m, storeAllStream(m.size()))->peakBytes;
+    const std::vector<Candidate> onStoreAllGrid = candidates(m, PlannerKind::Optimal, coarse);
+    for (uint64_t percent = 90; percent >= 10; percent -= 10) {
+      const uint64_t budget = m.residentBytes + (storeAll - m.residentBytes) * percent / 100;
+      PlanOptions fine = coarse;
+      fine.budgetBytes = budget;
+      const std::vector<Candidate> onBudgetGrid = candidates(m, PlannerKind::Optimal, fine);
+      Expected<Plan> a = chooseCandidate(onStoreAllGrid, PlannerKind::Optimal, budget);
+      Expected<Plan> b = chooseCandidate(onBudgetGrid, PlannerKind::Optimal, budget);
+      CAPTURE(seed);
+      CAPTURE(percent);
+      if (a) CHECK(b.hasValue());
+      if (!b) {
+        // Nothing fits: the smallest feasible budget named is the store-all grid's (or lower).
+        CHECK(minFeasibleBytes(onBudgetGrid) <= minFeasibleBytes(onStoreAllGrid));
+        ++infeasibleChecked;
+        continue;
+      }
+      CHECK(b->chosen.sim.peakBytes <= budget);
+      if (!a) continue;
+      better += b->chosen.sim.forwardCost < a->chosen.sim.forwardCost;
+      worse += b->chosen.sim.forwardCost > a->chosen.sim.forwardCost;
+      onStoreAllCost += a->chosen.sim.forwardCost;
+      onBudgetCost += b->chosen.sim.forwardCost;
+    }
+  }
+  MESSAGE("budget grid cheaper in " << better << " plans, costlier in " << worse << "; total forward cost "
+                                    << static_cast<double>(onBudgetCost) << " against " << static_cast<double>(onStoreAllCost));
+  CHECK(better > worse);
+  CHECK(onBudgetCost < onStoreAllCost);
+  CHECK(infeasibleChecked > 0);
+}
+
 TEST_CASE("with measured costs the planner keeps what is slow and replays what is fast") {
   // Eight stages; the estimate prices them alike, the measurement says stage 3 is slow.
   ir::Graph g = uniformBlockChain(8);
