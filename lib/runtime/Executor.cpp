@@ -688,7 +688,16 @@ private:
       else it->second = accumulate(it->second, got[i]);
     }
     tapes_[k] = Tape{};
-    ckpts_[k].clear();
+    if (!ckpts_[k].empty()) {
+      ckpts_[k].clear();
+      // The simulator releases F_k here: a value that only this checkpoint held is dead, and
+      // the tapes that keep it as a root or a leaf without having saved it free its buffer.
+      for (ValueId v : m_.frontier(k))
+        if (g_.value(v).kind == ir::ValueKind::Activation && !heldByCheckpoint(v)) {
+          releaseTapeOutput(v);
+          releaseLeaves(v);
+        }
+    }
   }
 
   const ir::Graph& g_;

@@ -496,6 +496,37 @@ TEST_CASE("views and split parts hold no buffer past where the simulator frees i
   }
 }
 
+TEST_CASE("a value only a released checkpoint held is freed with it, as simulated") {
+  // v is made by stage 1, whose tape keeps it only as the root of its backward, and read by
+  // stages 2 and 4. After B 4 the segment 1..3 is replayed: stage 1 with its tape, stage 2 into
+  // a checkpoint. v never reaches its last use again, so only that checkpoint holds it, and
+  // when B 2 releases the checkpoint the simulator drops v. The runtime must too: stage 1's
+  // tape, alive until B 1, once kept v's 256 KiB buffer through B 1 (the parity U-Net's skip
+  // Conv, one map over its prediction).
+  ir::Graph g = tbp::testing::parseOk(R"(graph ckpt {
+    input %x : f32[256,256]
+    param %w : f32[256,256]
+    %v : f32[256,256] = MatMul(%x, %w)
+    %a : f32[256,256] = Sigmoid(%v)
+    %b : f32[256,256] = Tanh(%a)
+    %o : f32[256,256] = Add(%b, %v)
+    %loss : f32[] = SumLoss(%o)
+    output %loss
+  })");
+  plan::StageModel m = stagePerOp(g);
+  REQUIRE(m.size() == 5);
+  using namespace plan;
+  const Stream stream{fck(1), fn(2), fn(3), fall(4), fall(5), loss(),  bwd(5), bwd(4),
+                      fall(1), fck(2), fall(3), bwd(3), fall(2), bwd(2), bwd(1)};
+  auto [sim, r] = simulateAndRun(g, m, stream);
+  CHECK(r.gradCheck->passed);
+  const uint64_t slack = 16 * 1024; // allocator rounding, far below one 256 KiB tensor
+  for (size_t i = 0; i < stream.size(); ++i) {
+    CAPTURE(formatInstruction(stream[i]));
+    CHECK(r.timeline[i] <= sim.timeline[i] + slack);
+  }
+}
+
 TEST_CASE("a stage's backward frees what its nodes saved as autograd does, as simulated") {
   // Attention scores: p = softmax(mask(q k^T * scale)), dropout, then p @ v. Cut into one
   // stage from Where to the last MatMul, B frees pd and v once that MatMul's backward has run,
