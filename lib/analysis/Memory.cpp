@@ -91,15 +91,15 @@ void groupGradients(const Graph& g, MemoryAnalysis& m) {
     return false;
   };
   // Whether a gradient is a dense buffer of its own layout: the backward of Transpose and
-  // Concat hands out strided views (and the sum losses an expanded scalar), which a reshape's
-  // backward must copy.
+  // Concat hands out strided views, Einsum's can come out permuted like its product (and the
+  // sum losses an expanded scalar), which a reshape's backward must copy.
   std::vector<bool> dense(g.numValues(), true);
   for (size_t i = n; i-- > 0;) {
     const ir::Node& node = g.node(m.order[i]);
     if (!m.keepsTape[m.order[i]] || node.outputs.empty()) continue;
     const ValueId out = node.outputs[0];
-    const bool strided = node.op == ir::Op::Transpose || node.op == ir::Op::Concat || node.op == ir::Op::SumLoss ||
-                         node.op == ir::Op::MeanLoss;
+    const bool strided = node.op == ir::Op::Transpose || node.op == ir::Op::Concat || node.op == ir::Op::Einsum ||
+                         node.op == ir::Op::SumLoss || node.op == ir::Op::MeanLoss;
     for (ValueId in : node.inputs)
       if (in != kNone && m.values[in].gradLastUsePos == static_cast<int64_t>(i)) dense[in] = !strided;
     if (m.gradGroup[out] == kNone) continue;

@@ -310,6 +310,9 @@ uint64_t tableBackwardScratch(const Graph& graph, const Node& node, const std::v
 
 uint64_t tableForwardScratch(const Graph& graph, const Node& node) {
   if (node.op == Op::Resize || node.op == Op::Upsample) return resampleScratchBytes(graph, node, false);
+  // ATen's einsum can return its batched product permuted; the runtime makes every value
+  // contiguous, so the product and its copy can both be alive.
+  if (node.op == Op::Einsum && !node.outputs.empty()) return graph.value(node.outputs[0]).bytes;
   if (node.op == Op::InstanceNormalization) return saturatingMul(24, instances(graph, node));
   if (node.op != Op::Conv) return 0;
   const ConvLayout c = convLayout(graph, node);

@@ -45,7 +45,7 @@ Expected<Instruction> parseInstruction(std::string_view text) {
 }
 
 SimState::SimState(const StageModel& model)
-    : model_(&model), refs_(model.valueBytes.size(), 0), adjoint_(model.valueBytes.size(), false),
+    : model_(&model), refs_(model.valueBytes.size(), 0), bufferRefs_(model.valueBytes.size(), 0), adjoint_(model.valueBytes.size(), false),
       groupRefs_(model.valueBytes.size(), 0),
       tape_(model.size() + 2, false), checkpoint_(model.size() + 2, false), backwarded_(model.size() + 2, false),
       cache_(model.size() + 2, false), replayed_(model.size() + 2, false), stateHeld_(model.size() + 2, false),
@@ -57,15 +57,23 @@ bool SimState::available(ValueId v) const {
   return refs_[v] > 0 || model_->graph->value(v).kind != ir::ValueKind::Activation;
 }
 
+// A buffer counts while any value that shares it is held (a view and its input: once).
 void SimState::acquire(const std::vector<ValueId>& values) {
   for (ValueId v : values)
-    if (refs_[v]++ == 0) liveBytes_ += model_->valueBytes[v];
+    if (refs_[v]++ == 0) {
+      const ValueId b = model_->storageOf[v];
+      if (bufferRefs_[b]++ == 0) liveBytes_ += model_->valueBytes[b];
+    }
 }
 
 void SimState::release(const std::vector<ValueId>& values) {
   for (ValueId v : values) {
     TBP_CHECK(refs_[v] > 0);
-    if (--refs_[v] == 0) liveBytes_ -= model_->valueBytes[v];
+    if (--refs_[v] == 0) {
+      const ValueId b = model_->storageOf[v];
+      TBP_CHECK(bufferRefs_[b] > 0);
+      if (--bufferRefs_[b] == 0) liveBytes_ -= model_->valueBytes[b];
+    }
   }
 }
 
@@ -126,6 +134,12 @@ Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
       if (refs_[v] > 0 && !(cache_[k] && std::binary_search(s.cacheable.begin(), s.cacheable.end(), v)))
         return badInput("output '" + model_->graph->value(v).name + "' of stage " + std::to_string(k) +
                         " is still held; recomputing it would keep two copies");
+    // A buffer the stage makes anew while a view of its last copy is still held: two copies,
+    // which the buffer count would miss.
+    for (ValueId v : s.produced)
+      if (model_->storageOf[v] == v && refs_[v] == 0 && bufferRefs_[v] > 0)
+        return badInput("output '" + model_->graph->value(v).name + "' of stage " + std::to_string(k) +
+                        " is still held through a view of it; recomputing it would keep two copies");
     const bool fromCurrent = current_ == k;
     if (!fromCurrent) {
       // Hold the input frontier while the stage runs, whatever held it before.
@@ -138,7 +152,9 @@ Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
       stateHeld_[k] = true;
       stateBytes_ += s.replayStateBytes;
     }
-    uint64_t transient = instr.kind == InstrKind::ForwardAll ? s.forwardAllTransientBytes : s.forwardTransientBytes;
+    const bool all = instr.kind == InstrKind::ForwardAll;
+    uint64_t transient = instr.cache ? (all ? s.forwardAllCacheTransientBytes : s.forwardCacheTransientBytes)
+                                     : (all ? s.forwardAllTransientBytes : s.forwardTransientBytes);
     peakDuring = heldBytes() + transient;
     if (instr.kind == InstrKind::ForwardCheckpoint) {
       acquire(model_->frontier(k));

@@ -33,6 +33,16 @@ bool cacheableOp(const ir::Graph& g, const ir::Node& node) {
 
 } // namespace
 
+bool isBufferView(const ir::Graph& g, const ir::Node& node) {
+  if (node.op != ir::Op::Reshape && node.op != ir::Op::Flatten && node.op != ir::Op::Squeeze && node.op != ir::Op::Unsqueeze &&
+      node.op != ir::Op::Identity)
+    return false;
+  if (node.inputs.empty() || node.inputs[0] == kNone || node.outputs.size() != 1) return false;
+  const ir::Value& in = g.value(node.inputs[0]);
+  const ir::Value& out = g.value(node.outputs[0]);
+  return in.type.dtype == out.type.dtype && elements(in) == elements(out);
+}
+
 StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
                            const std::vector<uint32_t>& cuts, const plan::NodeCosts& costs) {
   StageModel m;
@@ -62,6 +72,12 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
 
   std::vector<int64_t> positionOf(g.numNodes(), -1);
   for (size_t p = 0; p < n; ++p) positionOf[order[p]] = static_cast<int64_t>(p);
+  m.storageOf.resize(numValues);
+  for (ValueId v = 0; v < numValues; ++v) m.storageOf[v] = v;
+  for (NodeId id : order) // topological: an input's buffer is known before its views
+    if (isBufferView(g, g.node(id))) m.storageOf[g.node(id).outputs[0]] = m.storageOf[g.node(id).inputs[0]];
+  std::vector<uint32_t> sharers(numValues, 0); // values per buffer
+  for (ValueId v = 0; v < numValues; ++v) ++sharers[m.storageOf[v]];
 
   // Stage boundaries and the stage of every position.
   std::vector<uint32_t> starts{0};
@@ -110,6 +126,7 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
     const size_t ops = s.last - s.first + 1;
     std::vector<uint64_t> extraAt(ops, 0);
     std::vector<int64_t> fwdDiff(ops + 1, 0), allDiff(ops + 1, 0), bwdDiff(ops + 1, 0);
+    std::vector<int64_t> fwdCacheDiff(ops + 1, 0), allCacheDiff(ops + 1, 0); // forwards marked `cache`
     auto range = [](std::vector<int64_t>& diff, int64_t a, int64_t b, uint64_t bytes) {
       if (a > b || bytes == 0) return;
       diff[static_cast<size_t>(a)] += static_cast<int64_t>(bytes);
@@ -148,8 +165,7 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       }
       // The kernel's own temporaries, while the op runs.
       const uint64_t scratch = ir::forwardScratchBytes(g, node);
-      range(fwdDiff, p - s.first, p - s.first, scratch);
-      range(allDiff, p - s.first, p - s.first, scratch);
+      for (std::vector<int64_t>* diff : {&fwdDiff, &allDiff, &fwdCacheDiff, &allCacheDiff}) range(*diff, p - s.first, p - s.first, scratch);
     }
     if (s.stochastic) s.replayStateBytes = saturatingAdd(s.replayStateBytes, kRngStateBytes);
     std::sort(s.cacheable.begin(), s.cacheable.end());
@@ -168,11 +184,16 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       int64_t lastIn = contains(next, v) || m.lastUsePos[v] > static_cast<int64_t>(s.last)
                            ? static_cast<int64_t>(ops) - 1
                            : std::max(m.lastUsePos[v], m.producerPos[v]) - s.first;
+      const int64_t end = static_cast<int64_t>(ops) - 1;
+      const bool taped = std::binary_search(tape.begin(), tape.end(), v);
+      const bool kept = std::binary_search(s.cacheable.begin(), s.cacheable.end(), v);
       range(fwdDiff, a, lastIn, m.valueBytes[v]);
-      bool taped = std::binary_search(tape.begin(), tape.end(), v);
-      range(allDiff, a, taped ? static_cast<int64_t>(ops) - 1 : lastIn, m.valueBytes[v]);
+      range(allDiff, a, taped ? end : lastIn, m.valueBytes[v]);
+      range(fwdCacheDiff, a, kept ? end : lastIn, m.valueBytes[v]);
+      range(allCacheDiff, a, taped || kept ? end : lastIn, m.valueBytes[v]);
     }
-    for (size_t i = 0; i < ops; ++i) range(allDiff, static_cast<int64_t>(i), static_cast<int64_t>(ops) - 1, extraAt[i]);
+    for (size_t i = 0; i < ops; ++i)
+      for (std::vector<int64_t>* diff : {&allDiff, &allCacheDiff}) range(*diff, static_cast<int64_t>(i), static_cast<int64_t>(ops) - 1, extraAt[i]);
     // Backward: gradients of values made or consumed here that are not already held as
     // adjoints of F_{k+1}; each lives from its producer (or the stage start) to its last use
     // inside the stage. Gradients of one group (analysis::MemoryAnalysis::gradGroup) share a
@@ -228,12 +249,17 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
     std::vector<int64_t> releaseDiff(ops + 1, 0);
     for (const auto& [v, q] : firstSaver) {
       if (contains(next, v) || contains(s.inputFrontier, v) || m.producerPos[v] < static_cast<int64_t>(s.first)) continue;
+      if (sharers[m.storageOf[v]] > 1) continue; // its buffer may outlive it (a view, or a value with views)
       if (q > s.first) range(releaseDiff, 0, static_cast<int64_t>(q) - 1 - s.first, m.valueBytes[v]);
     }
-    int64_t f = 0, a = 0, b = 0;
+    int64_t f = 0, a = 0, b = 0, fc = 0, ac = 0;
     for (size_t i = 0; i < ops; ++i) {
       f += fwdDiff[i];
       a += allDiff[i];
+      fc += fwdCacheDiff[i];
+      ac += allCacheDiff[i];
+      s.forwardCacheTransientBytes = std::max<uint64_t>(s.forwardCacheTransientBytes, static_cast<uint64_t>(std::max<int64_t>(fc, 0)));
+      s.forwardAllCacheTransientBytes = std::max<uint64_t>(s.forwardAllCacheTransientBytes, static_cast<uint64_t>(std::max<int64_t>(ac, 0)));
       b += bwdDiff[i] - releaseDiff[i];
       s.forwardTransientBytes = std::max<uint64_t>(s.forwardTransientBytes, static_cast<uint64_t>(std::max<int64_t>(f, 0)));
       s.forwardAllTransientBytes = std::max<uint64_t>(s.forwardAllTransientBytes, static_cast<uint64_t>(std::max<int64_t>(a, 0)));

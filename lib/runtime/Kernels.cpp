@@ -529,10 +529,20 @@ Tensors averagePool(const KernelContext&, const Graph&, const Node& n, const Ten
   return one(sums / counts);
 }
 
+/// The mean over `dims` as ATen computes it (a sum divided in place), but recorded as a sum:
+/// autograd's MeanBackward keeps its whole input (LibTorch 1.13), a sum only the sizes, which
+/// is what the memory model counts (mobilenet_v3_small's pooled map measured 3.4 MiB over).
+at::Tensor meanOf(const at::Tensor& x, const Ints& dims, bool keep) {
+  const at::Tensor f = asFloat(x);
+  int64_t count = 1;
+  for (int64_t d : dims) count *= f.size(d);
+  return at::sum(f, dims, keep).div_(static_cast<double>(count));
+}
+
 Tensors globalAveragePool(const KernelContext&, const Graph&, const Node&, const Tensors& in) {
   Ints dims = allAxes(in[0].dim());
   dims.erase(dims.begin(), dims.begin() + 2);
-  return one(at::mean(asFloat(in[0]), dims, true));
+  return one(meanOf(in[0], dims, true));
 }
 Tensors globalMaxPool(const KernelContext&, const Graph&, const Node&, const Tensors& in) {
   Ints dims = allAxes(in[0].dim());
@@ -669,7 +679,7 @@ Tensors reduce(const KernelContext&, const Graph&, const Node& n, const Tensors&
   for (int64_t& a : axes) a = normAxis(a, x.dim());
   switch (R) {
   case Reduction::Sum: return one(at::sum(x, axes, keep));
-  case Reduction::Mean: return one(at::mean(asFloat(x), axes, keep));
+  case Reduction::Mean: return one(meanOf(x, axes, keep));
   case Reduction::Max: return one(x.dim() == 0 ? x : at::amax(x, axes, keep));
   case Reduction::Min: return one(x.dim() == 0 ? x : at::amin(x, axes, keep));
   case Reduction::Prod: {
@@ -1107,6 +1117,9 @@ Tensors crossEntropy(const KernelContext&, const Graph&, const Node&, const Tens
 ///  - inputs that Ops.def says take no gradient (shapes, indices, running statistics, all inputs
 ///    of Mod, comparisons, ...) reach the kernel detached, so autograd neither differentiates
 ///    nor saves them;
+///  - every output is contiguous (Einsum's can come out permuted): a Reshape, Flatten,
+///    Squeeze or Unsqueeze of a value is then always a view, as the stage model assumes
+///    (plan::isBufferView);
 ///  - no output is an autograd view. The executor frees a stage's leaves and dead outputs by
 ///    swapping their storage, and an autograd view keeps its base alive: a Reshape's output
 ///    would pin its input's buffer, and InstanceNormalization's (ATen returns a view of its
@@ -1132,6 +1145,7 @@ Tensors typed(const KernelContext& context, const Graph& g, const Node& n, const
   if (out.size() > n.outputs.size()) out.resize(n.outputs.size());
   for (size_t i = 0; i < out.size(); ++i) {
     if (!out[i].defined()) continue;
+    if (!out[i].is_contiguous()) out[i] = out[i].contiguous();
     bool isInput = false;
     for (const at::Tensor& t : in) isInput = isInput || (t.defined() && t.unsafeGetTensorImpl() == out[i].unsafeGetTensorImpl());
     if (out[i].has_storage() && out[i].storage().nbytes() > out[i].nbytes()) out[i] = out[i].clone(at::MemoryFormat::Contiguous);

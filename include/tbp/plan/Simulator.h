@@ -72,6 +72,7 @@ private:
 
   const StageModel* model_;
   std::vector<uint32_t> refs_;   ///< holders per value
+  std::vector<uint32_t> bufferRefs_; ///< held values per buffer (StageModel::storageOf)
   std::vector<bool> adjoint_;    ///< live gradient per value
   std::vector<uint32_t> groupRefs_; ///< live adjoints per gradient group
   uint64_t liveBytes_ = 0;

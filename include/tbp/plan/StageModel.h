@@ -29,6 +29,10 @@ struct Stage {
   std::vector<ir::ValueId> newAdjoints;   ///< F_k values whose gradient B k creates
   uint64_t forwardTransientBytes = 0;     ///< peak of tensors made inside, forward without grad
   uint64_t forwardAllTransientBytes = 0;  ///< same, with autograd keeping the tape
+  /// The same two for a forward marked `cache`: its cacheable outputs stay from where they
+  /// are made to the stage's end.
+  uint64_t forwardCacheTransientBytes = 0;
+  uint64_t forwardAllCacheTransientBytes = 0;
   uint64_t backwardTransientBytes = 0;    ///< peak of gradients made inside the backward
   uint64_t gradientBytes = 0;             ///< parameter gradients B k makes (their last user is here)
   /// Outputs of the stage's contractions (Conv, MatMul, Gemm) that a forward marked `cache`
@@ -67,6 +71,11 @@ struct StageModel {
   std::vector<int64_t> gradLastUsePos;    ///< per value: last consumer passing a gradient (-1)
   std::vector<bool> keepsTape;            ///< per node: it runs a backward and keeps a tape
   std::vector<ir::ValueId> gradGroup;     ///< per value: its gradient group (MemoryAnalysis::gradGroup)
+  /// Per value: the value whose buffer it is (itself, or for a whole-buffer view, the
+  /// storageOf its input; see isBufferView). The simulator counts each buffer once, however
+  /// many held values share it; the per-stage quantities and the DP count views as buffers of
+  /// their own, which over-counts where a view and its input are both held.
+  std::vector<ir::ValueId> storageOf;
   uint64_t residentBytes = 0;             ///< parameters + constants + inputs (+ optimizer state)
   uint64_t gradientBytes = 0;             ///< all parameter gradients (made stage by stage by B k)
   uint64_t finalTransientBytes = 0;       ///< scratch of the optimizer update after the last B
@@ -89,6 +98,12 @@ struct StageModel {
 /// produced, which prices memory-bound ops (BatchNorm, ReLU, Add) far below what they cost on
 /// a CPU next to a convolution.
 using NodeCosts = std::vector<uint64_t>;
+
+/// Whether `node` hands out its first input's buffer as its output: Reshape, Flatten,
+/// Squeeze, Unsqueeze and Identity with the same element type and count (the runtime's values
+/// are contiguous, so ATen's reshape of one is always a view, and its kernels return such
+/// views untracked by autograd, sharing the buffer).
+bool isBufferView(const ir::Graph& graph, const ir::Node& node);
 
 /// Builds the model for `order` cut before each position in `cuts` (sorted, each in
 /// 1..n-1; an empty list gives one stage). Stage costs come from `costs` when it has one
