@@ -166,6 +166,11 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       // The kernel's own temporaries, while the op runs.
       const uint64_t scratch = ir::forwardScratchBytes(g, node);
       for (std::vector<int64_t>* diff : {&fwdDiff, &allDiff, &fwdCacheDiff, &allCacheDiff}) range(*diff, p - s.first, p - s.first, scratch);
+      // ATen's CPU max pool makes its int64 indices even when no gradient is recorded; with
+      // autograd they are the saved extra (extraAt), without they are scratch of the op.
+      if (node.op == ir::Op::MaxPool && node.outputs.size() == 1)
+        for (std::vector<int64_t>* diff : {&fwdDiff, &fwdCacheDiff})
+          range(*diff, p - s.first, p - s.first, saturatingMul(elements(g.value(node.outputs[0])), 8));
     }
     if (s.stochastic) s.replayStateBytes = saturatingAdd(s.replayStateBytes, kRngStateBytes);
     std::sort(s.cacheable.begin(), s.cacheable.end());

@@ -189,7 +189,11 @@ Tensors leakyRelu(const KernelContext&, const Graph&, const Node& n, const Tenso
   return one(at::leaky_relu(in[0], n.attrFloat("alpha", 0.01)));
 }
 Tensors hardSigmoid(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
-  return one(at::clamp(in[0] * n.attrFloat("alpha", 0.2) + n.attrFloat("beta", 0.5), 0.0, 1.0));
+  const double alpha = n.attrFloat("alpha", 0.2), beta = n.attrFloat("beta", 0.5);
+  // PyTorch's own (alpha 1/6, as exported in float): its backward keeps the input, as the op
+  // rule says. The composed form keeps alpha * x + beta instead, a buffer of its own.
+  if (std::abs(alpha - 1.0 / 6.0) < 1e-7 && beta == 0.5) return one(at::hardsigmoid(in[0]));
+  return one(at::clamp(in[0] * alpha + beta, 0.0, 1.0));
 }
 Tensors prelu(const KernelContext&, const Graph&, const Node&, const Tensors& in) {
   return one(at::where(in[0] < 0, in[0] * in[1], in[0]));

@@ -570,6 +570,43 @@ TEST_CASE("means keep nothing of their input for the backward, as the op rules s
   checkNotUnderPredicted(stream, sim, r, 16 * 1024); // allocator rounding, far below the 512 KiB map
 }
 
+TEST_CASE("a max pool replayed without autograd still makes its indices, as simulated") {
+  // ATen's CPU max pool computes its int64 indices whatever the grad mode: in a replay (F_n)
+  // they are scratch of the op (resnet18's stem pool in its tightest schedule: 4 MiB over).
+  ir::Graph g = tbp::testing::parseOk(R"(graph pool {
+    input %x : f32[16,16,32,32]
+    param %w : f32[16,16,3,3]
+    %c : f32[16,16,32,32] = Conv(%x, %w) {pads=[1,1,1,1]}
+    %p : f32[16,16,16,16] = MaxPool(%c) {kernel_shape=[2,2], strides=[2,2]}
+    %t : f32[16,16,16,16] = Tanh(%p)
+    %loss : f32[] = SumLoss(%t)
+    output %loss
+  })");
+  plan::StageModel m = stagePerOp(g);
+  const plan::Stream stream = tbp::testing::replayAllStream(m, false);
+  auto [sim, r] = simulateAndRun(g, m, stream);
+  checkNotUnderPredicted(stream, sim, r, 16 * 1024); // allocator rounding, far below the 512 KiB of indices
+}
+
+TEST_CASE("PyTorch's hard sigmoid keeps only its input for the backward, as the op rule says") {
+  // mobilenet_v3_small's squeeze-excitation gate (alpha 1/6): composed as clamp(alpha * x +
+  // beta), autograd kept alpha * x + beta, a buffer beside the input the rule counts (one
+  // 864 KiB map over the prediction in its 50 % plan, where the input was held anyway).
+  ir::Graph g = tbp::testing::parseOk(R"(graph gate {
+    input %x : f32[64,64,8,8]
+    param %w : f32[64,64,1,1]
+    %c : f32[64,64,8,8] = Conv(%x, %w)
+    %s : f32[64,64,8,8] = HardSigmoid(%c) {alpha=0.166666672}
+    %m : f32[64,64,8,8] = Mul(%s, %c)
+    %loss : f32[] = SumLoss(%m)
+    output %loss
+  })");
+  plan::StageModel m = stagePerOp(g);
+  const plan::Stream stream = plan::storeAllStream(m.size());
+  auto [sim, r] = simulateAndRun(g, m, stream);
+  checkNotUnderPredicted(stream, sim, r, 16 * 1024); // allocator rounding, far below one 1 MiB map
+}
+
 TEST_CASE("a forward marked cache keeps its Conv output to the stage's end, as simulated") {
   // c dies at the Sigmoid, but the forward that caches it keeps it until B 1: at the Tanh
   // three maps are alive (h, k and the kept c), one more than without the cache.
