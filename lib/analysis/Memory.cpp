@@ -93,15 +93,22 @@ void groupGradients(const Graph& g, MemoryAnalysis& m) {
   // Whether a gradient is a dense buffer of its own layout: the backward of Transpose and
   // Concat hands out strided views, Einsum's can come out permuted like its product (and the
   // sum losses an expanded scalar), which a reshape's backward must copy.
+  // m.denseGradient is the same without the losses' expanded scalar, which a contraction's
+  // backward reads as it is.
   std::vector<bool> dense(g.numValues(), true);
+  m.denseGradient.assign(g.numValues(), true);
   for (size_t i = n; i-- > 0;) {
     const ir::Node& node = g.node(m.order[i]);
     if (!m.keepsTape[m.order[i]] || node.outputs.empty()) continue;
     const ValueId out = node.outputs[0];
     const bool strided = node.op == ir::Op::Transpose || node.op == ir::Op::Concat || node.op == ir::Op::Einsum ||
                          node.op == ir::Op::SumLoss || node.op == ir::Op::MeanLoss;
+    const bool permuted = node.op == ir::Op::Transpose || node.op == ir::Op::Concat || node.op == ir::Op::Einsum;
     for (ValueId in : node.inputs)
-      if (in != kNone && m.values[in].gradLastUsePos == static_cast<int64_t>(i)) dense[in] = !strided;
+      if (in != kNone && m.values[in].gradLastUsePos == static_cast<int64_t>(i)) {
+        dense[in] = !strided;
+        m.denseGradient[in] = !permuted;
+      }
     if (m.gradGroup[out] == kNone) continue;
     for (size_t k = 0; k < node.inputs.size(); ++k) {
       ValueId in = node.inputs[k];
@@ -110,6 +117,7 @@ void groupGradients(const Graph& g, MemoryAnalysis& m) {
       if (std::count(node.inputs.begin(), node.inputs.end(), in) != 1) continue; // Add(a, a) sums
       if (isReshape(node.op) && !dense[out]) continue;                             // copied
       dense[in] = dense[out];
+      m.denseGradient[in] = m.denseGradient[out];
       ValueId a = m.gradGroup[in], b = m.gradGroup[out];
       if (a == b) continue;
       bool ok = true;
@@ -291,6 +299,12 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
     const ir::Node& node = g.node(m.order[i]);
     if (!m.keepsTape[m.order[i]]) continue;
     uint64_t extra = ir::backwardScratchBytes(g, node, &m.needsGrad);
+    // A contraction's backward copies a strided output gradient into a contiguous one (GPT-2's
+    // attention: the gradient of p @ v comes through the head Transpose; one map over at
+    // every block's attention B, 2026-12-05).
+    const bool contraction = node.op == ir::Op::MatMul || node.op == ir::Op::Gemm || node.op == ir::Op::Conv;
+    if (contraction && node.outputs.size() == 1 && !m.denseGradient[node.outputs[0]])
+      extra = saturatingAdd(extra, g.value(node.outputs[0]).bytes);
     std::vector<ValueId> adjointMade;
     for (size_t k = 0; k < node.inputs.size(); ++k) {
       ValueId in = node.inputs[k];

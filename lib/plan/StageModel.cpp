@@ -234,7 +234,13 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
     // adjoint (the runtime still holds it until B k ends), so the partial made at that node
     // stays a second buffer, carrying the sum on to the stage's start (a GPT-2 residual
     // feeding the stage's LayerNorm and a later Add). analyzeMemory counts it at the node.
-    auto heldPartial = [&](ValueId v) {
+    // For a value made in the stage, autograd's engine takes the sum itself, when that node's
+    // backward hands the partial over: the held adjoint is still referenced (by the executor),
+    // so the sum is a new buffer next to the partial, both alive at that node (GPT-2's
+    // residual stream into ln_2: one map over at every block's B, 2026-12-05). A frontier
+    // value's partial is summed by the executor after the whole backward (Executor
+    // accumulate), when the node's scratch is gone.
+    auto heldPartial = [&](ValueId v, bool madeHere) {
       if (!m.requiresGrad[v] || m.gradLastUsePos[v] <= static_cast<int64_t>(s.last)) return;
       int64_t u = -1;
       for (NodeId user : g.value(v).users) {
@@ -244,10 +250,12 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
         for (size_t i = 0; i < node.inputs.size(); ++i)
           if (node.inputs[i] == v && ir::inputTakesGradient(node, i)) u = std::max(u, p);
       }
-      if (u > static_cast<int64_t>(s.first)) range(bwdDiff, 0, u - 1 - s.first, m.valueBytes[v]);
+      if (u < 0) return;
+      const int64_t last = madeHere ? u - s.first : u - 1 - s.first;
+      if (last >= 0) range(bwdDiff, 0, last, m.valueBytes[v]);
     };
-    for (ValueId v : s.produced) heldPartial(v);
-    for (ValueId v : s.inputFrontier) heldPartial(v);
+    for (ValueId v : s.produced) heldPartial(v, true);
+    for (ValueId v : s.inputFrontier) heldPartial(v, false);
     // Autograd frees what a node saved once the node's backward has run: a tape tensor made
     // and used only inside the stage is gone once its earliest saver's backward is done, so
     // the stage's nodes before it run without it (x̄_k is the tape at the start of B k).

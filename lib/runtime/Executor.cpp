@@ -671,6 +671,11 @@ private:
     std::vector<at::Tensor> got;
     if (!outs.empty() && !inputs.empty())
       got = torch::autograd::grad(outs, inputs, grads, /*retain_graph=*/false, /*create_graph=*/false, /*allow_unused=*/true);
+    // Drop this frame's references to the output gradients: one of them can be the very
+    // tensor a frontier value's held adjoint is (Add hands the same gradient to both inputs),
+    // and a second reference would make accumulate copy instead of adding in place.
+    outs.clear();
+    grads.clear();
     for (ValueId v : s.produced) adj_.erase(v);
     for (size_t i = 0; i < got.size(); ++i) {
       if (!got[i].defined()) continue;

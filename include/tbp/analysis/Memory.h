@@ -53,8 +53,12 @@ struct MemoryAnalysis {
   /// that is the first gradient it gets in the backward sweep and no other member is alive
   /// when a later partial is added to it (autograd then sums in place).
   std::vector<ir::ValueId> gradGroup;
+  /// Indexed by ValueId: its gradient arrives as a dense buffer of its own layout (false
+  /// where the backward of Transpose, Concat or Einsum hands out a strided view of another).
+  std::vector<bool> denseGradient;
   /// Indexed by position: bytes the node's backward allocates beyond the adjoints (partial
-  /// gradients still to be summed into an adjoint, convolution scratch).
+  /// gradients still to be summed into an adjoint, convolution scratch, the contiguous copy
+  /// a contraction makes of a strided output gradient).
   std::vector<uint64_t> backwardExtraBytes;
   FrontierProfile frontier;            ///< live-frontier profile (forward only)
   /// Parameters + parameter gradients + constants + inputs: what stays at the end of the step.
