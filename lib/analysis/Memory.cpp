@@ -115,7 +115,13 @@ void groupGradients(const Graph& g, MemoryAnalysis& m) {
       if (in == kNone || !passesGradientThrough(node, k, true) || m.gradGroup[in] == kNone) continue;
       if (m.values[in].gradLastUsePos != static_cast<int64_t>(i) || g.value(in).bytes != g.value(out).bytes) continue;
       if (std::count(node.inputs.begin(), node.inputs.end(), in) != 1) continue; // Add(a, a) sums
-      if (isReshape(node.op) && !dense[out]) continue;                             // copied
+      // A reshape of a strided gradient is copied unless the strides allow a view (BERT's key
+      // behind its (0,2,3,1) transpose: viewable, so its MatMul got the strided one): counted
+      // as a buffer of its own, and as strided for the contraction that reads it.
+      if (isReshape(node.op) && !dense[out]) {
+        m.denseGradient[in] = m.denseGradient[out];
+        continue;
+      }
       dense[in] = dense[out];
       m.denseGradient[in] = m.denseGradient[out];
       ValueId a = m.gradGroup[in], b = m.gradGroup[out];

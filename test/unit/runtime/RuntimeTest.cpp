@@ -657,6 +657,24 @@ TEST_CASE("a contraction copies an output gradient that comes through a head tra
   CHECK(r.timeline.back() + 16 * 1024 >= sim.timeline.back()); // B 1: exact, the copy counted once
 }
 
+TEST_CASE("a reshape can hand a strided gradient on as a view, and the contraction behind it copies it") {
+  // BERT's key: MatMul, Reshape to heads, Transpose(0,2,3,1). The Transpose's gradient is
+  // strided, and here the Reshape's backward can view it instead of copying, so the MatMul's
+  // backward gets it strided and makes the contiguous copy (one map over at every key's B).
+  ir::Graph g = tbp::testing::parseOk(R"(graph key {
+    input %a : f32[16,64,64]
+    param %wk : f32[64,64]
+    const %heads : i64[4] = [16, 64, 4, 16]
+    %k : f32[16,64,64] = MatMul(%a, %wk)
+    %r : f32[16,64,4,16] = Reshape(%k, %heads)
+    %t : f32[16,4,16,64] = Transpose(%r) {perm=[0,2,3,1]}
+    %y : f32[16,4,16,64] = Tanh(%t)
+    %loss : f32[] = SumLoss(%y)
+    output %loss
+  })");
+  storeAllPerOp(g, 16 * 1024); // allocator rounding, far below the 256 KiB map
+}
+
 TEST_CASE("a forward marked cache keeps its Conv output to the stage's end, as simulated") {
   // c dies at the Sigmoid, but the forward that caches it keeps it until B 1: at the Tanh
   // three maps are alive (h, k and the kept c), one more than without the cache.
