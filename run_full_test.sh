@@ -20,7 +20,7 @@
 # per-thread buffers, so measured peaks (and the budget checks) would depend on the machine.
 # Each row measures at least 5 s of steps, and the time check compares the fastest steps; a
 # check that fails is measured again with store-all and the row paired in one process
-# (tbp run --baseline).
+# (tbp run --baseline), and so, until one passes, is every other optimal row that saves as much.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -431,12 +431,26 @@ def thresholds():
                 else:
                     check["passed"] = measured >= threshold if cmp == ">=" else measured <= threshold
                     if not check["passed"] and name == "step_time_ratio" and chosen_here.get("budget"):
-                        paired = remeasure(t, chosen_here["budget"])
-                        if paired is not None:
-                            check["bench_measured"] = measured
+                        # The bench picked the row by unpaired times, which this machine's noise
+                        # can reorder (2026-12-05: gpt2's 60 % and 50 % rows ran 1.7x slower than
+                        # in the run before, so the 30 % row, 1.44x paired, was taken). Each
+                        # saving row is measured paired, fastest first, until one passes.
+                        candidates = [chosen_here] + sorted((r for r in saving if r is not chosen_here), key=lambda r: r[tkey]) \
+                            if chosen_here is timed and saving else [chosen_here]
+                        tried = []
+                        for row in candidates:
+                            paired = remeasure(t, row["budget"])
+                            tried.append("%s: %s" % (row["budget"], paired))
+                            if paired is None:
+                                continue
+                            check["bench_measured"] = num(row.get(key))
                             check["measured"] = paired
-                            check["remeasured"] = "tbp run --baseline: store-all and the row paired in one process, median ratio"
+                            check["budget"] = row.get("budget")
+                            check["budget_fraction"] = row.get("budget_fraction")
+                            check["remeasured"] = "tbp run --baseline: store-all and the row paired in one process, median ratio (tried %s)" % ", ".join(tried)
                             check["passed"] = paired <= threshold
+                            if check["passed"]:
+                                break
             else:
                 check["reason"] = reason
             checks.append(check)
