@@ -200,8 +200,10 @@ private:
     AD_.assign(L_ + 2, 0);
     ff_.assign(L_ + 2, 0);
     fa_.assign(L_ + 2, 0);
+    fe_.assign(L_ + 2, 0);
     bb_.assign(L_ + 2, 0);
     cost_.assign(L_ + 2, 0);
+    costElided_.assign(L_ + 2, 0);
     cacheCum_.assign(L_ + 2, 0);
     gradCum_.assign(L_ + 2, 0);
     for (size_t k = 1; k <= L_; ++k) gradCum_[k] = gradCum_[k - 1] + m_.stage(k).gradientBytes;
@@ -235,6 +237,11 @@ private:
       // Every stage runs its first forward once at full cost whatever the schedule, so a
       // caching stage's forwards are all priced as replays: the difference is a constant.
       cost_[k] = static_cast<double>(cacheStage_[k] ? s.replayCost : s.cost);
+      // `F_all k` right before `B k` (the base case below) elides the stage's contractions
+      // whose outputs only leave it (plan::elidesForward), unless the stage's cache is held.
+      const bool elides = !cacheStage_[k] && !s.elidable.empty() && k < L_;
+      costElided_[k] = elides ? static_cast<double>(s.cost - s.elidableCost) : cost_[k];
+      fe_[k] = elides ? slotsOf(s.forwardAllElidedTransientBytes) : fa_[k];
     }
   }
 
@@ -286,9 +293,9 @@ private:
           // F_all i, then the rest (or B i directly when i == j).
           if (i == j) {
             const uint64_t adjAtB = i == L_ ? AD_[L_ + 1] : AD_[i + 1];
-            const uint64_t need = std::max(a + phi + fa_[i] + cached, adjAtB + keep + Tout_[i] + bb_[i] + gradSlots(i, i) + cachedI);
+            const uint64_t need = std::max(a + phi + fe_[i] + cached, adjAtB + keep + Tout_[i] + bb_[i] + gradSlots(i, i) + cachedI);
             for (size_t mem = need; mem <= M_; ++mem) {
-              best[mem] = static_cast<Cost>(cost_[i]);
+              best[mem] = static_cast<Cost>(costElided_[i]);
               pick[mem] = kFall;
             }
           } else {
@@ -358,8 +365,9 @@ private:
   const StageModel& m_;
   uint64_t q_;
   size_t M_, L_;
-  std::vector<uint64_t> X_, Tin_, Tout_, Ofree_, AD_, ff_, fa_, bb_;
+  std::vector<uint64_t> X_, Tin_, Tout_, Ofree_, AD_, ff_, fa_, fe_, bb_;
   std::vector<double> cost_;
+  std::vector<double> costElided_; ///< cost_ of `F_all k` right before `B k` (elided contractions)
   std::vector<uint64_t> gradCum_; ///< bytes of parameter gradients made by B 1..B k
   std::vector<bool> cacheStage_;  ///< per stage: its first forward caches
   std::vector<uint64_t> cacheCum_; ///< bytes cached by stages 1..k

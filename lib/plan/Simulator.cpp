@@ -104,7 +104,7 @@ uint64_t SimState::heldBytes() const {
   return model_->residentBytes + gradientBytes_ + liveBytes_ + adjointBytes_ + extraBytes_ + stateBytes_;
 }
 
-Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
+Status SimState::apply(const Instruction& instr, uint64_t& peakDuring, bool elide) {
   const size_t L = model_->size();
   const size_t k = instr.stage;
   if (instr.kind != InstrKind::Loss && (k < 1 || k > L))
@@ -155,6 +155,9 @@ Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
     const bool all = instr.kind == InstrKind::ForwardAll;
     uint64_t transient = instr.cache ? (all ? s.forwardAllCacheTransientBytes : s.forwardCacheTransientBytes)
                                      : (all ? s.forwardAllTransientBytes : s.forwardTransientBytes);
+    // The elided ops' outputs are never made: what the stage adds to the state below is
+    // released again by the B k that follows, before its own peak.
+    if (elide && all && !instr.cache && !cache_[k]) transient = s.forwardAllElidedTransientBytes;
     peakDuring = heldBytes() + transient;
     if (instr.kind == InstrKind::ForwardCheckpoint) {
       acquire(model_->frontier(k));
@@ -220,6 +223,14 @@ Status SimState::apply(const Instruction& instr, uint64_t& peakDuring) {
   return Status::ok();
 }
 
+bool elidesForward(const StageModel& model, const Stream& stream, size_t i, bool cacheHeld) {
+  if (i + 1 >= stream.size() || cacheHeld) return false;
+  const Instruction& f = stream[i];
+  const Instruction& b = stream[i + 1];
+  return f.kind == InstrKind::ForwardAll && !f.cache && b.kind == InstrKind::Backward && b.stage == f.stage && f.stage >= 1 &&
+         f.stage <= model.size() && !model.stage(f.stage).elidable.empty();
+}
+
 std::vector<bool> replayedStages(const StageModel& model, const Stream& stream) {
   std::vector<uint32_t> forwards(model.size() + 2, 0);
   for (const Instruction& instr : stream)
@@ -238,14 +249,18 @@ Expected<SimResult> simulate(const StageModel& model, const Stream& stream) {
   for (size_t i = 0; i < stream.size(); ++i) {
     const Instruction& instr = stream[i];
     uint64_t during = 0;
-    // A forward of a stage whose cache is held skips the cached contractions.
-    const bool replay = instr.isForward() && instr.stage >= 1 && instr.stage <= model.size() && state.hasCache(instr.stage);
-    Status s = state.apply(instr, during);
+    // A forward of a stage whose cache is held skips the cached contractions; one right before
+    // the stage's backward skips the contractions whose outputs only leave the stage.
+    const bool inRange = instr.stage >= 1 && instr.stage <= model.size();
+    const bool replay = instr.isForward() && inRange && state.hasCache(instr.stage);
+    const bool elide = inRange && elidesForward(model, stream, i, state.hasCache(instr.stage));
+    Status s = state.apply(instr, during, elide);
     if (!s) return s.withContext("instruction " + std::to_string(i + 1) + " (" + formatInstruction(instr) + ")");
     if (instr.isForward()) {
       const Stage& st = model.stage(instr.stage);
-      r.forwardFlops = checkedAdd(r.forwardFlops, replay ? st.replayFlops : st.forwardFlops).value_or(UINT64_MAX);
-      r.forwardCost = checkedAdd(r.forwardCost, replay ? st.replayCost : st.cost).value_or(UINT64_MAX);
+      r.forwardFlops = checkedAdd(r.forwardFlops, replay ? st.replayFlops : elide ? st.forwardFlops - st.elidableFlops : st.forwardFlops)
+                           .value_or(UINT64_MAX);
+      r.forwardCost = checkedAdd(r.forwardCost, replay ? st.replayCost : elide ? st.cost - st.elidableCost : st.cost).value_or(UINT64_MAX);
     }
     r.checkpointsMax = std::max(r.checkpointsMax, state.checkpoints());
     r.timeline.push_back(during);

@@ -127,6 +127,7 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
     std::vector<uint64_t> extraAt(ops, 0);
     std::vector<int64_t> fwdDiff(ops + 1, 0), allDiff(ops + 1, 0), bwdDiff(ops + 1, 0);
     std::vector<int64_t> fwdCacheDiff(ops + 1, 0), allCacheDiff(ops + 1, 0); // forwards marked `cache`
+    std::vector<int64_t> allElidedDiff(ops + 1, 0); // `F_all k` right before `B k`
     auto range = [](std::vector<int64_t>& diff, int64_t a, int64_t b, uint64_t bytes) {
       if (a > b || bytes == 0) return;
       diff[static_cast<size_t>(a)] += static_cast<int64_t>(bytes);
@@ -156,6 +157,17 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
         if (!m.measuredCosts) nodeCost = saturatingAdd(nodeCost, elements(g.value(out)));
       }
       s.cost = saturatingAdd(s.cost, nodeCost);
+      // Elidable: a contraction whose every reader is in a later stage (not a graph output:
+      // the loss reads those).
+      bool elided = cacheableOp(g, node) && m.lastUsePos[node.outputs[0]] > static_cast<int64_t>(s.last) && !isOutput[node.outputs[0]];
+      if (elided)
+        for (NodeId user : g.value(node.outputs[0]).users)
+          elided = elided && positionOf[user] > static_cast<int64_t>(s.last);
+      if (elided) {
+        s.elidable.push_back(p);
+        s.elidableFlops = saturatingAdd(s.elidableFlops, flops);
+        s.elidableCost = saturatingAdd(s.elidableCost, nodeCost);
+      }
       if (cacheableOp(g, node) && m.lastUsePos[node.outputs[0]] >= 0) {
         s.cacheable.push_back(node.outputs[0]);
         s.cacheableBytes = saturatingAdd(s.cacheableBytes, m.valueBytes[node.outputs[0]]);
@@ -166,6 +178,9 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       // The kernel's own temporaries, while the op runs.
       const uint64_t scratch = ir::forwardScratchBytes(g, node);
       for (std::vector<int64_t>* diff : {&fwdDiff, &allDiff, &fwdCacheDiff, &allCacheDiff}) range(*diff, p - s.first, p - s.first, scratch);
+      if (!elided) range(allElidedDiff, p - s.first, p - s.first, scratch);
+      // An elided op's stand-in output: one element, to the stage's end.
+      else range(allElidedDiff, p - s.first, s.last - s.first, ir::dtypeSize(g.value(node.outputs[0]).type.dtype));
       // ATen's CPU max pool makes its int64 indices even when no gradient is recorded; with
       // autograd they are the saved extra (extraAt), without they are scratch of the op.
       if (node.op == ir::Op::MaxPool && node.outputs.size() == 1)
@@ -196,9 +211,12 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       range(allDiff, a, taped ? end : lastIn, m.valueBytes[v]);
       range(fwdCacheDiff, a, kept ? end : lastIn, m.valueBytes[v]);
       range(allCacheDiff, a, taped || kept ? end : lastIn, m.valueBytes[v]);
+      if (!std::binary_search(s.elidable.begin(), s.elidable.end(), static_cast<uint32_t>(m.producerPos[v])))
+        range(allElidedDiff, a, taped ? end : lastIn, m.valueBytes[v]);
     }
     for (size_t i = 0; i < ops; ++i)
-      for (std::vector<int64_t>* diff : {&allDiff, &allCacheDiff}) range(*diff, static_cast<int64_t>(i), static_cast<int64_t>(ops) - 1, extraAt[i]);
+      for (std::vector<int64_t>* diff : {&allDiff, &allCacheDiff, &allElidedDiff})
+        range(*diff, static_cast<int64_t>(i), static_cast<int64_t>(ops) - 1, extraAt[i]);
     // Backward: gradients of values made or consumed here that are not already held as
     // adjoints of F_{k+1}; each lives from its producer (or the stage start) to its last use
     // inside the stage. Gradients of one group (analysis::MemoryAnalysis::gradGroup) share a
@@ -265,10 +283,12 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       if (sharers[m.storageOf[v]] > 1) continue; // its buffer may outlive it (a view, or a value with views)
       if (q > s.first) range(releaseDiff, 0, static_cast<int64_t>(q) - 1 - s.first, m.valueBytes[v]);
     }
-    int64_t f = 0, a = 0, b = 0, fc = 0, ac = 0;
+    int64_t f = 0, a = 0, b = 0, fc = 0, ac = 0, ae = 0;
     for (size_t i = 0; i < ops; ++i) {
       f += fwdDiff[i];
       a += allDiff[i];
+      ae += allElidedDiff[i];
+      s.forwardAllElidedTransientBytes = std::max<uint64_t>(s.forwardAllElidedTransientBytes, static_cast<uint64_t>(std::max<int64_t>(ae, 0)));
       fc += fwdCacheDiff[i];
       ac += allCacheDiff[i];
       s.forwardCacheTransientBytes = std::max<uint64_t>(s.forwardCacheTransientBytes, static_cast<uint64_t>(std::max<int64_t>(fc, 0)));

@@ -443,7 +443,8 @@ public:
     double loss = 0;
     at::Tensor lossOnHost; // CUDA: copied without waiting, read after the step's last instruction
     PhaseTimer timer(device_);
-    for (const plan::Instruction& instr : stream) {
+    for (size_t index = 0; index < stream.size(); ++index) {
+      const plan::Instruction& instr = stream[index];
       // Leaving the current state (a backward, or a forward that starts from a checkpoint)
       // frees it before the instruction runs, as the simulator counts it; measuring from
       // after the drop keeps each instruction's peak its own. (The caching allocator's
@@ -456,7 +457,7 @@ public:
       case plan::InstrKind::ForwardCheckpoint:
       case plan::InstrKind::ForwardNone:
       case plan::InstrKind::ForwardAll: {
-        forward(instr);
+        forward(instr, instr.stage <= m_.size() && plan::elidesForward(m_, stream, index, cacheHeld_[instr.stage]));
         timer.end(forwarded[instr.stage] ? PhaseTimer::Recompute : PhaseTimer::Forward);
         forwarded[instr.stage] = true;
         break;
@@ -492,7 +493,10 @@ public:
   }
 
 private:
-  void forward(const plan::Instruction& instr) {
+  /// `elide`: `F_all k` right before `B k` (plan::elidesForward): the stage's elidable
+  /// contractions are recorded for the backward without being run; their outputs, read by
+  /// nothing before B k, are stand-ins of the right shape with a one-element buffer.
+  void forward(const plan::Instruction& instr, bool elide) {
     const size_t k = instr.stage;
     const plan::Stage& s = m_.stage(k);
     if (current_ != k) {
@@ -553,8 +557,16 @@ private:
         c10::optional<at::NoGradGuard> offPath;
         if (withGrad && !m_.keepsTape[m_.order[p]]) offPath.emplace();
         const bool cacheableNode = node.outputs.size() == 1 && cacheable(node.outputs[0]);
-        std::vector<at::Tensor> outs = replayKeptOutputs && cacheableNode ? replayKept(context, g_, node, inputs, kept_[node.outputs[0]])
-                                                                          : kernelFor(node.op)(context, g_, node, inputs);
+        std::vector<at::Tensor> outs;
+        if (elide && std::binary_search(s.elidable.begin(), s.elidable.end(), p)) {
+          const ir::Value& out = g_.value(node.outputs[0]);
+          const at::Tensor standIn = at::zeros({}, inputs[0].options()).expand(out.type.shape);
+          outs = replayKept(context, g_, node, inputs, standIn);
+        } else if (replayKeptOutputs && cacheableNode) {
+          outs = replayKept(context, g_, node, inputs, kept_[node.outputs[0]]);
+        } else {
+          outs = kernelFor(node.op)(context, g_, node, inputs);
+        }
         if (instr.cache && cacheableNode) kept_[node.outputs[0]] = outs[0].detach();
         for (size_t o = 0; o < node.outputs.size() && o < outs.size(); ++o) vals_[node.outputs[o]] = outs[o];
         // Free values whose last use was this op and that leave nothing behind.

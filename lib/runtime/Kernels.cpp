@@ -362,9 +362,20 @@ struct KeptGemm : torch::autograd::Function<KeptGemm> {
     const double alpha = ctx->saved_data["alpha"].toDouble(), beta = ctx->saved_data["beta"].toDouble();
     const at::Tensor& g = grads[0];
     at::Tensor ga, gb, gc;
-    if (ctx->needs_input_grad(0)) ga = at::mm(g, saved[1].t()) * alpha;
-    if (ctx->needs_input_grad(1)) gb = at::mm(saved[0].t(), g) * alpha;
-    if (ctx->saved_data["hasC"].toBool() && ctx->needs_input_grad(2)) gc = at::sum_to(g, ctx->saved_data["c"].toIntVector()) * beta;
+    // Scaled in place, and not at all by 1: a scaled copy would be a second gradient-sized
+    // buffer next to the product (an MLP layer's B measured one map over the simulator).
+    if (ctx->needs_input_grad(0)) {
+      ga = at::mm(g, saved[1].t());
+      if (alpha != 1.0) ga.mul_(alpha);
+    }
+    if (ctx->needs_input_grad(1)) {
+      gb = at::mm(saved[0].t(), g);
+      if (alpha != 1.0) gb.mul_(alpha);
+    }
+    if (ctx->saved_data["hasC"].toBool() && ctx->needs_input_grad(2)) {
+      gc = at::sum_to(g, ctx->saved_data["c"].toIntVector());
+      if (beta != 1.0) gc = gc * beta;
+    }
     return {ga, gb, gc, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };

@@ -39,8 +39,10 @@ public:
   void setReplayed(std::vector<bool> replayed) { replayed_ = std::move(replayed); }
 
   /// Applies one instruction; on an invalid one returns BadInput saying why and leaves the state
-  /// unusable. `peakDuring` receives the memory while it runs.
-  Status apply(const Instruction& instr, uint64_t& peakDuring);
+  /// unusable. `peakDuring` receives the memory while it runs. `elide`: an `F_all k` that
+  /// elides the stage's `elidable` ops (elidesForward; ignored where that rule does not hold
+  /// for this state: a `cache` forward, or the stage's cache held).
+  Status apply(const Instruction& instr, uint64_t& peakDuring, bool elide = false);
   /// Bytes held now (resident included), between instructions.
   uint64_t heldBytes() const;
   /// True when every stage has been backwarded.
@@ -86,6 +88,13 @@ private:
   size_t checkpoints_ = 0;
   bool lossDone_ = false;
 };
+
+/// Whether instruction `i` of `stream` is a forward that elides stage k's `elidable` ops:
+/// `F_all k` (not marked `cache`) directly followed by `B k`, with stage k's cache not held
+/// (`cacheHeld`, the caller's state before the instruction) and something to elide. Such a
+/// forward is always a replay: B k needs every later stage backwarded, so stage k ran before.
+/// The simulator and the runtime both decide by this rule.
+bool elidesForward(const StageModel& model, const Stream& stream, size_t i, bool cacheHeld);
 
 /// Per stage (1..L): whether `stream` forwards it more than once.
 std::vector<bool> replayedStages(const StageModel& model, const Stream& stream);

@@ -42,6 +42,17 @@ struct Stage {
   uint64_t cacheableBytes = 0;            ///< bytes of `cacheable`
   uint64_t replayFlops = 0;               ///< FLOPs of a forward while the cache is held
   uint64_t replayCost = 0;                ///< planner cost of such a forward
+  /// Contractions (Conv, MatMul, Gemm) whose output only leaves the stage (every reader is in
+  /// a later stage): their backward reads their operands, never their output. A forward with
+  /// autograd that runs right before the stage's backward (`F_all k` then `B k`, the stage's
+  /// cache not held: see elidesForward) records them without running them; that forward's
+  /// outputs serve only as the backward's roots. Order positions, ascending.
+  std::vector<uint32_t> elidable;
+  uint64_t elidableFlops = 0;             ///< FLOPs of the `elidable` ops
+  uint64_t elidableCost = 0;              ///< their planner cost
+  /// Peak of tensors made inside such a forward: forwardAllTransientBytes without the elided
+  /// ops' outputs and kernel scratch.
+  uint64_t forwardAllElidedTransientBytes = 0;
   /// It draws random numbers (Dropout): a replay must restore the generator's state, which
   /// the runtime keeps from the stage's first forward to the end of the step.
   bool stochastic = false;

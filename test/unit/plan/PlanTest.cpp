@@ -2,6 +2,7 @@
 
 #include "tbp/analysis/Memory.h"
 #include "tbp/analysis/Order.h"
+#include "tbp/ir/OpRules.h"
 #include "tbp/plan/Planners.h"
 #include "tbp/plan/Simulator.h"
 #include "tbp/plan/StageModel.h"
@@ -42,13 +43,15 @@ size_t forwardSteps(const Stream& s) {
 }
 
 /// Exhaustive search: the cheapest valid stream whose every instruction fits `budget`
-/// (Dijkstra over simulator states; the state fully determines memory).
+/// (Dijkstra over simulator states; the state fully determines memory). Forwards may cache
+/// (stages with contractions), and `F_all k` right before `B k` elides.
 std::optional<uint64_t> bruteForce(const StageModel& m, uint64_t budget) {
   const size_t L = m.size();
   REQUIRE(L <= 6);
   auto key = [&](const SimState& s) {
     uint64_t k = s.current() | (s.nextBackward() << 4) | (uint64_t{s.lossDone()} << 8);
-    for (size_t i = 1; i <= L; ++i) k |= (uint64_t{s.hasCheckpoint(i)} << (9 + i)) | (uint64_t{s.hasTape(i)} << (20 + i));
+    for (size_t i = 1; i <= L; ++i)
+      k |= (uint64_t{s.hasCheckpoint(i)} << (9 + i)) | (uint64_t{s.hasTape(i)} << (20 + i)) | (uint64_t{s.hasCache(i)} << (31 + i));
     return k;
   };
   using Entry = std::pair<uint64_t, size_t>; // cost, state index
@@ -63,18 +66,41 @@ std::optional<uint64_t> bruteForce(const StageModel& m, uint64_t budget) {
     if (best[key(state)] < cost) continue;
     if (state.finished()) return cost;
     std::vector<Instruction> moves{loss(), bwd(static_cast<uint32_t>(std::max<size_t>(state.nextBackward(), 1)))};
-    for (uint32_t k = 1; k <= L; ++k) moves.insert(moves.end(), {fck(k), fn(k), fall(k)});
+    for (uint32_t k = 1; k <= L; ++k) {
+      moves.insert(moves.end(), {fck(k), fn(k), fall(k)});
+      if (m.stage(k).cacheable.empty()) continue;
+      for (Instruction f : {fck(k), fn(k), fall(k)}) { // the same, keeping the contractions' outputs
+        f.cache = true;
+        moves.push_back(f);
+      }
+    }
+    auto visit = [&](const SimState& next, uint64_t c) {
+      uint64_t k = key(next);
+      auto it = best.find(k);
+      if (it != best.end() && it->second <= c) return;
+      best[k] = c;
+      states.push_back(next);
+      queue.push({c, states.size() - 1});
+    };
     for (const Instruction& move : moves) {
       SimState next = state;
       uint64_t during = 0;
       if (!next.apply(move, during).isOk() || during > budget) continue;
-      uint64_t c = cost + (move.isForward() ? m.stage(move.stage).cost : 0);
-      uint64_t k = key(next);
-      auto it = best.find(k);
-      if (it != best.end() && it->second <= c) continue;
-      best[k] = c;
-      states.push_back(next);
-      queue.push({c, states.size() - 1});
+      // A forward while the stage's cache is held replays only the cheap ops.
+      const uint64_t price = !move.isForward() ? 0 : state.hasCache(move.stage) ? m.stage(move.stage).replayCost : m.stage(move.stage).cost;
+      visit(next, cost + price);
+    }
+    // `F_all k` right before `B k`: one move, whose forward elides the stage's contractions
+    // that feed only later stages (elidesForward). The two instructions apart are moves
+    // above too, but a stream that has them adjacent always elides.
+    if (state.lossDone() && state.nextBackward() >= 1 && !state.hasCache(state.nextBackward())) {
+      const uint32_t k = static_cast<uint32_t>(state.nextBackward());
+      const Stage& s = m.stage(k);
+      SimState next = state;
+      uint64_t forwardPeak = 0, backwardPeak = 0;
+      if (!s.elidable.empty() && next.apply(fall(k), forwardPeak, true).isOk() && next.apply(bwd(k), backwardPeak).isOk() &&
+          std::max(forwardPeak, backwardPeak) <= budget)
+        visit(next, cost + s.cost - s.elidableCost);
     }
   }
   return std::nullopt;
@@ -272,6 +298,88 @@ TEST_CASE("on small chains the dynamic program equals exhaustive search") {
   }
 }
 
+TEST_CASE("with contractions on small chains the dynamic program equals exhaustive search, elided forwards included") {
+  std::mt19937 rng(11);
+  size_t elidingPlans = 0;
+  for (int trial = 0; trial < 60; ++trial) {
+    // Chains of 3..6 ops on f32[1,8], two ops a stage: MatMul by a square weight keeps its
+    // input (its output is elidable when a later stage reads it), Mul by a weight its input
+    // too, Relu and Tanh their output. A stage [Mul, MatMul] keeps two maps when its tape is
+    // stored and one when it is checkpointed, and then replays the Mul alone.
+    int n = 3 + static_cast<int>(rng() % 4);
+    std::string t = "graph c {\n  input %x : f32[1,8]\n  param %w : f32[8,8]\n  param %s : f32[1,8]\n"
+                    "  %a0 : f32[1,8] = Mul(%x, %s)\n";
+    for (int i = 1; i < n; ++i) {
+      const std::string prev = "%a" + std::to_string(i - 1);
+      const char* ops[] = {"MatMul(", "Mul(", "Relu(", "Tanh("};
+      const unsigned pick = rng() % 4;
+      t += "  %a" + std::to_string(i) + " : f32[1,8] = " + ops[pick] + prev + (pick == 0 ? ", %w)" : pick == 1 ? ", %s)" : ")") + "\n";
+    }
+    t += "  %loss : f32[] = SumLoss(%a" + std::to_string(n - 1) + ")\n  output %loss\n}\n";
+    ir::Graph g = tbp::testing::parseOk(t);
+    CAPTURE(trial);
+    CAPTURE(t);
+    std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
+    const StageModel m = buildStageModel(g, order, everyPosition(order.size(), 2));
+    checkDpAgainstExhaustiveSearch(m, [&](uint64_t, const Plan& plan) {
+      for (size_t i = 0; i + 1 < plan.chosen.stream.size(); ++i) elidingPlans += elidesForward(m, plan.chosen.stream, i, false);
+    });
+  }
+  CHECK(elidingPlans > 0); // the pair move matters for some budgets
+}
+
+TEST_CASE("a forward right before its stage's backward elides the contractions that only feed later stages") {
+  // Stage 1: Conv (read by stage 2 only) and Gemm on a second branch (read inside stage 1 by
+  // Tanh): only the Conv is elidable. Stage 2 reads the Conv; stage 3 is the loss.
+  ir::Graph g = tbp::testing::parseOk(R"(graph e {
+  input %x : f32[4,3,8,8]
+  param %w : f32[6,3,3,3]
+  input %v : f32[4,16]
+  param %u : f32[16,16]
+  %y : f32[4,6,8,8] = Conv(%x, %w) {pads=[1,1,1,1]}
+  %h : f32[4,16] = Gemm(%v, %u)
+  %t : f32[4,16] = Tanh(%h)
+  %r : f32[4,6,8,8] = Relu(%y)
+  %s1 : f32[] = SumLoss(%r)
+  %s2 : f32[] = SumLoss(%t)
+  %loss : f32[] = Add(%s1, %s2)
+  output %loss
+}
+)");
+  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
+  REQUIRE(g.node(order[0]).op == ir::Op::Conv);
+  StageModel m = buildStageModel(g, order, {3, 4});
+  REQUIRE(m.size() == 3);
+  const Stage& s1 = m.stage(1);
+  REQUIRE(s1.elidable.size() == 1);
+  CHECK(s1.elidable[0] == 0);
+  CHECK(s1.elidableFlops == ir::estimateFlops(g, g.node(order[0])));
+  CHECK(s1.elidableFlops < s1.forwardFlops);
+  // Without the Conv's output (and its kernel scratch) the forward makes less, never more.
+  const uint64_t convOut = m.valueBytes[g.node(order[0]).outputs[0]];
+  CHECK(s1.forwardAllElidedTransientBytes + convOut <= s1.forwardAllTransientBytes);
+  CHECK(m.stage(2).elidable.empty()); // Relu
+  CHECK(m.stage(3).elidable.empty());
+
+  // Checkpoint every stage; then F_all 2, B 2, F_all 1, B 1: only F_all 1 elides (stage 2 has
+  // nothing to elide), and only there does the forward cost less.
+  const Stream stream{fck(1), fck(2), fall(3), loss(), bwd(3), fall(2), bwd(2), fall(1), bwd(1)};
+  CHECK_FALSE(elidesForward(m, stream, 5, false));
+  CHECK(elidesForward(m, stream, 7, false));
+  CHECK_FALSE(elidesForward(m, stream, 7, true)); // its cache held: the kept outputs serve
+  CHECK_FALSE(elidesForward(m, stream, 8, false));
+  Expected<SimResult> sim = simulate(m, stream);
+  REQUIRE_MESSAGE(sim.hasValue(), sim.status().message());
+  CHECK(sim->forwardFlops == 2 * m.onePassFlops - m.stage(3).forwardFlops - s1.elidableFlops);
+  // The same forward not followed by its backward runs everything: a cache forward in between.
+  Stream apart = stream;
+  apart[7].cache = true;
+  Expected<SimResult> full = simulate(m, apart);
+  REQUIRE_MESSAGE(full.hasValue(), full.status().message());
+  CHECK(full->forwardFlops == sim->forwardFlops + s1.elidableFlops);
+  CHECK(full->timeline[7] > sim->timeline[7]);
+}
+
 TEST_CASE("coarsening keeps cuts at small frontiers and balanced stages") {
   ir::Graph g = reluChain(200, 64);
   std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
@@ -314,8 +422,11 @@ TEST_CASE("a forward that caches keeps its contractions' outputs to B k, and rep
   Expected<SimResult> cached = simulate(m, replayAllStream(m, true));
   REQUIRE(plain.hasValue());
   REQUIRE_MESSAGE(cached.hasValue(), cached.status().message());
-  // The replays skip exactly the contractions (the last stage, SumLoss, is not replayed).
-  CHECK(plain->forwardFlops - cached->forwardFlops == savedFlops);
+  // The replays skip exactly the contractions (the last stage, SumLoss, is not replayed),
+  // less those the plain stream's F_all L-1, right before B L-1, elides anyway.
+  const Stage& beforeLast = m.stage(m.size() - 1);
+  CHECK(beforeLast.elidableFlops == beforeLast.forwardFlops); // a lone MatMul feeding the loss
+  CHECK(plain->forwardFlops - cached->forwardFlops == savedFlops - beforeLast.elidableFlops);
   // At the loss every cached output is held, and only those not held anyway cost more.
   const size_t lossAt = m.size() + 1; // F_ck 1 .. F_n L-1, F_all L, Loss
   uint64_t extra = 0;

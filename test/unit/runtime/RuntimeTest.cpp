@@ -709,6 +709,50 @@ TEST_CASE("a forward marked cache keeps its Conv output to the stage's end, as s
   checkNotUnderPredicted(stream, sim, r, 16 * 1024); // allocator rounding, far below one 256 KiB map
 }
 
+TEST_CASE("a forward right before its stage's backward skips the contractions only later stages read: same gradients, memory as simulated") {
+  REQUIRE(runtime::available());
+  // Stage 1 makes three contractions' outputs that only stage 2 reads: a Conv, a wide MatMul
+  // and a scaled Gemm. F_all 1 right before B 1 records them for the backward without running
+  // them.
+  ir::Graph g = tbp::testing::parseOk(R"(graph elided {
+    input %x : f32[8,16,16,16]
+    param %w : f32[32,16,3,3]
+    param %b : f32[32]
+    input %v : f32[64,16]
+    param %u : f32[16,1024]
+    param %gw : f32[256,16]
+    param %gc : f32[256]
+    %y : f32[8,32,16,16] = Conv(%x, %w, %b) {pads=[1,1,1,1]}
+    %o : f32[64,1024] = MatMul(%v, %u)
+    %h : f32[64,256] = Gemm(%v, %gw, %gc) {alpha=0.5, transB=1}
+    %r : f32[8,32,16,16] = Relu(%y)
+    %t : f32[64,1024] = Tanh(%o)
+    %s : f32[64,256] = Sigmoid(%h)
+    %l1 : f32[] = SumLoss(%r)
+    %l2 : f32[] = SumLoss(%t)
+    %l3 : f32[] = SumLoss(%s)
+    %l12 : f32[] = Add(%l1, %l2)
+    %loss : f32[] = Add(%l12, %l3)
+    output %loss
+  })");
+  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
+  plan::StageModel m = plan::buildStageModel(g, order, {3, 6});
+  REQUIRE(m.size() == 3);
+  const plan::Stage& s1 = m.stage(1);
+  REQUIRE(s1.elidable.size() == 3);
+  using namespace plan;
+  const Stream stream{fck(1), fck(2), fall(3), loss(), bwd(3), fall(2), bwd(2), fall(1), bwd(1)};
+  REQUIRE(elidesForward(m, stream, 7, false));
+  auto [sim, r] = simulateAndRun(g, m, stream);
+  CHECK(r.gradCheck->maxRelError < 1e-5);
+  checkNotUnderPredicted(stream, sim, r, 16 * 1024); // allocator rounding, far below one map
+  // Measured: F_all 1 made none of the three outputs (the MatMul's alone is 256 KiB).
+  const uint64_t fullForward = sim.timeline[7] - s1.forwardAllElidedTransientBytes + s1.forwardAllTransientBytes;
+  CHECK(r.timeline[7] + 64 * 1024 * 4 <= fullForward);
+  CHECK(r.timeline[7] + 16 * 1024 >= sim.timeline[7]); // and the prediction is not far above either
+  CHECK(sim.forwardFlops == 2 * m.onePassFlops - m.stage(3).forwardFlops - s1.elidableFlops);
+}
+
 TEST_CASE("B k lets the cached output go before it starts, as simulated") {
   // The MatMul's 256 KiB output is kept by F_ck 1 cache and taken by the replay F_all 1; its
   // backward needs only the small input. The simulator releases the cache as B 1 starts; the
