@@ -291,8 +291,10 @@ std::function<int(Io&)> setupValidate(CLI::App& app) {
       if (!costs) return reportError(io, costs.status());
       applyScratch(*graph, costs->scratch);
     }
-    Status s = schedule::validateSchedule(*file, *graph, args->schedule);
+    std::string note;
+    Status s = schedule::validateSchedule(*file, *graph, args->schedule, &note);
     if (!s) return reportError(io, s);
+    if (!note.empty()) spdlog::warn("{}", note);
     io.out << args->schedule << ": valid " << file->planner << " schedule for " << args->model.name() << ": " << file->stages.size()
            << " stages, " << file->instructions.size() << " instructions, predicted peak " << formatBytes(file->predictedPeakBytes);
     if (file->budgetBytes) io.out << " within the budget " << formatBytes(*file->budgetBytes);

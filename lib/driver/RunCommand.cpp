@@ -113,7 +113,9 @@ int runRun(const RunArgs& args, Io& io) {
                      "costs.json' with 'tbp plan --costs costs.json' so cuDNN's workspaces are in the plan",
                      args.schedule);
     }
-    if (Status s = schedule::validateSchedule(*file, *graph, args.schedule); !s) return reportError(io, s);
+    std::string note;
+    if (Status s = schedule::validateSchedule(*file, *graph, args.schedule, &note); !s) return reportError(io, s);
+    if (!note.empty()) spdlog::warn("{}", note);
   } else if (args.scratch != "static" && !costs->scratch.empty()) {
     applyScratch(*graph, costs->scratch);
     scratchSource = "costs_file";

@@ -240,7 +240,7 @@ std::vector<bool> replayedStages(const StageModel& model, const Stream& stream) 
   return replayed;
 }
 
-Expected<SimResult> simulate(const StageModel& model, const Stream& stream) {
+Expected<SimResult> simulate(const StageModel& model, const Stream& stream, bool elideForwards) {
   SimResult r;
   SimState state(model);
   state.setReplayed(replayedStages(model, stream));
@@ -253,7 +253,7 @@ Expected<SimResult> simulate(const StageModel& model, const Stream& stream) {
     // the stage's backward skips the contractions whose outputs only leave the stage.
     const bool inRange = instr.stage >= 1 && instr.stage <= model.size();
     const bool replay = instr.isForward() && inRange && state.hasCache(instr.stage);
-    const bool elide = inRange && elidesForward(model, stream, i, state.hasCache(instr.stage));
+    const bool elide = elideForwards && inRange && elidesForward(model, stream, i, state.hasCache(instr.stage));
     Status s = state.apply(instr, during, elide);
     if (!s) return s.withContext("instruction " + std::to_string(i + 1) + " (" + formatInstruction(instr) + ")");
     if (instr.isForward()) {

@@ -662,9 +662,9 @@ private:
     cacheHeld_[k] = false;
   }
 
+  /// The run loop has already dropped the current state and stage k's cache (before the
+  /// instruction's meter started).
   void backward(size_t k) {
-    dropCurrent();
-    dropCache(k);
     Tape& tape = tapes_[k];
     std::vector<at::Tensor> outs, grads;
     for (auto& [v, t] : tape.outputs) {

@@ -65,8 +65,10 @@ Expected<plan::StageModel> stageModelFor(const ScheduleFile& file, const ir::Gra
 
 /// Checks a schedule against the model it claims: fingerprint, order, stages, that the stream
 /// is valid, that the recorded predicted peak and recompute ratio are what the simulator finds,
-/// and that the budget holds. BadInput with the reason otherwise.
-Status validateSchedule(const ScheduleFile& file, const ir::Graph& graph, const std::string& source);
+/// and that the budget holds. BadInput with the reason otherwise. A file written before
+/// forwards right before their backward elided (2026-12-05) records the figures of the stream
+/// without elision: it is valid, and `note` (when given) says what the stream simulates to now.
+Status validateSchedule(const ScheduleFile& file, const ir::Graph& graph, const std::string& source, std::string* note = nullptr);
 
 /// What changed between two schedules.
 struct Comparison {

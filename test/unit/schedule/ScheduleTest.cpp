@@ -12,11 +12,12 @@ using namespace tbp::schedule;
 namespace {
 
 struct Fixture {
-  ir::Graph graph = tbp::testing::randomDag(11, 40);
+  ir::Graph graph;
   plan::StageModel model;
   ScheduleFile file;
 
-  explicit Fixture(plan::PlannerKind kind = plan::PlannerKind::Optimal, int percent = 70) {
+  explicit Fixture(plan::PlannerKind kind = plan::PlannerKind::Optimal, int percent = 70, ir::Graph g = tbp::testing::randomDag(11, 40))
+      : graph(std::move(g)) {
     std::vector<ir::NodeId> order = analysis::computeOrder(graph, analysis::OrderHeuristic::Greedy);
     model = plan::buildStageModel(graph, order, plan::chooseCuts(graph, order, 16));
     uint64_t storeAll = plan::simulate(model, plan::storeAllStream(model.size()))->peakBytes;
@@ -74,6 +75,30 @@ TEST_CASE("validation catches edits and other graphs") {
   CHECK(readSchedule("{", "x.json").status().message().rfind("x.json: not a JSON document", 0) == 0);
   CHECK(readSchedule("{\"format\": \"tbp.schedule\", \"version\": 3}", "x.json").status().message().find("version 3 is not supported") != std::string::npos);
   CHECK(readSchedule("{\"format\": \"tbp.schedule\", \"version\": 1}", "x.json").status().message().find("malformed schedule") != std::string::npos);
+}
+
+TEST_CASE("a file written before elided forwards is valid, and says what it simulates to now") {
+  // sqrt on the contraction chain puts F_all k right before B k at the end of every segment.
+  Fixture f(plan::PlannerKind::Sqrt, 100, tbp::testing::contractionChain());
+  Expected<plan::SimResult> before = plan::simulate(f.model, f.file.instructions, /*elide=*/false);
+  REQUIRE(before.hasValue());
+  REQUIRE(before->recomputeRatio > f.file.recomputeRatio + 1e-3); // the stream elides somewhere
+  std::string note;
+  CHECK(validateSchedule(f.file, f.graph, "p.json", &note).isOk());
+  CHECK(note.empty());
+  ScheduleFile old = f.file;
+  old.predictedPeakBytes = before->peakBytes;
+  old.recomputeRatio = before->recomputeRatio;
+  CHECK(validateSchedule(old, f.graph, "p.json", &note).isOk());
+  CHECK(note.find("did not elide") != std::string::npos);
+  CHECK(note.find("recompute ratio " + std::to_string(f.file.recomputeRatio).substr(0, 5)) != std::string::npos);
+  // One figure of each kind is not enough: an edit still shows.
+  ScheduleFile mixed = old;
+  mixed.recomputeRatio = f.file.recomputeRatio;
+  if (before->peakBytes != f.file.predictedPeakBytes) CHECK(validateSchedule(mixed, f.graph, "p.json").message().find("the file was edited") != std::string::npos);
+  mixed = old;
+  mixed.predictedPeakBytes += 4;
+  CHECK(validateSchedule(mixed, f.graph, "p.json").message().find("the file was edited") != std::string::npos);
 }
 
 TEST_CASE("a schedule planned with an optimizer rebuilds its state and update") {
