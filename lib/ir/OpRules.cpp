@@ -123,6 +123,55 @@ bool inputRequiresGrad(const Graph& g, const Node& n, size_t i, const std::vecto
 
 } // namespace
 
+uint64_t paddedInputBytes(const Graph& g, const Node& n) {
+  if (n.op != Op::Conv && n.op != Op::MaxPool && n.op != Op::AveragePool) return 0;
+  const Value* x = inputOf(g, n, 0);
+  if (!x || x->type.shape.size() < 3) return 0;
+  const size_t rank = x->type.shape.size() - 2;
+  std::vector<int64_t> kernel = n.attrInts("kernel_shape");
+  if (n.op == Op::Conv) {
+    const Value* w = inputOf(g, n, 1);
+    if (!w || w->type.shape.size() != rank + 2) return 0;
+    kernel.assign(w->type.shape.begin() + 2, w->type.shape.end());
+  }
+  if (kernel.size() != rank) return 0;
+  const std::vector<int64_t> strides = n.attrInts("strides", std::vector<int64_t>(rank, 1));
+  const std::vector<int64_t> dilations = n.attrInts("dilations", std::vector<int64_t>(rank, 1));
+  if (strides.size() != rank || dilations.size() != rank) return 0;
+  // The runtime's window (Kernels.cpp windowOf): ONNX's auto_pad, else `pads`.
+  std::vector<int64_t> begin(rank, 0), end(rank, 0);
+  const std::string autoPad = n.attrString("auto_pad", "NOTSET");
+  if (autoPad == "SAME_UPPER" || autoPad == "SAME_LOWER") {
+    for (size_t i = 0; i < rank; ++i) {
+      const int64_t in = x->type.shape[i + 2], st = std::max<int64_t>(strides[i], 1);
+      const int64_t out = (in + st - 1) / st;
+      const int64_t total = std::max<int64_t>(0, (out - 1) * st + (kernel[i] - 1) * dilations[i] + 1 - in);
+      const int64_t small = total / 2;
+      begin[i] = autoPad == "SAME_UPPER" ? small : total - small;
+      end[i] = total - begin[i];
+    }
+  } else if (autoPad != "VALID") {
+    const std::vector<int64_t> pads = n.attrInts("pads", std::vector<int64_t>(2 * rank, 0));
+    if (pads.size() != 2 * rank) return 0;
+    for (size_t i = 0; i < rank; ++i) {
+      begin[i] = pads[i];
+      end[i] = pads[i + rank];
+    }
+  }
+  bool native = begin == end;
+  for (size_t i = 0; i < rank && native; ++i) {
+    if (n.op == Op::MaxPool) native = 2 * begin[i] <= (kernel[i] - 1) * dilations[i] + 1;
+    if (n.op == Op::AveragePool) native = 2 * begin[i] <= kernel[i];
+  }
+  if (native) return 0;
+  uint64_t spatial = 1, padded = 1;
+  for (size_t i = 0; i < rank; ++i) {
+    spatial = saturatingMul(spatial, static_cast<uint64_t>(std::max<int64_t>(x->type.shape[i + 2], 0)));
+    padded = saturatingMul(padded, static_cast<uint64_t>(std::max<int64_t>(x->type.shape[i + 2] + begin[i] + end[i], 0)));
+  }
+  return spatial == 0 ? 0 : saturatingMul(x->bytes / spatial, padded);
+}
+
 SavedForBackward savedForBackward(const Graph& g, const Node& n, const std::vector<bool>* needsGrad) {
   const OpInfo& info = opInfo(n.op);
   SavedForBackward saved;
@@ -180,6 +229,12 @@ SavedForBackward savedForBackward(const Graph& g, const Node& n, const std::vect
     saved.extraBytes = saturatingMul(8, rows);
     break;
   }
+  }
+  // An op on a padded copy of its input saves the copy instead of the input (the padding's own
+  // backward keeps nothing).
+  if (const uint64_t padded = paddedInputBytes(g, n); padded > 0) {
+    saved.extraBytes = saturatingAdd(saved.extraBytes, padded);
+    saved.values.erase(std::remove(saved.values.begin(), saved.values.end(), n.inputs[0]), saved.values.end());
   }
   return saved;
 }
@@ -253,8 +308,10 @@ ConvLayout convLayout(const Graph& graph, const Node& node) {
   const int64_t groups = node.attrInt("group", 1);
   auto pad16 = [](int64_t n) { return static_cast<uint64_t>((n + 15) / 16 * 16); };
   c.inChannels = ci;
-  c.input = x->bytes;
-  c.input16 = x->bytes / static_cast<uint64_t>(ci) * pad16(ci);
+  // Asymmetric pads: the kernel runs on the padded copy (paddedInputBytes).
+  const uint64_t padded = paddedInputBytes(graph, node);
+  c.input = padded > 0 ? padded : x->bytes;
+  c.input16 = c.input / static_cast<uint64_t>(ci) * pad16(ci);
   c.output = y.bytes;
   c.output16 = y.bytes / static_cast<uint64_t>(co) * pad16(co);
   c.weight = w->bytes;
@@ -310,6 +367,10 @@ uint64_t tableBackwardScratch(const Graph& graph, const Node& node, const std::v
 
 uint64_t tableForwardScratch(const Graph& graph, const Node& node) {
   if (node.op == Op::Resize || node.op == Op::Upsample) return resampleScratchBytes(graph, node, false);
+  // The padded copy of the input (an AveragePool also sums into an output-sized buffer that it
+  // then divides into the output).
+  if (const uint64_t padded = paddedInputBytes(graph, node); padded > 0 && node.op != Op::Conv)
+    return node.op == Op::AveragePool && !node.outputs.empty() ? saturatingAdd(padded, graph.value(node.outputs[0]).bytes) : padded;
   // ATen's einsum can return its batched product permuted; the runtime makes every value
   // contiguous, so the product and its copy can both be alive.
   if (node.op == Op::Einsum && !node.outputs.empty()) return graph.value(node.outputs[0]).bytes;
@@ -321,13 +382,18 @@ uint64_t tableForwardScratch(const Graph& graph, const Node& node) {
   // the padded output, which is then copied into the plain one.
   const uint64_t readInput = c.inChannels >= 16 ? c.input16 : 0;
   const uint64_t during = saturatingAdd(saturatingAdd(readInput, c.weight16), c.output16);
-  return std::max(during > c.output ? during - c.output : 0, c.output16);
+  return saturatingAdd(std::max(during > c.output ? during - c.output : 0, c.output16), paddedInputBytes(graph, node));
 }
 
 } // namespace
 
 uint64_t backwardScratchBytes(const Graph& graph, const Node& node, const std::vector<bool>* needsGrad) {
-  const uint64_t table = tableBackwardScratch(graph, node, needsGrad);
+  uint64_t table = tableBackwardScratch(graph, node, needsGrad);
+  // The padded copy's gradient: the input's is a view into it, so the padding is what it adds
+  // (measured on a Conv, a MaxPool and an AveragePool, 2026-12-05).
+  const Value* x = inputOf(graph, node, 0);
+  if (const uint64_t padded = paddedInputBytes(graph, node); x && padded > x->bytes && inputRequiresGrad(graph, node, 0, needsGrad))
+    table = saturatingAdd(table, padded - x->bytes);
   return node.scratch ? std::max(table, node.scratch->backward) : table;
 }
 

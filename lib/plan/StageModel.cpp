@@ -177,8 +177,11 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       }
       // The kernel's own temporaries, while the op runs.
       const uint64_t scratch = ir::forwardScratchBytes(g, node);
-      for (std::vector<int64_t>* diff : {&fwdDiff, &allDiff, &fwdCacheDiff, &allCacheDiff}) range(*diff, p - s.first, p - s.first, scratch);
-      if (!elided) range(allElidedDiff, p - s.first, p - s.first, scratch);
+      // With autograd, a padded copy of the input is saved (extraAt), not scratch.
+      const uint64_t scratchAll = m.keepsTape[order[p]] ? scratch - std::min(scratch, ir::paddedInputBytes(g, node)) : scratch;
+      for (std::vector<int64_t>* diff : {&fwdDiff, &fwdCacheDiff}) range(*diff, p - s.first, p - s.first, scratch);
+      for (std::vector<int64_t>* diff : {&allDiff, &allCacheDiff}) range(*diff, p - s.first, p - s.first, scratchAll);
+      if (!elided) range(allElidedDiff, p - s.first, p - s.first, scratchAll);
       // An elided op's stand-in output: one element, to the stage's end.
       else range(allElidedDiff, p - s.first, s.last - s.first, ir::dtypeSize(g.value(node.outputs[0]).type.dtype));
       // ATen's CPU max pool makes its int64 indices even when no gradient is recorded; with

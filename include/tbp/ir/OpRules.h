@@ -42,6 +42,15 @@ SavedForBackward savedForBackward(const Graph& graph, const Node& node, const st
 /// measured scratch (Node::scratch) gets the larger of the rule and the measurement.
 uint64_t backwardScratchBytes(const Graph& graph, const Node& node, const std::vector<bool>* needsGrad = nullptr);
 
+/// Bytes of the padded copy of input 0 that the runtime makes for a Conv, MaxPool or
+/// AveragePool whose padding ATen's kernel cannot take (pads whose begin and end differ, from
+/// `pads` or `auto_pad` SAME_*; a pool pad over half its window): the op then runs unpadded on
+/// that copy. 0 when it runs natively, or for other ops. The copy is scratch of a forward
+/// without autograd, saved in place of the input with it (savedForBackward: extra bytes, the
+/// input left out), read by a Conv's blocked-layout reorders, and its gradient, of which the
+/// input's is a view, adds its padding to the backward's scratch.
+uint64_t paddedInputBytes(const Graph& graph, const Node& node);
+
 /// Temporaries the op's forward kernel allocates beyond its outputs, while it runs. Conv:
 /// oneDNN (LibTorch's CPU convolution) reorders the larger of input and output, and the
 /// weight, into its blocked layout with channels padded to a multiple of 16, next to a padded
