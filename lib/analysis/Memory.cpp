@@ -328,8 +328,13 @@ MemoryAnalysis analyzeMemory(const Graph& g, std::vector<NodeId> order) {
     addRange(bwd, static_cast<int64_t>(i), static_cast<int64_t>(i), extra);
   }
   for (size_t i = 0; i < n; ++i) addRange(bwd, static_cast<int64_t>(i), static_cast<int64_t>(i), gradsLive[i]);
-  for (size_t i = 0; i < n; ++i)
-    addRange(fwd, static_cast<int64_t>(i), static_cast<int64_t>(i), ir::forwardScratchBytes(g, g.node(m.order[i])));
+  for (size_t i = 0; i < n; ++i) {
+    // The store-all forward records autograd: a padded copy of the input is saved (extraAt).
+    const ir::Node& node = g.node(m.order[i]);
+    const uint64_t scratch = ir::forwardScratchBytes(g, node);
+    addRange(fwd, static_cast<int64_t>(i), static_cast<int64_t>(i),
+             m.keepsTape[m.order[i]] ? scratch - std::min(scratch, ir::paddedInputBytes(g, node)) : scratch);
+  }
   for (size_t i = 0; i < n; ++i) {
     addRange(fwd, static_cast<int64_t>(i), static_cast<int64_t>(n) - 1, extraAt[i]);
     addRange(bwd, static_cast<int64_t>(i), static_cast<int64_t>(n) - 1, extraAt[i]);
