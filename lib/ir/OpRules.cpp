@@ -123,6 +123,42 @@ bool inputRequiresGrad(const Graph& g, const Node& n, size_t i, const std::vecto
 
 } // namespace
 
+WindowPadding windowPadding(const Node& n, const std::vector<int64_t>& spatial, const std::vector<int64_t>& kernel) {
+  const size_t rank = kernel.size();
+  WindowPadding w{std::vector<int64_t>(rank, 0), std::vector<int64_t>(rank, 0)};
+  const std::string autoPad = n.attrString("auto_pad", "NOTSET");
+  if (autoPad == "SAME_UPPER" || autoPad == "SAME_LOWER") {
+    const std::vector<int64_t> strides = n.attrInts("strides", std::vector<int64_t>(rank, 1));
+    const std::vector<int64_t> dilations = n.attrInts("dilations", std::vector<int64_t>(rank, 1));
+    for (size_t i = 0; i < rank && i < spatial.size() && i < strides.size() && i < dilations.size(); ++i) {
+      const int64_t in = spatial[i], st = std::max<int64_t>(strides[i], 1);
+      const int64_t out = (in + st - 1) / st;
+      const int64_t total = std::max<int64_t>(0, (out - 1) * st + (kernel[i] - 1) * dilations[i] + 1 - in);
+      const int64_t small = total / 2;
+      w.begin[i] = autoPad == "SAME_UPPER" ? small : total - small;
+      w.end[i] = total - w.begin[i];
+    }
+  } else if (autoPad != "VALID") {
+    const std::vector<int64_t> pads = n.attrInts("pads", std::vector<int64_t>(2 * rank, 0));
+    for (size_t i = 0; i < rank && i + rank < pads.size(); ++i) {
+      w.begin[i] = pads[i];
+      w.end[i] = pads[i + rank];
+    }
+  }
+  return w;
+}
+
+bool needsPaddedCopy(const Node& n, const WindowPadding& padding, const std::vector<int64_t>& kernel) {
+  if (n.op != Op::Conv && n.op != Op::MaxPool && n.op != Op::AveragePool) return false;
+  if (padding.begin != padding.end) return true;
+  const std::vector<int64_t> dilations = n.attrInts("dilations", std::vector<int64_t>(kernel.size(), 1));
+  for (size_t i = 0; i < kernel.size() && i < padding.begin.size(); ++i) {
+    if (n.op == Op::MaxPool && 2 * padding.begin[i] > (kernel[i] - 1) * (i < dilations.size() ? dilations[i] : 1) + 1) return true;
+    if (n.op == Op::AveragePool && 2 * padding.begin[i] > kernel[i]) return true;
+  }
+  return false;
+}
+
 uint64_t paddedInputBytes(const Graph& g, const Node& n) {
   if (n.op != Op::Conv && n.op != Op::MaxPool && n.op != Op::AveragePool) return 0;
   const Value* x = inputOf(g, n, 0);
@@ -135,41 +171,15 @@ uint64_t paddedInputBytes(const Graph& g, const Node& n) {
     kernel.assign(w->type.shape.begin() + 2, w->type.shape.end());
   }
   if (kernel.size() != rank) return 0;
-  const std::vector<int64_t> strides = n.attrInts("strides", std::vector<int64_t>(rank, 1));
-  const std::vector<int64_t> dilations = n.attrInts("dilations", std::vector<int64_t>(rank, 1));
-  if (strides.size() != rank || dilations.size() != rank) return 0;
-  // The runtime's window (Kernels.cpp windowOf): ONNX's auto_pad, else `pads`.
-  std::vector<int64_t> begin(rank, 0), end(rank, 0);
-  const std::string autoPad = n.attrString("auto_pad", "NOTSET");
-  if (autoPad == "SAME_UPPER" || autoPad == "SAME_LOWER") {
-    for (size_t i = 0; i < rank; ++i) {
-      const int64_t in = x->type.shape[i + 2], st = std::max<int64_t>(strides[i], 1);
-      const int64_t out = (in + st - 1) / st;
-      const int64_t total = std::max<int64_t>(0, (out - 1) * st + (kernel[i] - 1) * dilations[i] + 1 - in);
-      const int64_t small = total / 2;
-      begin[i] = autoPad == "SAME_UPPER" ? small : total - small;
-      end[i] = total - begin[i];
-    }
-  } else if (autoPad != "VALID") {
-    const std::vector<int64_t> pads = n.attrInts("pads", std::vector<int64_t>(2 * rank, 0));
-    if (pads.size() != 2 * rank) return 0;
-    for (size_t i = 0; i < rank; ++i) {
-      begin[i] = pads[i];
-      end[i] = pads[i + rank];
-    }
-  }
-  bool native = begin == end;
-  for (size_t i = 0; i < rank && native; ++i) {
-    if (n.op == Op::MaxPool) native = 2 * begin[i] <= (kernel[i] - 1) * dilations[i] + 1;
-    if (n.op == Op::AveragePool) native = 2 * begin[i] <= kernel[i];
-  }
-  if (native) return 0;
-  uint64_t spatial = 1, padded = 1;
+  const std::vector<int64_t> spatial(x->type.shape.begin() + 2, x->type.shape.end());
+  const WindowPadding padding = windowPadding(n, spatial, kernel);
+  if (!needsPaddedCopy(n, padding, kernel)) return 0;
+  uint64_t elements = 1, padded = 1;
   for (size_t i = 0; i < rank; ++i) {
-    spatial = saturatingMul(spatial, static_cast<uint64_t>(std::max<int64_t>(x->type.shape[i + 2], 0)));
-    padded = saturatingMul(padded, static_cast<uint64_t>(std::max<int64_t>(x->type.shape[i + 2] + begin[i] + end[i], 0)));
+    elements = saturatingMul(elements, static_cast<uint64_t>(std::max<int64_t>(spatial[i], 0)));
+    padded = saturatingMul(padded, static_cast<uint64_t>(std::max<int64_t>(spatial[i] + padding.begin[i] + padding.end[i], 0)));
   }
-  return spatial == 0 ? 0 : saturatingMul(x->bytes / spatial, padded);
+  return elements == 0 ? 0 : saturatingMul(x->bytes / elements, padded);
 }
 
 SavedForBackward savedForBackward(const Graph& g, const Node& n, const std::vector<bool>* needsGrad) {

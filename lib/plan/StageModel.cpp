@@ -159,16 +159,16 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       s.cost = saturatingAdd(s.cost, nodeCost);
       // Elidable: a contraction whose every reader is in a later stage (not a graph output:
       // the loss reads those).
-      bool elided = cacheableOp(g, node) && m.lastUsePos[node.outputs[0]] > static_cast<int64_t>(s.last) && !isOutput[node.outputs[0]];
+      const bool contraction = cacheableOp(g, node);
+      bool elided = contraction && !isOutput[node.outputs[0]] && m.lastUsePos[node.outputs[0]] > static_cast<int64_t>(s.last);
       if (elided)
-        for (NodeId user : g.value(node.outputs[0]).users)
-          elided = elided && positionOf[user] > static_cast<int64_t>(s.last);
+        for (NodeId user : g.value(node.outputs[0]).users) elided = elided && positionOf[user] > static_cast<int64_t>(s.last);
       if (elided) {
         s.elidable.push_back(p);
         s.elidableFlops = saturatingAdd(s.elidableFlops, flops);
         s.elidableCost = saturatingAdd(s.elidableCost, nodeCost);
       }
-      if (cacheableOp(g, node) && m.lastUsePos[node.outputs[0]] >= 0) {
+      if (contraction && m.lastUsePos[node.outputs[0]] >= 0) {
         s.cacheable.push_back(node.outputs[0]);
         s.cacheableBytes = saturatingAdd(s.cacheableBytes, m.valueBytes[node.outputs[0]]);
       } else {
@@ -286,21 +286,23 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       if (sharers[m.storageOf[v]] > 1) continue; // its buffer may outlive it (a view, or a value with views)
       if (q > s.first) range(releaseDiff, 0, static_cast<int64_t>(q) - 1 - s.first, m.valueBytes[v]);
     }
-    int64_t f = 0, a = 0, b = 0, fc = 0, ac = 0, ae = 0;
-    for (size_t i = 0; i < ops; ++i) {
-      f += fwdDiff[i];
-      a += allDiff[i];
-      ae += allElidedDiff[i];
-      s.forwardAllElidedTransientBytes = std::max<uint64_t>(s.forwardAllElidedTransientBytes, static_cast<uint64_t>(std::max<int64_t>(ae, 0)));
-      fc += fwdCacheDiff[i];
-      ac += allCacheDiff[i];
-      s.forwardCacheTransientBytes = std::max<uint64_t>(s.forwardCacheTransientBytes, static_cast<uint64_t>(std::max<int64_t>(fc, 0)));
-      s.forwardAllCacheTransientBytes = std::max<uint64_t>(s.forwardAllCacheTransientBytes, static_cast<uint64_t>(std::max<int64_t>(ac, 0)));
-      b += bwdDiff[i] - releaseDiff[i];
-      s.forwardTransientBytes = std::max<uint64_t>(s.forwardTransientBytes, static_cast<uint64_t>(std::max<int64_t>(f, 0)));
-      s.forwardAllTransientBytes = std::max<uint64_t>(s.forwardAllTransientBytes, static_cast<uint64_t>(std::max<int64_t>(a, 0)));
-      s.backwardTransientBytes = std::max<uint64_t>(s.backwardTransientBytes, static_cast<uint64_t>(std::max<int64_t>(b, 0)));
-    }
+    // Each working set's peak: the largest running sum of its differences over the stage.
+    auto peakOf = [ops](const std::vector<int64_t>& diff) {
+      int64_t run = 0;
+      uint64_t peak = 0;
+      for (size_t i = 0; i < ops; ++i) {
+        run += diff[i];
+        peak = std::max<uint64_t>(peak, static_cast<uint64_t>(std::max<int64_t>(run, 0)));
+      }
+      return peak;
+    };
+    for (size_t i = 0; i < ops; ++i) bwdDiff[i] -= releaseDiff[i];
+    s.forwardTransientBytes = peakOf(fwdDiff);
+    s.forwardAllTransientBytes = peakOf(allDiff);
+    s.forwardCacheTransientBytes = peakOf(fwdCacheDiff);
+    s.forwardAllCacheTransientBytes = peakOf(allCacheDiff);
+    s.forwardAllElidedTransientBytes = peakOf(allElidedDiff);
+    s.backwardTransientBytes = peakOf(bwdDiff);
     m.onePassFlops = saturatingAdd(m.onePassFlops, s.forwardFlops);
     m.onePassCost = saturatingAdd(m.onePassCost, s.cost);
   }

@@ -82,39 +82,26 @@ at::Tensor asFloat(const at::Tensor& t) {
   return t.to(at::kFloat);
 }
 
-/// Pads of a convolution or pooling window over the spatial dims (ONNX auto_pad rules).
+/// A convolution or pooling window over the spatial dims; its padding by ONNX's rules
+/// (ir::windowPadding), shared with the memory rules.
 struct Window {
   Ints kernel, strides, dilations, begin, end;
-  bool symmetric() const { return begin == end; }
 };
 
 Window windowOf(const Node& n, at::IntArrayRef spatial, Ints kernel) {
   const size_t rank = kernel.size();
   Window w;
-  w.kernel = std::move(kernel);
   w.strides = n.attrInts("strides", Ints(rank, 1));
   w.dilations = n.attrInts("dilations", Ints(rank, 1));
-  w.begin.assign(rank, 0);
-  w.end.assign(rank, 0);
-  const std::string autoPad = n.attrString("auto_pad", "NOTSET");
-  if (autoPad == "SAME_UPPER" || autoPad == "SAME_LOWER") {
-    for (size_t i = 0; i < rank; ++i) {
-      int64_t in = spatial[i], s = w.strides[i];
-      int64_t out = (in + s - 1) / s;
-      int64_t total = std::max<int64_t>(0, (out - 1) * s + (w.kernel[i] - 1) * w.dilations[i] + 1 - in);
-      int64_t small = total / 2;
-      w.begin[i] = autoPad == "SAME_UPPER" ? small : total - small;
-      w.end[i] = total - w.begin[i];
-    }
-  } else if (autoPad != "VALID") {
-    Ints pads = n.attrInts("pads", Ints(2 * rank, 0));
-    for (size_t i = 0; i < rank; ++i) {
-      w.begin[i] = pads[i];
-      w.end[i] = pads[i + rank];
-    }
-  }
+  ir::WindowPadding padding = ir::windowPadding(n, Ints(spatial.begin(), spatial.end()), kernel);
+  w.kernel = std::move(kernel);
+  w.begin = std::move(padding.begin);
+  w.end = std::move(padding.end);
   return w;
 }
+
+/// Whether ATen's kernel cannot take the window's padding (ir::needsPaddedCopy).
+bool needsPaddedCopy(const Node& n, const Window& w) { return ir::needsPaddedCopy(n, ir::WindowPadding{w.begin, w.end}, w.kernel); }
 
 /// at::constant_pad_nd's list for pads of the trailing dims (last dim first).
 Ints torchPads(const Ints& begin, const Ints& end) {
@@ -288,7 +275,7 @@ ConvCall convCall(const Node& n, const Tensors& in) {
   const int64_t rank = w.dim() - 2;
   Window win = windowOf(n, in[0].sizes().slice(2), Ints(w.sizes().begin() + 2, w.sizes().end()));
   ConvCall c{in[0], win.strides, win.begin, win.dilations, n.attrInt("group", 1)};
-  if (!win.symmetric()) {
+  if (needsPaddedCopy(n, win)) {
     c.x = at::constant_pad_nd(c.x, torchPads(win.begin, win.end), 0);
     c.padding.assign(static_cast<size_t>(rank), 0);
   }
@@ -471,8 +458,7 @@ Tensors maxPool(const KernelContext&, const Graph&, const Node& n, const Tensors
   const Ints spatial(x.sizes().begin() + 2, x.sizes().end());
   Window w = windowOf(n, x.sizes().slice(2), n.attrInts("kernel_shape"));
   const bool ceilMode = n.attrInt("ceil_mode", 0) != 0;
-  bool native = w.symmetric();
-  for (size_t i = 0; i < rank && native; ++i) native = 2 * w.begin[i] <= (w.kernel[i] - 1) * w.dilations[i] + 1;
+  const bool native = !needsPaddedCopy(n, w);
   Ints padding = w.begin;
   if (!native) {
     x = at::constant_pad_nd(x, torchPads(w.begin, w.end), -std::numeric_limits<double>::infinity());
@@ -530,8 +516,7 @@ Tensors averagePool(const KernelContext&, const Graph&, const Node& n, const Ten
   Window w = windowOf(n, x.sizes().slice(2), n.attrInts("kernel_shape"));
   const bool ceilMode = n.attrInt("ceil_mode", 0) != 0;
   const bool countPad = n.attrInt("count_include_pad", 0) != 0;
-  bool native = w.symmetric();
-  for (size_t i = 0; i < rank && native; ++i) native = 2 * w.begin[i] <= w.kernel[i];
+  const bool native = !needsPaddedCopy(n, w);
   if (native) return one(avgPoolRaw(x, w.kernel, w.strides, w.begin, ceilMode, countPad, c10::nullopt));
   // Asymmetric pads: window sums over the zero-padded input divided by the number of window
   // elements that are inputs (or inputs and pads).

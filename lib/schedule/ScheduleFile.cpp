@@ -161,27 +161,24 @@ Status validateSchedule(const ScheduleFile& f, const ir::Graph& graph, const std
   if (!model) return model.status();
   Expected<plan::SimResult> sim = plan::simulate(*model, f.instructions);
   if (!sim) return badInput(source + ": invalid instruction stream: " + sim.status().message());
-  const bool recorded = sim->peakBytes == f.predictedPeakBytes && std::fabs(sim->recomputeRatio - f.recomputeRatio) <= 1e-5;
-  if (!recorded) {
-    // Written before elided forwards: the same stream's figures without them.
+  auto recorded = [&f](const plan::SimResult& r) {
+    return r.peakBytes == f.predictedPeakBytes && std::fabs(r.recomputeRatio - f.recomputeRatio) <= 1e-5;
+  };
+  if (!recorded(*sim)) {
+    // A file written before elided forwards records the same stream's figures without them.
     Expected<plan::SimResult> before = plan::simulate(*model, f.instructions, /*elide=*/false);
-    if (before && before->peakBytes == f.predictedPeakBytes && std::fabs(before->recomputeRatio - f.recomputeRatio) <= 1e-5) {
-      if (note)
-        *note = source + ": written by a tbp whose forwards before a backward did not elide contractions; it runs as it is, "
-                         "simulated now at peak " + std::to_string(sim->peakBytes) + " bytes (file: " + std::to_string(f.predictedPeakBytes) +
-                "), recompute ratio " + formatFixed(sim->recomputeRatio, 6) + " (file: " + formatFixed(f.recomputeRatio, 6) + ")";
-      if (f.budgetBytes && *f.budgetBytes < sim->peakBytes)
-        return badInput(source + ": the budget " + std::to_string(*f.budgetBytes) + " bytes is below the predicted peak " +
-                        std::to_string(sim->peakBytes) + " bytes");
-      return Status::ok();
+    if (!before || !recorded(*before)) {
+      if (sim->peakBytes != f.predictedPeakBytes)
+        return badInput(source + ": 'predicted_peak_bytes' says " + std::to_string(f.predictedPeakBytes) +
+                        " but the stream simulates to " + std::to_string(sim->peakBytes) + "; the file was edited");
+      return badInput(source + ": 'recompute_ratio' says " + formatFixed(f.recomputeRatio, 6) + " but the stream simulates to " +
+                      formatFixed(sim->recomputeRatio, 6) + "; the file was edited");
     }
+    if (note)
+      *note = source + ": written by a tbp whose forwards before a backward did not elide contractions; it runs as it is, "
+                       "simulated now at peak " + std::to_string(sim->peakBytes) + " bytes (file: " + std::to_string(f.predictedPeakBytes) +
+              "), recompute ratio " + formatFixed(sim->recomputeRatio, 6) + " (file: " + formatFixed(f.recomputeRatio, 6) + ")";
   }
-  if (sim->peakBytes != f.predictedPeakBytes)
-    return badInput(source + ": 'predicted_peak_bytes' says " + std::to_string(f.predictedPeakBytes) +
-                    " but the stream simulates to " + std::to_string(sim->peakBytes) + "; the file was edited");
-  if (std::fabs(sim->recomputeRatio - f.recomputeRatio) > 1e-5)
-    return badInput(source + ": 'recompute_ratio' says " + formatFixed(f.recomputeRatio, 6) + " but the stream simulates to " +
-                    formatFixed(sim->recomputeRatio, 6) + "; the file was edited");
   if (f.budgetBytes && *f.budgetBytes < sim->peakBytes)
     return badInput(source + ": the budget " + std::to_string(*f.budgetBytes) + " bytes is below the predicted peak " +
                     std::to_string(sim->peakBytes) + " bytes");

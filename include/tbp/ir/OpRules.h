@@ -42,6 +42,20 @@ SavedForBackward savedForBackward(const Graph& graph, const Node& node, const st
 /// measured scratch (Node::scratch) gets the larger of the rule and the measurement.
 uint64_t backwardScratchBytes(const Graph& graph, const Node& node, const std::vector<bool>* needsGrad = nullptr);
 
+/// The padding of a Conv or pooling window over spatial dims of sizes `spatial` with kernel
+/// extents `kernel`, by ONNX's rules: auto_pad SAME_UPPER/SAME_LOWER split the padding the
+/// output size needs (the odd one at the end/begin), VALID pads nothing, otherwise `pads`.
+/// The runtime's kernels and the memory rules both read a window's padding from here.
+struct WindowPadding {
+  std::vector<int64_t> begin, end;
+};
+WindowPadding windowPadding(const Node& node, const std::vector<int64_t>& spatial, const std::vector<int64_t>& kernel);
+
+/// Whether ATen's kernel for `node` cannot take `padding`, so that the runtime runs it on a
+/// padded copy of its input: a Conv, MaxPool or AveragePool whose padding is asymmetric, or a
+/// pool padded by more than half its (dilated) window. False for other ops.
+bool needsPaddedCopy(const Node& node, const WindowPadding& padding, const std::vector<int64_t>& kernel);
+
 /// Bytes of the padded copy of input 0 that the runtime makes for a Conv, MaxPool or
 /// AveragePool whose padding ATen's kernel cannot take (pads whose begin and end differ, from
 /// `pads` or `auto_pad` SAME_*; a pool pad over half its window): the op then runs unpadded on
