@@ -138,6 +138,17 @@ double predictedRecomputeSeconds(const plan::StageModel& model, const plan::SimR
 /// Measured forward time by op type, the slowest `rows` first, with their FLOP estimate.
 std::string costsByOp(const ir::Graph& graph, const plan::NodeCosts& costs, size_t rows);
 
+/// The forward FLOPs of the ops that LibTorch runs through the BLAS on a CPU (MatMul, Gemm,
+/// Einsum: runtime::BlasInfo) and of the whole graph.
+struct BlasFlops {
+  uint64_t blas = 0, total = 0;
+  double share() const { return total ? static_cast<double>(blas) / static_cast<double>(total) : 0.0; }
+};
+BlasFlops blasFlops(const ir::Graph& graph);
+/// For a CPU run or profile: the warning that the graph's BLAS ops (at least 1 GFLOP a forward,
+/// a quarter of a second or more there) run on the reference BLAS; empty when they do not.
+std::string referenceBlasWarning(const ir::Graph& graph, const runtime::BlasInfo& blas);
+
 /// Prints `status` as `tbp: error: message` and returns its exit code.
 int reportError(Io& io, const Status& status);
 

@@ -230,6 +230,26 @@ double predictedRecomputeSeconds(const plan::StageModel& model, const plan::SimR
   return static_cast<double>(sim.forwardCost - std::min(sim.forwardCost, model.onePassCost)) * 1e-9;
 }
 
+BlasFlops blasFlops(const ir::Graph& graph) {
+  BlasFlops f;
+  for (ir::NodeId n = 0; n < graph.numNodes(); ++n) {
+    const ir::Node& node = graph.node(n);
+    const uint64_t flops = ir::estimateFlops(graph, node);
+    f.total += flops;
+    if (node.op == ir::Op::MatMul || node.op == ir::Op::Gemm || node.op == ir::Op::Einsum) f.blas += flops;
+  }
+  return f;
+}
+
+std::string referenceBlasWarning(const ir::Graph& graph, const runtime::BlasInfo& blas) {
+  const BlasFlops f = blasFlops(graph);
+  if (blas.kind != "reference" || f.blas < 1'000'000'000) return "";
+  return "MatMul, Gemm and Einsum (" + formatFixed(100.0 * f.share(), 1) + "% of the forward's FLOPs) run on the reference BLAS " +
+         blas.library +
+         ", about 5 GFLOP/s a core, tens of times slower than the convolutions' oneDNN; a tuned libblas.so.3 runs them at full speed "
+         "(Debian: apt install libopenblas0-openmp; docs/runtime.md \"BLAS\")";
+}
+
 std::string costsByOp(const ir::Graph& graph, const plan::NodeCosts& costs, size_t rows) {
   std::map<std::string, std::pair<uint64_t, uint64_t>> byOp; // op -> (ns, FLOPs)
   uint64_t total = 0;

@@ -77,6 +77,19 @@ struct RunReport {
 /// True when this build has the LibTorch runtime.
 bool available();
 
+/// The BLAS that LibTorch's CPU matrix products call: MatMul, Gemm and Einsum, their batched
+/// forms and their backward (convolutions run on oneDNN instead). Found by the library that
+/// the `sgemm_` symbol resolves to in this process, symlinks (Debian's libblas.so.3
+/// alternative) followed.
+struct BlasInfo {
+  /// reference (netlib: Debian's default libblas3, about 4 GFLOP/s on one core), openblas,
+  /// mkl, blis, atlas, other, or none (no BLAS loaded: a build without LibTorch)
+  std::string kind;
+  std::string library; ///< the resolved file; empty for none
+};
+/// The BLAS of this process (see BlasInfo).
+BlasInfo cpuBlas();
+
 /// The op types of `graph` the runtime has no kernel for, sorted, with counts ("Conv x20").
 std::vector<std::string> missingKernels(const ir::Graph& graph);
 

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <filesystem>
 #include <cmath>
 
 using namespace tbp;
@@ -191,6 +192,18 @@ TEST_CASE("skips, dead branches and constant factors cost what the simulator say
     }
     CHECK(r.measuredPeakBytes <= budget);
   }
+}
+
+TEST_CASE("the BLAS that LibTorch's matrix products call is found and named") {
+  // LibTorch's CPU library links a libblas.so.3: its sgemm_ resolves to an existing file.
+  const runtime::BlasInfo blas = runtime::cpuBlas();
+  CHECK(blas.kind != "none");
+  CHECK(std::filesystem::is_regular_file(blas.library));
+  const std::vector<std::string> kinds{"reference", "openblas", "mkl", "blis", "atlas", "other"};
+  CHECK(std::find(kinds.begin(), kinds.end(), blas.kind) != kinds.end());
+  // Debian's providers of the alternative, by folder.
+  if (blas.library.find("/blas/libblas.so") != std::string::npos) CHECK(blas.kind == "reference");
+  if (blas.library.find("openblas") != std::string::npos) CHECK(blas.kind == "openblas");
 }
 
 TEST_CASE("ops without kernels are reported, not run") {
