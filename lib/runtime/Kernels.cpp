@@ -11,6 +11,8 @@
 #include "tbp/ir/Op.h"
 #include "tbp/ir/OpRules.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
@@ -18,6 +20,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <numeric>
 
 namespace tbp::runtime {
@@ -640,6 +643,41 @@ Tensors logSoftmax(const KernelContext&, const Graph&, const Node& n, const Tens
   return one(at::log_softmax(in[0], n.attrInt("axis", -1)));
 }
 
+/// A bool mask whose elements are true with probability 1 - `ratio`. On a CPU it is drawn
+/// counter-based: one 64-bit key from `gen` (so a replay that restores the generator's state
+/// draws the same mask), then element i is kept when the i-th 32-bit half of SplitMix64's
+/// output stream from that key is at least round(ratio * 2^32). ATen's bernoulli_ draws a
+/// double from its Mersenne twister per element, serially: about 4 ns an element, which was
+/// 28 % of GPT-2's forward once its MatMuls ran on OpenBLAS (docs/benchmarks.md). Elsewhere
+/// (CUDA's bernoulli_ is Philox-based and parallel) ATen draws it.
+at::Tensor keepMask(const at::Tensor& x, double ratio, const c10::optional<at::Generator>& gen) {
+  at::Tensor keep = at::empty(x.sizes(), x.options().dtype(at::kBool));
+  if (!x.device().is_cpu()) return keep.bernoulli_(1.0 - ratio, gen);
+  at::Generator g = gen ? *gen : at::detail::getDefaultCPUGenerator();
+  uint64_t key = 0;
+  {
+    auto* impl = g.get<at::CPUGeneratorImpl>();
+    std::lock_guard<std::mutex> lock(impl->mutex_);
+    key = impl->random64();
+  }
+  const uint64_t threshold = static_cast<uint64_t>(std::llround(std::clamp(ratio, 0.0, 1.0) * 4294967296.0));
+  bool* out = keep.data_ptr<bool>();
+  const int64_t n = keep.numel();
+  // Two elements per 64-bit output; the pairs are independent, so threads split them freely
+  // and the mask does not depend on --threads.
+  at::parallel_for(0, (n + 1) / 2, 1 << 14, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      uint64_t z = key + static_cast<uint64_t>(j + 1) * 0x9E3779B97F4A7C15ULL;
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+      z ^= z >> 31;
+      out[2 * j] = (z & 0xFFFFFFFFULL) >= threshold;
+      if (2 * j + 1 < n) out[2 * j + 1] = (z >> 32) >= threshold;
+    }
+  });
+  return keep;
+}
+
 Tensors dropout(const KernelContext& context, const Graph&, const Node& n, const Tensors& in) {
   const at::Tensor& x = in[0];
   const double ratio = has(in, 1) ? scalar(in[1]) : n.attrFloat("ratio", 0.5);
@@ -652,7 +690,7 @@ Tensors dropout(const KernelContext& context, const Graph&, const Node& n, const
   }
   c10::optional<at::Generator> gen;
   if (context.generator) gen = *context.generator;
-  at::Tensor keep = at::empty(x.sizes(), x.options().dtype(at::kBool)).bernoulli_(1.0 - ratio, gen);
+  at::Tensor keep = keepMask(x, ratio, gen);
   // Autograd saves only the bool mask (Ops.def's Mask); scaling the fresh result in place
   // saves nothing more. `where`, not x * keep: the product promotes the mask to x's type in
   // a temporary the size of x, forward and backward.

@@ -391,6 +391,50 @@ TEST_CASE("fused GELUs give the exact formulas' loss and the expansions' gradien
   CHECK(worst <= 1e-6 + 1e-5 * scale);
 }
 
+TEST_CASE("Dropout keeps 1 - ratio of the elements, the same ones for a seed whatever the threads") {
+  // The parameter's gradient is the mask scaled by 1 / (1 - ratio): it shows which elements
+  // the step kept.
+  ir::Graph g = tbp::testing::parseOk(R"(graph drop {
+    param %w : f32[1024,1024]
+    const %ratio : f32[] = [0.3]
+    const %train : bool[] = [1]
+    %d : f32[1024,1024] = Dropout(%w, %ratio, %train)
+    %loss : f32[] = SumLoss(%d)
+    output %loss
+  })");
+  plan::StageModel m = stages(g);
+  auto mask = [&](uint64_t seed, int threads) {
+    runtime::RunOptions options;
+    options.seed = seed;
+    options.threads = threads;
+    options.keepGradients = true;
+    Expected<runtime::RunReport> r = runtime::runTrainingStep(g, m, plan::storeAllStream(m.size()), options);
+    REQUIRE_MESSAGE(r.hasValue(), r.status().message());
+    REQUIRE(r->gradients.size() == 1);
+    const NpyArray& a = r->gradients[0].array;
+    REQUIRE(a.data.size() == 1024 * 1024 * sizeof(float));
+    std::vector<bool> kept(1024 * 1024);
+    size_t other = 0; // neither dropped (0) nor kept and scaled
+    for (size_t i = 0; i < kept.size(); ++i) {
+      float v = 0;
+      std::memcpy(&v, a.data.data() + i * sizeof(float), sizeof v);
+      other += v != 0.0f && std::fabs(v - 1.0f / 0.7f) > 1e-6f;
+      kept[i] = v != 0.0f;
+    }
+    CHECK(other == 0);
+    return kept;
+  };
+  const std::vector<bool> one = mask(7, 1), two = mask(7, 2), other = mask(8, 1);
+  const double fraction = static_cast<double>(std::count(one.begin(), one.end(), true)) / static_cast<double>(one.size());
+  CHECK(fraction == doctest::Approx(0.7).epsilon(0.003)); // 5 standard deviations over 2^20 draws
+  CHECK(one == two);
+  CHECK(one != other);
+  // Neighbouring elements are not drawn alike (two come from each 64-bit output).
+  size_t same = 0;
+  for (size_t i = 0; i + 1 < one.size(); i += 2) same += one[i] == one[i + 1];
+  CHECK(static_cast<double>(same) / (one.size() / 2) == doctest::Approx(0.7 * 0.7 + 0.3 * 0.3).epsilon(0.01));
+}
+
 TEST_CASE("Gelu and Dropout cost what the simulator says, instruction by instruction") {
   // Gelu keeps its input and allocates nothing in its backward beyond the gradient; Dropout
   // keeps its bool mask (materialized as an output or not), and neither direction makes a
