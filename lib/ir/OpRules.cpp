@@ -226,9 +226,9 @@ SavedForBackward savedForBackward(const Graph& g, const Node& n, const std::vect
     break;
   case ExtraSaved::MaxIndices: saved.extraBytes = y ? saturatingMul(numel(*y), 8) : 0; break;
   case ExtraSaved::BatchStats: saved.extraBytes = saturatingMul(8, dim(x, 1)); break;
-  // Mean and inverse deviation per instance, and the scale repeated per instance (ATen runs
-  // instance norm as a batch norm over N*C channels, whose backward keeps that weight).
-  case ExtraSaved::InstanceStats: saved.extraBytes = saturatingMul(12, saturatingMul(dim(x, 0), dim(x, 1))); break;
+  // Mean and inverse deviation per instance (the runtime runs instance norm as ATen's group
+  // norm with a group per channel, which saves both as [N, C]).
+  case ExtraSaved::InstanceStats: saved.extraBytes = saturatingMul(8, saturatingMul(dim(x, 0), dim(x, 1))); break;
   case ExtraSaved::RowStats: {
     if (!x) break;
     int64_t rank = static_cast<int64_t>(x->type.shape.size());
@@ -334,11 +334,10 @@ uint64_t tableBackwardScratch(const Graph& graph, const Node& node, const std::v
   if (node.outputs.empty()) return 0;
   if (node.op == Op::Resize || node.op == Op::Upsample) return resampleScratchBytes(graph, node, true);
   if (node.op == Op::InstanceNormalization) {
-    // ATen's batch-norm backward on the [1, N*C, ...] view: an output-sized temporary and
-    // per-instance sums. (A second output-sized buffer once measured here was the forward's
-    // batch-norm output, pinned by the view ATen returns; the runtime's kernels return no
-    // autograd views since 2026-12-05.)
-    return saturatingAdd(graph.value(node.outputs[0]).bytes, saturatingMul(8, instances(graph, node)));
+    // ATen's group-norm backward (a group per channel): two per-instance sums, no map-sized
+    // temporary (measured 2026-12-05; the batch norm over an [1, N*C, ...] view that ran
+    // instance norm before made an output-sized one).
+    return saturatingMul(8, instances(graph, node));
   }
   if (node.op == Op::Conv) {
     const ConvLayout c = convLayout(graph, node);
@@ -384,7 +383,9 @@ uint64_t tableForwardScratch(const Graph& graph, const Node& node) {
   // ATen's einsum can return its batched product permuted; the runtime makes every value
   // contiguous, so the product and its copy can both be alive.
   if (node.op == Op::Einsum && !node.outputs.empty()) return graph.value(node.outputs[0]).bytes;
-  if (node.op == Op::InstanceNormalization) return saturatingMul(24, instances(graph, node));
+  // Group norm's mean and inverse deviation, per instance (freed after a forward without
+  // autograd; saved with it: ExtraSaved::InstanceStats).
+  if (node.op == Op::InstanceNormalization) return saturatingMul(8, instances(graph, node));
   if (node.op != Op::Conv) return 0;
   const ConvLayout c = convLayout(graph, node);
   if (c.input == 0) return 0;

@@ -345,6 +345,10 @@ struct KeptGemm : torch::autograd::Function<KeptGemm> {
     ctx->saved_data["beta"] = beta;
     ctx->saved_data["c"] = c.sizes().vec();
     ctx->saved_data["hasC"] = hasC;
+    // As autograd's addmm records it: strides (1, rows).
+    auto columnMajor = [](const at::Tensor& t) { return t.dim() == 2 && t.stride(0) == 1 && t.stride(1) == t.size(0); };
+    ctx->saved_data["aColumnMajor"] = columnMajor(a);
+    ctx->saved_data["bColumnMajor"] = columnMajor(b);
     return y->detach();
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -354,12 +358,19 @@ struct KeptGemm : torch::autograd::Function<KeptGemm> {
     at::Tensor ga, gb, gc;
     // Scaled in place, and not at all by 1: a scaled copy would be a second gradient-sized
     // buffer next to the product (an MLP layer's B measured one map over the simulator).
+    // The products autograd's addmm backward computes (mm_mat1_backward, mm_mat2_backward): an
+    // operand given transposed (transA/transB: column-major) gets its gradient as the
+    // transpose of the product for the untransposed matrix. A BLAS that blocks by layout
+    // (OpenBLAS) rounds the two forms differently, so this keeps a replayed step's gradients
+    // bit-identical to store-all's.
     if (ctx->needs_input_grad(0)) {
-      ga = at::mm(g, saved[1].t());
+      const at::Tensor& b = saved[1];
+      ga = ctx->saved_data["aColumnMajor"].toBool() ? at::mm(b, g.t()).t() : at::mm(g, b.t());
       if (alpha != 1.0) ga.mul_(alpha);
     }
     if (ctx->needs_input_grad(1)) {
-      gb = at::mm(saved[0].t(), g);
+      const at::Tensor& a = saved[0];
+      gb = ctx->saved_data["bColumnMajor"].toBool() ? at::mm(g.t(), a).t() : at::mm(a.t(), g);
       if (alpha != 1.0) gb.mul_(alpha);
     }
     if (ctx->saved_data["hasC"].toBool() && ctx->needs_input_grad(2)) {
@@ -617,8 +628,11 @@ Tensors batchNorm(const KernelContext& context, const Graph&, const Node& n, con
   return {y, newMean, newVar, stats[0], stats[1]};
 }
 
+/// ATen's group norm with one group per channel: the same statistics as at::instance_norm,
+/// from one vectorized pass instead of a batch norm over an [1, N*C, ...] view, 3x faster
+/// forward and backward on the U-Net's GroupNorm instances (docs/runtime.md).
 Tensors instanceNorm(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
-  return one(at::instance_norm(in[0], in[1], in[2], c10::nullopt, c10::nullopt, true, 0.0, n.attrFloat("epsilon", 1e-5), false));
+  return one(at::group_norm(in[0], in[0].size(1), in[1], in[2], n.attrFloat("epsilon", 1e-5)));
 }
 
 Tensors layerNorm(const KernelContext&, const Graph& g, const Node& n, const Tensors& in) {

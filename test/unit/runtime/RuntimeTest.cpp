@@ -1049,8 +1049,9 @@ TEST_CASE("resizes, instance norms and convolutions with channels off the blocke
     rule[out] = {ir::forwardScratchBytes(g, node), ir::backwardScratchBytes(g, node, &mem.needsGrad)};
     CHECK(seen[out].forward + slack >= rule[out].forward);
     CHECK(seen[out].forward <= rule[out].forward + slack);
-    // InstanceNormalization's backward: one output-sized temporary and per-instance sums.
-    if (node.op == ir::Op::InstanceNormalization) CHECK(rule[out].backward == g.value(node.outputs[0]).bytes + 8 * 8 * 4);
+    // InstanceNormalization (ATen's group norm, a group per channel) makes two per-instance
+    // sums in its backward, no map-sized temporary.
+    if (node.op == ir::Op::InstanceNormalization) CHECK(rule[out].backward == 8 * 8 * 4);
     CHECK(seen[out].backward + slack >= rule[out].backward);
     CHECK(seen[out].backward <= rule[out].backward + slack);
   }
