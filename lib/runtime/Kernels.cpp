@@ -175,6 +175,8 @@ Tensors celu(const KernelContext&, const Graph&, const Node& n, const Tensors& i
 Tensors gelu(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
   return one(at::gelu(in[0], n.attrString("approximate", "none")));
 }
+/// x · sigmoid(x) in one kernel; its backward (ATen's silu_backward) reads x only.
+Tensors silu(const KernelContext&, const Graph&, const Node&, const Tensors& in) { return one(at::silu(in[0])); }
 Tensors leakyRelu(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
   return one(at::leaky_relu(in[0], n.attrFloat("alpha", 0.01)));
 }
@@ -1213,7 +1215,7 @@ constexpr std::pair<ir::Op, Kernel> kKernels[] = {
     K(Identity, identity), K(Relu, relu), K(LeakyRelu, leakyRelu), K(Elu, elu), K(Selu, selu), K(Celu, celu),
     K(Sigmoid, sigmoid), K(HardSigmoid, hardSigmoid), K(HardSwish, hardSwish), K(Tanh, tanh),
     K(Softplus, softplus), K(Softsign, softsign), K(Exp, exp), K(Log, log), K(Sqrt, sqrt),
-    K(Reciprocal, reciprocal), K(Neg, neg), K(Abs, abs), K(Erf, erf), K(Gelu, gelu), K(Sin, sin), K(Cos, cos),
+    K(Reciprocal, reciprocal), K(Neg, neg), K(Abs, abs), K(Erf, erf), K(Gelu, gelu), K(Silu, silu), K(Sin, sin), K(Cos, cos),
     K(Sign, sign), K(Floor, floor), K(Ceil, ceil), K(Round, round), K(Not, logicalNot), K(IsNaN, isNaN),
     K(IsInf, isInf), K(Cast, cast), K(Clip, clip), K(Dropout, dropout),
     K(Add, add), K(Sub, sub), K(Mul, mul), K(Div, div), K(Pow, pow), K(Max, max), K(Min, min),

@@ -1,6 +1,7 @@
 #include "Fusion.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <optional>
@@ -44,12 +45,13 @@ std::optional<double> scalarOf(const TP& t) {
   return std::nullopt;
 }
 
-/// One fused pattern: the nodes it replaces and the Gelu that takes their place.
+/// One fused pattern: the nodes it replaces and the unary op that takes their place.
 struct Match {
   std::vector<int> nodes; ///< indices of the pattern's nodes
   std::string x, y;       ///< input and output of the fused op
-  std::string approximate;
-  int anchor = -1;        ///< the Erf or Tanh node (names the fused one)
+  std::string op = "Gelu"; ///< the tbp op: Gelu or Silu
+  std::string approximate; ///< Gelu's attribute
+  int anchor = -1;        ///< the Erf, Tanh or Sigmoid node (names the fused one)
 };
 
 /// Structural queries over one graph's nodes, as the pattern matchers need them.
@@ -123,6 +125,21 @@ public:
       return product(*a, std::move(m));
     }
     return std::nullopt;
+  }
+
+  /// x · sigmoid(x), either way round, as torch.onnx exports nn.SiLU (Swish-1).
+  std::optional<Match> silu(int anchor) const {
+    const Node& sigmoid = g_.node(anchor);
+    if (!is(sigmoid, "Sigmoid") || sigmoid.input_size() != 1 || sigmoid.output_size() != 1) return std::nullopt;
+    const Node* mul = soleConsumer(sigmoid.output(0), "Mul");
+    if (!mul || otherOperand(*mul, "Mul", sigmoid.output(0)) != sigmoid.input(0)) return std::nullopt;
+    Match m;
+    m.op = "Silu";
+    m.anchor = anchor;
+    m.x = sigmoid.input(0);
+    m.y = mul->output(0);
+    m.nodes = {anchor, index(*mul)};
+    return m;
   }
 
   /// A Dropout that passes its input through: not in training mode (no training_mode input,
@@ -248,40 +265,24 @@ private:
   std::unordered_map<std::string, const TP*> initializers_;
 };
 
-std::string fusedName(const std::string& anchor) {
+/// `/blocks.0/mlp/act/Erf` -> `/blocks.0/mlp/act/Gelu`; `erf_3` -> `erf_3_gelu`.
+std::string fusedName(const std::string& anchor, const std::string& op) {
   if (anchor.empty()) return anchor;
   size_t slash = anchor.rfind('/');
-  return slash == std::string::npos ? anchor + "_gelu" : anchor.substr(0, slash + 1) + "Gelu";
+  std::string lower = op;
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return slash == std::string::npos ? anchor + "_" + lower : anchor.substr(0, slash + 1) + op;
 }
 
-} // namespace
-
-int elideInertDropouts(onnx::GraphProto& graph) {
-  std::vector<int> inert;
-  {
-    Patterns patterns(graph);
-    for (int i = 0; i < graph.node_size(); ++i)
-      if (patterns.inertDropout(i)) inert.push_back(i);
-  }
-  for (int i : inert) {
-    Node& n = *graph.mutable_node(i);
-    std::string in = n.input(0), out = n.output(0);
-    n.clear_input();
-    n.clear_output();
-    n.clear_attribute();
-    n.set_op_type("Identity");
-    n.add_input(in);
-    n.add_output(out);
-  }
-  return static_cast<int>(inert.size());
-}
-
-int fuseGelu(onnx::GraphProto& graph) {
+/// Finds the patterns `find` matches (each anchored at one node; a node joins at most one),
+/// keeps those whose input and output have the same inferred type (a pattern whose constants
+/// broadcast x to another shape, a [1,1] constant on an [8] input, is not one), and rewrites
+/// each into one tbp.fused node at its last node's place. Returns the number fused.
+template <typename Find>
+int fuse(onnx::GraphProto& graph, Find find) {
   std::vector<Match> matches;
   {
     Patterns patterns(graph);
-    // Gelu keeps its input's type: a pattern whose constants broadcast x to another shape
-    // (a [1,1] constant on an [8] input) is not one.
     std::unordered_map<std::string, const onnx::TypeProto*> types;
     for (const auto* list : {&graph.input(), &graph.value_info(), &graph.output()})
       for (const auto& vi : *list) types[vi.name()] = &vi.type();
@@ -293,8 +294,7 @@ int fuseGelu(onnx::GraphProto& graph) {
     };
     std::vector<bool> taken(static_cast<size_t>(graph.node_size()), false);
     for (int i = 0; i < graph.node_size(); ++i) {
-      std::optional<Match> m = patterns.erfGelu(i);
-      if (!m) m = patterns.tanhGelu(i);
+      std::optional<Match> m = find(patterns, i);
       if (!m || !sameType(m->x, m->y)) continue;
       if (std::any_of(m->nodes.begin(), m->nodes.end(), [&](int n) { return taken[static_cast<size_t>(n)]; })) continue;
       for (int n : m->nodes) taken[static_cast<size_t>(n)] = true;
@@ -321,16 +321,18 @@ int fuseGelu(onnx::GraphProto& graph) {
     auto it = fusedAt.find(i);
     if (it != fusedAt.end()) {
       const Match& m = *it->second;
-      Node* gelu = kept.Add();
-      gelu->set_op_type("Gelu");
-      gelu->set_domain(kFusedDomain);
-      gelu->set_name(fusedName(graph.node(m.anchor).name()));
-      gelu->add_input(m.x);
-      gelu->add_output(m.y);
-      onnx::AttributeProto* a = gelu->add_attribute();
-      a->set_name("approximate");
-      a->set_type(onnx::AttributeProto_AttributeType_STRING);
-      a->set_s(m.approximate);
+      Node* fused = kept.Add();
+      fused->set_op_type(m.op);
+      fused->set_domain(kFusedDomain);
+      fused->set_name(fusedName(graph.node(m.anchor).name(), m.op));
+      fused->add_input(m.x);
+      fused->add_output(m.y);
+      if (!m.approximate.empty()) {
+        onnx::AttributeProto* a = fused->add_attribute();
+        a->set_name("approximate");
+        a->set_type(onnx::AttributeProto_AttributeType_STRING);
+        a->set_s(m.approximate);
+      }
     } else if (!removed.count(i)) {
       *kept.Add() = std::move(*graph.mutable_node(i));
     }
@@ -348,6 +350,39 @@ int fuseGelu(onnx::GraphProto& graph) {
   }
   graph.mutable_node()->Swap(&nodes);
   return static_cast<int>(matches.size());
+}
+
+} // namespace
+
+int elideInertDropouts(onnx::GraphProto& graph) {
+  std::vector<int> inert;
+  {
+    Patterns patterns(graph);
+    for (int i = 0; i < graph.node_size(); ++i)
+      if (patterns.inertDropout(i)) inert.push_back(i);
+  }
+  for (int i : inert) {
+    Node& n = *graph.mutable_node(i);
+    std::string in = n.input(0), out = n.output(0);
+    n.clear_input();
+    n.clear_output();
+    n.clear_attribute();
+    n.set_op_type("Identity");
+    n.add_input(in);
+    n.add_output(out);
+  }
+  return static_cast<int>(inert.size());
+}
+
+int fuseGelu(onnx::GraphProto& graph) {
+  return fuse(graph, [](const Patterns& p, int i) {
+    std::optional<Match> m = p.erfGelu(i);
+    return m ? m : p.tanhGelu(i);
+  });
+}
+
+int fuseSilu(onnx::GraphProto& graph) {
+  return fuse(graph, [](const Patterns& p, int i) { return p.silu(i); });
 }
 
 } // namespace tbp::frontend

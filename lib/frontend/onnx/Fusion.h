@@ -34,4 +34,10 @@ int elideInertDropouts(onnx::GraphProto& graph);
 /// (the output keeps its value_info). Returns the number of GELUs fused.
 int fuseGelu(onnx::GraphProto& graph);
 
+/// Replaces each x · sigmoid(x) (a Sigmoid whose only reader is a Mul by the Sigmoid's own
+/// input, either way round: torch.onnx's nn.SiLU) by one `tbp.fused` Silu node. Silu keeps x
+/// for its backward where the pair kept x and sigmoid(x), and runs as one kernel. Same
+/// conditions and placement as fuseGelu. Returns the number of SiLUs fused.
+int fuseSilu(onnx::GraphProto& graph);
+
 } // namespace tbp::frontend

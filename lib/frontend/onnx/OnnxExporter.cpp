@@ -80,6 +80,33 @@ bool readByGradientInput(const ir::Graph& g, ir::ValueId id) {
   return false;
 }
 
+/// A Silu node as Sigmoid then Mul. The Sigmoid is named so that the importer's fused node
+/// gets `n`'s name back: `/a/Silu` from `/a/Sigmoid`, `x_silu` from `x`, none from none.
+void exportSilu(onnx::GraphProto& graph, const ir::Graph& g, const ir::Node& n, bool isOutput) {
+  const ir::Value& x = g.value(n.inputs[0]);
+  const ir::Value& y = g.value(n.outputs[0]);
+  std::string sigmoidName = n.name.empty() ? std::string() : n.name + "_sigmoid";
+  if (const std::string tail = "/Silu"; n.name.size() > tail.size() && n.name.compare(n.name.size() - tail.size(), tail.size(), tail) == 0)
+    sigmoidName = n.name.substr(0, n.name.size() - tail.size()) + "/Sigmoid";
+  else if (const std::string suffix = "_silu"; n.name.size() > suffix.size() && n.name.compare(n.name.size() - suffix.size(), suffix.size(), suffix) == 0)
+    sigmoidName = n.name.substr(0, n.name.size() - suffix.size());
+  onnx::NodeProto* sigmoid = graph.add_node();
+  sigmoid->set_op_type("Sigmoid");
+  sigmoid->set_name(sigmoidName);
+  sigmoid->add_input(x.name);
+  sigmoid->add_output(y.name + "_sigmoid");
+  onnx::ValueInfoProto& vi = *graph.add_value_info();
+  setValueInfo(vi, x);
+  vi.set_name(y.name + "_sigmoid");
+  onnx::NodeProto* mul = graph.add_node();
+  mul->set_op_type("Mul");
+  mul->set_name(n.name);
+  mul->add_input(x.name);
+  mul->add_input(y.name + "_sigmoid");
+  mul->add_output(y.name);
+  if (!isOutput) setValueInfo(*graph.add_value_info(), y);
+}
+
 } // namespace
 
 Expected<std::string> exportOnnx(const ir::Graph& g, const std::string& source) {
@@ -117,6 +144,12 @@ Expected<std::string> exportOnnx(const ir::Graph& g, const std::string& source) 
   for (ir::NodeId nid = 0; nid < g.numNodes(); ++nid) {
     const ir::Node& n = g.node(nid);
     const std::string type = ir::opName(n.op);
+    if (n.op == ir::Op::Silu && n.inputs.size() == 1 && n.outputs.size() == 1) {
+      // As ONNX spells it, x * Sigmoid(x); the importer fuses the pair back (fuseSilu) under
+      // this node's name.
+      exportSilu(*graph, g, n, outputs.count(n.outputs[0]) > 0);
+      continue;
+    }
     if (!std::binary_search(supported.begin(), supported.end(), type))
       return badInput(source + ": node '" + n.name + "' (" + type + ") has no ONNX equivalent and cannot be exported");
     for (ir::ValueId in : n.inputs) {

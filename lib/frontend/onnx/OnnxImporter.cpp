@@ -296,7 +296,10 @@ public:
     TBP_RETURN_IF_ERROR(inferShapes());
     elideInertDropouts(*model_.mutable_graph());
     elideIdentities();
-    if (options_.fuse) fuseGelu(*model_.mutable_graph());
+    if (options_.fuse) {
+      fuseGelu(*model_.mutable_graph());
+      fuseSilu(*model_.mutable_graph());
+    }
     return buildGraph();
   }
 

@@ -1,5 +1,7 @@
 #include "tbp/analysis/Memory.h"
 #include "tbp/analysis/Order.h"
+#include "../TestGraphs.h"
+#include "tbp/frontend/onnx/OnnxExporter.h"
 #include "tbp/frontend/onnx/OnnxImporter.h"
 #include "tbp/ir/TextFormat.h"
 
@@ -186,6 +188,74 @@ TEST_CASE("expanded GELUs fuse into Gelu, near misses stay as written") {
   const uint64_t tensor = 4 * 8 * 4;
   CHECK(tape(*fused) < tape(*plain));
   CHECK(tape(*plain) - tape(*fused) >= 8 * tensor);
+}
+
+TEST_CASE("x * sigmoid(x) fuses into Silu either way round; a shared sigmoid or another factor does not") {
+  // Written as tbp text IR, exported to ONNX (Sigmoid and Mul as torch.onnx writes nn.SiLU)
+  // and imported again.
+  ir::Graph g = tbp::testing::parseOk(R"(graph silus {
+    input %x : f32[4,8]
+    input %z : f32[4,8]
+    %s1 : f32[4,8] = Sigmoid(%x)
+    %a : f32[4,8] = Mul(%x, %s1)
+    %s2 : f32[4,8] = Sigmoid(%a)
+    %b : f32[4,8] = Mul(%s2, %a)
+    %s3 : f32[4,8] = Sigmoid(%b)
+    %c : f32[4,8] = Mul(%b, %s3)
+    %d : f32[4,8] = Add(%c, %s3)
+    %s4 : f32[4,8] = Sigmoid(%d)
+    %e : f32[4,8] = Mul(%z, %s4)
+    output %e
+  })");
+  Expected<std::string> bytes = exportOnnx(g, "silus");
+  REQUIRE_MESSAGE(bytes.hasValue(), bytes.status().message());
+  auto importAs = [&](bool fuse) {
+    OnnxImportOptions options;
+    options.fuse = fuse;
+    Expected<ir::Graph> back = importOnnxBytes(*bytes, "silus", options);
+    REQUIRE_MESSAGE(back.hasValue(), back.status().message());
+    return std::move(*back);
+  };
+  const ir::Graph fused = importAs(true), plain = importAs(false);
+  std::vector<std::pair<std::string, std::string>> silus; // input, output
+  std::map<std::string, int> ops;
+  for (const ir::Node& n : fused.nodes()) {
+    ++ops[ir::opName(n.op)];
+    if (n.op == ir::Op::Silu) silus.emplace_back(fused.value(n.inputs.at(0)).name, fused.value(n.outputs.at(0)).name);
+  }
+  // s3 is also read by the Add, and s4 multiplies z: those pairs stay as written.
+  CHECK(silus == std::vector<std::pair<std::string, std::string>>{{"x", "a"}, {"a", "b"}});
+  CHECK(ops == std::map<std::string, int>{{"Silu", 2}, {"Sigmoid", 2}, {"Mul", 2}, {"Add", 1}});
+  CHECK_FALSE(fused.findValue("s1").has_value());
+  CHECK(plain.numNodes() == g.numNodes());
+  // A Silu exports as the pair again and comes back the same.
+  Expected<std::string> again = exportOnnx(fused, "silus");
+  REQUIRE_MESSAGE(again.hasValue(), again.status().message());
+  Expected<ir::Graph> twice = importOnnxBytes(*again, "silus", OnnxImportOptions{});
+  REQUIRE_MESSAGE(twice.hasValue(), twice.status().message());
+  CHECK(ir::printGraph(*twice) == ir::printGraph(fused));
+  // Silu keeps x for its backward where the pair keeps x and sigmoid(x).
+  ir::Graph loss = tbp::testing::parseOk(R"(graph one {
+    input %x : f32[64,64]
+    param %w : f32[64,64]
+    %h : f32[64,64] = MatMul(%x, %w)
+    %s : f32[64,64] = Sigmoid(%h)
+    %y : f32[64,64] = Mul(%h, %s)
+    %l : f32[] = SumLoss(%y)
+    output %l
+  })");
+  ir::Graph fusedLoss = tbp::testing::parseOk(R"(graph one {
+    input %x : f32[64,64]
+    param %w : f32[64,64]
+    %h : f32[64,64] = MatMul(%x, %w)
+    %y : f32[64,64] = Silu(%h)
+    %l : f32[] = SumLoss(%y)
+    output %l
+  })");
+  auto tape = [](const ir::Graph& graph) {
+    return analysis::analyzeMemory(graph, analysis::computeOrder(graph, analysis::OrderHeuristic::File)).tapeBytes;
+  };
+  CHECK(tape(loss) - tape(fusedLoss) == 64 * 64 * 4);
 }
 
 TEST_CASE("Dropouts that pass their input through are elided, the others stay") {

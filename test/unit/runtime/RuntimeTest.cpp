@@ -435,8 +435,8 @@ TEST_CASE("Dropout keeps 1 - ratio of the elements, the same ones for a seed wha
   CHECK(static_cast<double>(same) / (one.size() / 2) == doctest::Approx(0.7 * 0.7 + 0.3 * 0.3).epsilon(0.01));
 }
 
-TEST_CASE("Gelu and Dropout cost what the simulator says, instruction by instruction") {
-  // Gelu keeps its input and allocates nothing in its backward beyond the gradient; Dropout
+TEST_CASE("Gelu, Silu and Dropout cost what the simulator says, instruction by instruction") {
+  // Gelu and Silu keep their input and allocate nothing in their backward beyond the gradient; Dropout
   // keeps its bool mask (materialized as an output or not), and neither direction makes a
   // temporary the size of its input (the kernel uses where, not a promoting x * mask).
   ir::Graph g = tbp::testing::parseOk(R"(graph gelus {
@@ -451,7 +451,8 @@ TEST_CASE("Gelu and Dropout cost what the simulator says, instruction by instruc
     %b : f32[1024,256] = MatMul(%d, %w2)
     %t : f32[1024,256] = Gelu(%b) {approximate="tanh"}
     %d2 : f32[1024,256] = Dropout(%t, %ratio, %train)
-    %u : f32[1024,256] = Gelu(%d2)
+    %v : f32[1024,256] = Silu(%d2)
+    %u : f32[1024,256] = Gelu(%v)
     %loss : f32[] = SumLoss(%u)
     output %loss
   })");
