@@ -14,7 +14,7 @@ The loss is the mean of the model's first output: tbp's default `--loss mean`.
 Usage:
   /usr/bin/python3 models/make_references.py --out DIR [--only NAME,...]
 Models: resnet18 (64x64 images, batch 32), mobilenet_v3_small (64x64, batch 384), gpt2 (tiny but 4 layers, batch 128),
-bert (tiny, batch 128), unet (tiny, batch 16).
+bert (tiny, batch 128), unet (tiny, batch 64).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ FOLD = {"unet"}
 # maps of its size) on top of weights and gradients: 52% of the store-all peak at batch 32, 29.6%
 # at 256 and 28.2% at 384. resnet18 has none at any batch (its stem BatchNorm backward alone is
 # 55% of the store-all peak), so it stays small.
-BATCH = {"resnet18": 32, "mobilenet_v3_small": 384, "gpt2": 128, "bert": 128, "unet": 16}
+BATCH = {"resnet18": 32, "mobilenet_v3_small": 384, "gpt2": 128, "bert": 128, "unet": 64}
 
 # Depth overrides of export_models' tiny configurations. The 2-layer tiny GPT-2's lower bound is
 # 32.7% of its store-all peak (one Gelu backward's working set against a short tape), so it has no

@@ -51,7 +51,7 @@ void addModelOptions(CLI::App& app, ModelOptions& options) {
   // One value per occurrence: `--dim batch=8 model.onnx` must not take the model as a second binding.
   app.add_option("--dim", options.dims, "bind a symbolic dimension, NAME=VALUE (repeatable)")->type_name("NAME=VALUE")->allow_extra_args(false);
   app.add_option("--freeze", options.freeze, "initializers to treat as frozen constants")->delimiter(',')->type_name("NAME,...")->allow_extra_args(false);
-  app.add_flag("--no-fuse", options.noFuse, "do not fuse expanded GELUs and SiLUs into one Gelu or Silu op at ONNX import");
+  app.add_flag("--no-fuse", options.noFuse, "do not fuse expanded GELUs, SiLUs and GroupNorms into one tbp op each at ONNX import");
   app.add_option("--loss", options.loss, "loss appended when the model has none: sum|mean|mse|cross_entropy")
       ->check(CLI::IsMember({"sum", "mean", "mse", "cross_entropy"}));
 }

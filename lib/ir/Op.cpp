@@ -14,7 +14,8 @@ constexpr FlopRule Zero = FlopRule::Zero, OutElem = FlopRule::OutElem, InElem = 
                    Pool = FlopRule::Pool;
 constexpr ExtraSaved None = ExtraSaved::None, Mask = ExtraSaved::Mask,
                      MaxIndices = ExtraSaved::MaxIndices, BatchStats = ExtraSaved::BatchStats,
-                     RowStats = ExtraSaved::RowStats, InstanceStats = ExtraSaved::InstanceStats;
+                     RowStats = ExtraSaved::RowStats, InstanceStats = ExtraSaved::InstanceStats,
+                     GroupStats = ExtraSaved::GroupStats;
 
 constexpr OpInfo kOpInfos[] = {
 #define TBP_OP(id, flops, perElem, savedIn, savedOut, extra, noGradIn, crossIn, bwdScratch)        \

@@ -229,6 +229,10 @@ SavedForBackward savedForBackward(const Graph& g, const Node& n, const std::vect
   // Mean and inverse deviation per instance (the runtime runs instance norm as ATen's group
   // norm with a group per channel, which saves both as [N, C]).
   case ExtraSaved::InstanceStats: saved.extraBytes = saturatingMul(8, saturatingMul(dim(x, 0), dim(x, 1))); break;
+  // ATen's group norm saves its mean and inverse deviation as [N, num_groups].
+  case ExtraSaved::GroupStats:
+    saved.extraBytes = saturatingMul(8, saturatingMul(dim(x, 0), static_cast<uint64_t>(std::max<int64_t>(n.attrInt("num_groups", 1), 1))));
+    break;
   case ExtraSaved::RowStats: {
     if (!x) break;
     int64_t rank = static_cast<int64_t>(x->type.shape.size());
@@ -339,6 +343,8 @@ uint64_t tableBackwardScratch(const Graph& graph, const Node& node, const std::v
     // instance norm before made an output-sized one).
     return saturatingMul(8, instances(graph, node));
   }
+  // ATen's group-norm backward: per-(instance, channel) sums ds and db, [N, C] each.
+  if (node.op == Op::GroupNorm) return saturatingMul(8, instances(graph, node));
   if (node.op == Op::Conv) {
     const ConvLayout c = convLayout(graph, node);
     if (c.input == 0) return 0;
@@ -386,6 +392,13 @@ uint64_t tableForwardScratch(const Graph& graph, const Node& node) {
   // Group norm's mean and inverse deviation, per instance (freed after a forward without
   // autograd; saved with it: ExtraSaved::InstanceStats).
   if (node.op == Op::InstanceNormalization) return saturatingMul(8, instances(graph, node));
+  // Its mean and inverse deviation, [N, num_groups] each.
+  if (node.op == Op::GroupNorm) {
+    const Value* x = inputOf(graph, node, 0);
+    if (!x || x->type.shape.empty()) return 0;
+    return saturatingMul(8, saturatingMul(static_cast<uint64_t>(x->type.shape[0]),
+                                          static_cast<uint64_t>(std::max<int64_t>(node.attrInt("num_groups", 1), 1))));
+  }
   if (node.op != Op::Conv) return 0;
   const ConvLayout c = convLayout(graph, node);
   if (c.input == 0) return 0;

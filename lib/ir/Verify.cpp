@@ -126,6 +126,22 @@ std::string operandProblem(const Graph& graph, const Node& node) {
     static const char* const kNames[] = {"scale", "bias"};
     return x && x->size() >= 2 ? perChannel(1, 3, (*x)[1], kNames) : std::string();
   }
+  case Op::GroupNorm: {
+    if (!x) return {};
+    if (x->size() < 2) return "input " + formatShape(*x) + " has no channel axis";
+    const int64_t channels = (*x)[1], groups = node.attrInt("num_groups", 0);
+    if (groups < 1 || channels % groups != 0)
+      return "attribute 'num_groups' " + std::to_string(groups) + " does not divide the " + std::to_string(channels) + " channels";
+    // One value per channel, as [C] or [C, 1, ...] (broadcast over the spatial axes).
+    static const char* const kNames[] = {"scale", "bias"};
+    for (size_t i = 1; i < 3; ++i)
+      if (const Shape* v = shapeOf(i)) {
+        bool ok = !v->empty() && (*v)[0] == channels && v->size() < x->size();
+        for (size_t k = 1; ok && k < v->size(); ++k) ok = (*v)[k] == 1;
+        if (!ok) return std::string(kNames[i - 1]) + " " + formatShape(*v) + " must hold one value per channel: [" + std::to_string(channels) + "]";
+      }
+    return {};
+  }
   case Op::Gemm: {
     if (!x || !w) return {};
     if (x->size() != 2 || w->size() != 2) return "A " + formatShape(*x) + " and B " + formatShape(*w) + " must be matrices";

@@ -637,6 +637,11 @@ Tensors instanceNorm(const KernelContext&, const Graph&, const Node& n, const Te
   return one(at::group_norm(in[0], in[0].size(1), in[1], in[2], n.attrFloat("epsilon", 1e-5)));
 }
 
+/// PyTorch's GroupNorm: scale and bias hold one value per channel ([C] or [C, 1, ...]).
+Tensors groupNorm(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
+  return one(at::group_norm(in[0], n.attrInt("num_groups", 1), in[1].reshape({-1}), in[2].reshape({-1}), n.attrFloat("epsilon", 1e-5)));
+}
+
 Tensors layerNorm(const KernelContext&, const Graph& g, const Node& n, const Tensors& in) {
   const at::Tensor& x = in[0];
   const int64_t axis = normAxis(n.attrInt("axis", -1), x.dim());
@@ -1225,7 +1230,7 @@ constexpr std::pair<ir::Op, Kernel> kKernels[] = {
     K(MatMul, matmul), K(Gemm, gemm), K(Conv, conv), K(ConvTranspose, convTranspose), K(Einsum, einsum),
     K(MaxPool, maxPool), K(AveragePool, averagePool), K(GlobalAveragePool, globalAveragePool),
     K(GlobalMaxPool, globalMaxPool),
-    K(BatchNormalization, batchNorm), K(InstanceNormalization, instanceNorm),
+    K(BatchNormalization, batchNorm), K(InstanceNormalization, instanceNorm), K(GroupNorm, groupNorm),
     K(LayerNormalization, layerNorm), K(Softmax, softmax), K(LogSoftmax, logSoftmax),
     K(ReduceMean, reduce<Reduction::Mean>), K(ReduceSum, reduce<Reduction::Sum>),
     K(ReduceMax, reduce<Reduction::Max>), K(ReduceMin, reduce<Reduction::Min>),

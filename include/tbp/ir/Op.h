@@ -43,6 +43,7 @@ enum class ExtraSaved : uint8_t {
   BatchStats,    ///< two f32 per channel (axis 1): saved mean and inverse std
   RowStats,      ///< two f32 per normalized row (LayerNorm's mean and inverse std)
   InstanceStats, ///< two f32 per (batch, channel) pair
+  GroupStats,    ///< two f32 per (batch, group) pair (GroupNorm's `num_groups`)
 };
 
 /// The static rules of one op.

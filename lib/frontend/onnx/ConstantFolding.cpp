@@ -308,13 +308,7 @@ private:
   /// The fully known shape of value `name`, from inference.
   std::optional<std::vector<int64_t>> shapeOf(const std::string& name) const {
     auto it = types_.find(name);
-    if (it == types_.end() || !it->second->has_tensor_type() || !it->second->tensor_type().has_shape()) return std::nullopt;
-    std::vector<int64_t> dims;
-    for (const auto& d : it->second->tensor_type().shape().dim()) {
-      if (!d.has_dim_value()) return std::nullopt;
-      dims.push_back(d.dim_value());
-    }
-    return dims;
+    return it == types_.end() ? std::nullopt : staticShape(*it->second);
   }
 
   std::optional<IntTensor> evaluate(const onnx::NodeProto& n) {

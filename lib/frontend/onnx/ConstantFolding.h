@@ -10,6 +10,18 @@
 
 namespace tbp::frontend {
 
+/// The shape of a tensor type when every dimension is known (after shape inference);
+/// nullopt for a non-tensor type, an unknown rank or a symbolic dimension.
+inline std::optional<std::vector<int64_t>> staticShape(const onnx::TypeProto& type) {
+  if (!type.has_tensor_type() || !type.tensor_type().has_shape()) return std::nullopt;
+  std::vector<int64_t> dims;
+  for (const auto& d : type.tensor_type().shape().dim()) {
+    if (!d.has_dim_value()) return std::nullopt;
+    dims.push_back(d.dim_value());
+  }
+  return dims;
+}
+
 /// Thrown by foldIntegerConstants when a node that folds is invalid on its constant inputs
 /// (an integer division by zero, a Reshape that changes the element count, an index out of
 /// range, ...). The message names the node and what is wrong; the importer reports it as bad

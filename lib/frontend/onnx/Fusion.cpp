@@ -1,5 +1,7 @@
 #include "Fusion.h"
 
+#include "ConstantFolding.h"
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -49,9 +51,12 @@ std::optional<double> scalarOf(const TP& t) {
 struct Match {
   std::vector<int> nodes; ///< indices of the pattern's nodes
   std::string x, y;       ///< input and output of the fused op
-  std::string op = "Gelu"; ///< the tbp op: Gelu or Silu
+  std::string op = "Gelu"; ///< the tbp op: Gelu, Silu or GroupNorm
   std::string approximate; ///< Gelu's attribute
-  int anchor = -1;        ///< the Erf, Tanh or Sigmoid node (names the fused one)
+  std::vector<std::string> params; ///< inputs after x (GroupNorm's scale and bias)
+  int64_t numGroups = 0;  ///< GroupNorm's attributes
+  float epsilon = 0;
+  int anchor = -1;        ///< the Erf, Tanh, Sigmoid or InstanceNormalization node (names the fused one)
 };
 
 /// Structural queries over one graph's nodes, as the pattern matchers need them.
@@ -70,6 +75,8 @@ public:
     for (const auto& o : g.output()) outputs_.insert(o.name());
     for (const auto& t : g.initializer())
       if (!graphInputs.count(t.name())) initializers_[t.name()] = &t;
+    for (const auto* list : {&g.input(), &g.value_info(), &g.output()})
+      for (const auto& vi : *list) types_[vi.name()] = &vi.type();
   }
 
   std::optional<Match> erfGelu(int anchor) const {
@@ -142,6 +149,48 @@ public:
     return m;
   }
 
+  /// torch.onnx's nn.GroupNorm (opset < 18): Reshape(x, [N, G, -1]) -> InstanceNormalization
+  /// with scale 1 and bias 0 over the G groups -> Reshape back to x's shape (its shape from a
+  /// constant or from Shape(x)) -> Mul by a per-channel scale -> Add a per-channel bias, the
+  /// two [C] or [C, 1, ...]. Anchored at the InstanceNormalization.
+  std::optional<Match> groupNorm(int anchor) const {
+    const Node& norm = g_.node(anchor);
+    if (!is(norm, "InstanceNormalization") || norm.input_size() != 3 || norm.output_size() != 1) return std::nullopt;
+    const std::string& grouped = norm.input(0);
+    const Node* in = producer(grouped);
+    if (!in || !is(*in, "Reshape") || !sole(grouped)) return std::nullopt;
+    Match m;
+    m.op = "GroupNorm";
+    m.anchor = anchor;
+    m.x = in->input(0);
+    const std::optional<std::vector<int64_t>> xs = shape(m.x), gs = shape(grouped);
+    if (!xs || xs->size() < 3 || !gs || gs->size() != 3 || (*gs)[0] != (*xs)[0]) return std::nullopt;
+    const int64_t channels = (*xs)[1], groups = (*gs)[1];
+    if (groups < 1 || channels % groups != 0) return std::nullopt;
+    // The InstanceNormalization only normalizes: scale 1, bias 0, one per group.
+    if (!allEqual(norm.input(1), 1.0, groups) || !allEqual(norm.input(2), 0.0, groups)) return std::nullopt;
+    m.numGroups = groups;
+    m.epsilon = 1e-5f;
+    for (const auto& a : norm.attribute())
+      if (a.name() == "epsilon") m.epsilon = a.f();
+    const Node* out = soleConsumer(norm.output(0), "Reshape");
+    if (!out || shape(out->output(0)) != xs) return std::nullopt;
+    const Node* mul = soleConsumer(out->output(0), "Mul");
+    if (!mul) return std::nullopt;
+    std::optional<std::string> scale = otherOperand(*mul, "Mul", out->output(0));
+    const Node* add = soleConsumer(mul->output(0), "Add");
+    if (!scale || !add) return std::nullopt;
+    std::optional<std::string> bias = otherOperand(*add, "Add", mul->output(0));
+    if (!bias || !perChannel(*scale, channels, xs->size()) || !perChannel(*bias, channels, xs->size())) return std::nullopt;
+    m.params = {*scale, *bias};
+    m.y = add->output(0);
+    m.nodes = {index(*in), anchor, index(*out), index(*mul), index(*add)};
+    // The Shape(x) that only the second Reshape reads goes with the pattern.
+    if (const Node* s = producer(out->input(1)); s && is(*s, "Shape") && s->input_size() == 1 && s->input(0) == m.x && sole(out->input(1)))
+      m.nodes.push_back(index(*s));
+    return m;
+  }
+
   /// A Dropout that passes its input through: not in training mode (no training_mode input,
   /// or a constant false one) or with a constant ratio of 0, and no reader of its mask.
   bool inertDropout(int i) const {
@@ -175,6 +224,40 @@ private:
     if (!sole(v)) return nullptr;
     const Node& n = g_.node(consumers_.at(v).front());
     return is(n, op) ? &n : nullptr;
+  }
+
+  /// The static shape of `v` from shape inference (value_info, inputs, outputs, initializers).
+  std::optional<std::vector<int64_t>> shape(const std::string& v) const {
+    if (auto it = initializers_.find(v); it != initializers_.end())
+      return std::vector<int64_t>(it->second->dims().begin(), it->second->dims().end());
+    auto it = types_.find(v);
+    return it == types_.end() ? std::nullopt : staticShape(*it->second);
+  }
+  /// `v` holds one value per channel: [C] or [C, 1, ...], of lower rank than x's `rank`.
+  bool perChannel(const std::string& v, int64_t channels, size_t rank) const {
+    std::optional<std::vector<int64_t>> s = shape(v);
+    if (!s || s->empty() || s->size() >= rank || (*s)[0] != channels) return false;
+    return std::all_of(s->begin() + 1, s->end(), [](int64_t d) { return d == 1; });
+  }
+  /// `v` is a float constant (initializer or Constant node) of `count` elements, all `want`.
+  bool allEqual(const std::string& v, double want, int64_t count) const {
+    const TP* t = nullptr;
+    if (auto it = initializers_.find(v); it != initializers_.end()) t = it->second;
+    else if (const Node* n = producer(v); n && is(*n, "Constant") && n->attribute_size() == 1 && n->attribute(0).name() == "value")
+      t = &n->attribute(0).t();
+    if (!t || t->data_location() == TP::EXTERNAL || t->data_type() != TP::FLOAT) return false;
+    int64_t elements = 1;
+    for (int64_t d : t->dims()) elements *= d;
+    if (elements != count) return false;
+    std::vector<float> values(static_cast<size_t>(count));
+    if (t->float_data_size() == count) {
+      std::copy(t->float_data().begin(), t->float_data().end(), values.begin());
+    } else if (t->raw_data().size() == values.size() * sizeof(float)) {
+      std::memcpy(values.data(), t->raw_data().data(), t->raw_data().size());
+    } else {
+      return false;
+    }
+    return std::all_of(values.begin(), values.end(), [want](float f) { return static_cast<double>(f) == want; });
   }
 
   std::optional<double> constant(const std::string& v) const {
@@ -263,6 +346,7 @@ private:
   std::unordered_map<std::string, std::vector<int>> consumers_;
   std::unordered_set<std::string> outputs_;
   std::unordered_map<std::string, const TP*> initializers_;
+  std::unordered_map<std::string, const onnx::TypeProto*> types_;
 };
 
 /// `/blocks.0/mlp/act/Erf` -> `/blocks.0/mlp/act/Gelu`; `erf_3` -> `erf_3_gelu`.
@@ -326,7 +410,18 @@ int fuse(onnx::GraphProto& graph, Find find) {
       fused->set_domain(kFusedDomain);
       fused->set_name(fusedName(graph.node(m.anchor).name(), m.op));
       fused->add_input(m.x);
+      for (const std::string& p : m.params) fused->add_input(p);
       fused->add_output(m.y);
+      if (m.op == "GroupNorm") {
+        onnx::AttributeProto* groups = fused->add_attribute();
+        groups->set_name("num_groups");
+        groups->set_type(onnx::AttributeProto_AttributeType_INT);
+        groups->set_i(m.numGroups);
+        onnx::AttributeProto* eps = fused->add_attribute();
+        eps->set_name("epsilon");
+        eps->set_type(onnx::AttributeProto_AttributeType_FLOAT);
+        eps->set_f(m.epsilon);
+      }
       if (!m.approximate.empty()) {
         onnx::AttributeProto* a = fused->add_attribute();
         a->set_name("approximate");
@@ -383,6 +478,10 @@ int fuseGelu(onnx::GraphProto& graph) {
 
 int fuseSilu(onnx::GraphProto& graph) {
   return fuse(graph, [](const Patterns& p, int i) { return p.silu(i); });
+}
+
+int fuseGroupNorm(onnx::GraphProto& graph) {
+  return fuse(graph, [](const Patterns& p, int i) { return p.groupNorm(i); });
 }
 
 } // namespace tbp::frontend

@@ -40,4 +40,13 @@ int fuseGelu(onnx::GraphProto& graph);
 /// conditions and placement as fuseGelu. Returns the number of SiLUs fused.
 int fuseSilu(onnx::GraphProto& graph);
 
+/// Replaces each GroupNorm as torch.onnx writes it before opset 18 (Reshape to [N, G, -1],
+/// InstanceNormalization with scale 1 and bias 0, Reshape back, Mul by a per-channel scale,
+/// Add a per-channel bias; the Shape(x) that feeds the second Reshape goes too) by one
+/// `tbp.fused` GroupNorm(x, scale, bias) with attributes num_groups and epsilon, named after
+/// the InstanceNormalization with the last path component `GroupNorm`. It keeps x and two
+/// statistics per group for the backward where the chain kept x and the normalized map, and
+/// runs as ATen's group_norm. Returns the number fused.
+int fuseGroupNorm(onnx::GraphProto& graph);
+
 } // namespace tbp::frontend

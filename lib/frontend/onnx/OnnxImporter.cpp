@@ -299,6 +299,7 @@ public:
     if (options_.fuse) {
       fuseGelu(*model_.mutable_graph());
       fuseSilu(*model_.mutable_graph());
+      fuseGroupNorm(*model_.mutable_graph());
     }
     return buildGraph();
   }

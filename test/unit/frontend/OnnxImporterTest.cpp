@@ -258,6 +258,68 @@ TEST_CASE("x * sigmoid(x) fuses into Silu either way round; a shared sigmoid or 
   CHECK(tape(loss) - tape(fusedLoss) == 64 * 64 * 4);
 }
 
+TEST_CASE("torch.onnx's GroupNorm chain fuses into GroupNorm; a scaled InstanceNorm does not") {
+  // Two chains as torch.onnx writes nn.GroupNorm before opset 18 (the second reshapes back by
+  // Shape(x)), and a near miss whose InstanceNormalization has a scale of its own.
+  ir::Graph g = tbp::testing::parseOk(R"(graph groups {
+    input %x : f32[2,8,4,4]
+    const %ones : f32[2] = [1, 1]
+    const %zeros : f32[2] = [0, 0]
+    const %twos : f32[2] = [2, 2]
+    const %grouped : i64[3] = [2, 2, -1]
+    const %back : i64[4] = [2, 8, 4, 4]
+    const %gm : f32[8,1,1] = [1, 2, 3, 4, 5, 6, 7, 8]
+    const %bt : f32[8,1,1] = [0, 1, 0, 1, 0, 1, 0, 1]
+    %r1 : f32[2,2,64] = Reshape(%x, %grouped)
+    %i1 : f32[2,2,64] = InstanceNormalization(%r1, %ones, %zeros) {epsilon=1e-3}
+    %b1 : f32[2,8,4,4] = Reshape(%i1, %back)
+    %m1 : f32[2,8,4,4] = Mul(%b1, %gm)
+    %y1 : f32[2,8,4,4] = Add(%m1, %bt)
+    %r2 : f32[2,2,64] = Reshape(%y1, %grouped)
+    %i2 : f32[2,2,64] = InstanceNormalization(%r2, %ones, %zeros)
+    %sh : i64[4] = Shape(%y1)
+    %b2 : f32[2,8,4,4] = Reshape(%i2, %sh)
+    %m2 : f32[2,8,4,4] = Mul(%gm, %b2)
+    %y2 : f32[2,8,4,4] = Add(%bt, %m2)
+    %r3 : f32[2,2,64] = Reshape(%y2, %grouped)
+    %i3 : f32[2,2,64] = InstanceNormalization(%r3, %twos, %zeros)
+    %b3 : f32[2,8,4,4] = Reshape(%i3, %back)
+    %m3 : f32[2,8,4,4] = Mul(%b3, %gm)
+    %y3 : f32[2,8,4,4] = Add(%m3, %bt)
+    output %y3
+  })");
+  Expected<std::string> bytes = exportOnnx(g, "groups");
+  REQUIRE_MESSAGE(bytes.hasValue(), bytes.status().message());
+  Expected<ir::Graph> fused = importOnnxBytes(*bytes, "groups", OnnxImportOptions{});
+  REQUIRE_MESSAGE(fused.hasValue(), fused.status().message());
+  std::map<std::string, int> ops;
+  std::vector<std::tuple<std::string, std::string, int64_t, double>> norms; // in, out, groups, epsilon
+  for (const ir::Node& n : fused->nodes()) {
+    ++ops[ir::opName(n.op)];
+    if (n.op == ir::Op::GroupNorm)
+      norms.emplace_back(fused->value(n.inputs.at(0)).name, fused->value(n.outputs.at(0)).name, n.attrInt("num_groups", 0),
+                         n.attrFloat("epsilon", 0));
+  }
+  REQUIRE(norms.size() == 2);
+  CHECK(std::get<0>(norms[0]) == "x");
+  CHECK(std::get<1>(norms[0]) == "y1");
+  CHECK(std::get<2>(norms[0]) == 2);
+  CHECK(std::get<3>(norms[0]) == doctest::Approx(1e-3));
+  CHECK(std::get<0>(norms[1]) == "y1");
+  CHECK(std::get<1>(norms[1]) == "y2");
+  CHECK(std::get<3>(norms[1]) == doctest::Approx(1e-5));
+  // The near miss keeps its five nodes; the fused chains' Shape goes with them.
+  CHECK(ops == std::map<std::string, int>{{"GroupNorm", 2}, {"Reshape", 2}, {"InstanceNormalization", 1}, {"Mul", 1}, {"Add", 1}});
+  OnnxImportOptions asWritten;
+  asWritten.fuse = false;
+  Expected<ir::Graph> plain = importOnnxBytes(*bytes, "groups", asWritten);
+  REQUIRE_MESSAGE(plain.hasValue(), plain.status().message());
+  std::map<std::string, int> plainOps;
+  for (const ir::Node& n : plain->nodes()) ++plainOps[ir::opName(n.op)];
+  CHECK(plainOps["InstanceNormalization"] == 3);
+  CHECK(plainOps.count("GroupNorm") == 0);
+}
+
 TEST_CASE("Dropouts that pass their input through are elided, the others stay") {
   for (bool fuse : {true, false}) {
     CAPTURE(fuse);
