@@ -233,10 +233,12 @@ private:
     auto it = types_.find(v);
     return it == types_.end() ? std::nullopt : staticShape(*it->second);
   }
-  /// `v` holds one value per channel: [C] or [C, 1, ...], of lower rank than x's `rank`.
+  /// `v` broadcasts one value per channel over an x of `rank` (channels on axis 1):
+  /// [C, 1, ..., 1] of rank - 1, as torch.onnx unsqueezes GroupNorm's weight. ([C] alone
+  /// would broadcast along the last axis.)
   bool perChannel(const std::string& v, int64_t channels, size_t rank) const {
     std::optional<std::vector<int64_t>> s = shape(v);
-    if (!s || s->empty() || s->size() >= rank || (*s)[0] != channels) return false;
+    if (!s || s->size() + 1 != rank || (*s)[0] != channels) return false;
     return std::all_of(s->begin() + 1, s->end(), [](int64_t d) { return d == 1; });
   }
   /// `v` is a float constant (initializer or Constant node) of `count` elements, all `want`.
