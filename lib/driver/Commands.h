@@ -144,10 +144,15 @@ struct BlasFlops {
   uint64_t blas = 0, total = 0;
   double share() const { return total ? static_cast<double>(blas) / static_cast<double>(total) : 0.0; }
 };
-BlasFlops blasFlops(const ir::Graph& graph);
-/// For a CPU run or profile: the warning that the graph's BLAS ops (at least 1 GFLOP a forward,
-/// a quarter of a second or more there) run on the reference BLAS; empty when they do not.
-std::string referenceBlasWarning(const ir::Graph& graph, const runtime::BlasInfo& blas);
+/// What `tbp run` and `tbp profile` report about the BLAS on `device`, found once; logs a
+/// warning for `model` when its BLAS ops (at least 1 GFLOP a forward, a quarter of a second or
+/// more there) run on the reference BLAS. On CUDA (cuBLAS) `onCpu` is false and `info` empty.
+struct BlasUse {
+  bool onCpu = false;
+  runtime::BlasInfo info;
+  BlasFlops flops;
+};
+BlasUse checkBlas(const ir::Graph& graph, const std::string& device, const std::string& model);
 
 /// Prints `status` as `tbp: error: message` and returns its exit code.
 int reportError(Io& io, const Status& status);

@@ -230,6 +230,8 @@ double predictedRecomputeSeconds(const plan::StageModel& model, const plan::SimR
   return static_cast<double>(sim.forwardCost - std::min(sim.forwardCost, model.onePassCost)) * 1e-9;
 }
 
+namespace {
+
 BlasFlops blasFlops(const ir::Graph& graph) {
   BlasFlops f;
   for (ir::NodeId n = 0; n < graph.numNodes(); ++n) {
@@ -241,13 +243,23 @@ BlasFlops blasFlops(const ir::Graph& graph) {
   return f;
 }
 
-std::string referenceBlasWarning(const ir::Graph& graph, const runtime::BlasInfo& blas) {
-  const BlasFlops f = blasFlops(graph);
+std::string referenceBlasWarning(const BlasFlops& f, const runtime::BlasInfo& blas) {
   if (blas.kind != "reference" || f.blas < 1'000'000'000) return "";
   return "MatMul, Gemm and Einsum (" + formatFixed(100.0 * f.share(), 1) + "% of the forward's FLOPs) run on the reference BLAS " +
          blas.library +
          ", about 5 GFLOP/s a core, tens of times slower than the convolutions' oneDNN; a tuned libblas.so.3 runs them at full speed "
          "(Debian: apt install libopenblas0-openmp; docs/runtime.md \"BLAS\")";
+}
+
+} // namespace
+
+BlasUse checkBlas(const ir::Graph& graph, const std::string& device, const std::string& model) {
+  BlasUse use;
+  use.onCpu = !isCudaDevice(device);
+  if (use.onCpu) use.info = runtime::cpuBlas();
+  use.flops = blasFlops(graph);
+  if (const std::string w = use.onCpu ? referenceBlasWarning(use.flops, use.info) : ""; !w.empty()) spdlog::warn("{}: {}", model, w);
+  return use;
 }
 
 std::string costsByOp(const ir::Graph& graph, const plan::NodeCosts& costs, size_t rows) {

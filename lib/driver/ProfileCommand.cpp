@@ -7,8 +7,6 @@
 #include "tbp/schedule/ScheduleFile.h"
 #include "tbp/support/Bytes.h"
 
-#include <spdlog/spdlog.h>
-
 namespace tbp::driver {
 
 namespace {
@@ -25,8 +23,7 @@ struct ProfileArgs {
 int runProfile(const ProfileArgs& args, Io& io) {
   Expected<ir::Graph> graph = loadRunnableModel(args.model);
   if (!graph) return reportError(io, graph.status());
-  if (const std::string w = isCudaDevice(args.run.device) ? "" : referenceBlasWarning(*graph, runtime::cpuBlas()); !w.empty())
-    spdlog::warn("{}: {}", args.model.name(), w);
+  const BlasUse blas = checkBlas(*graph, args.run.device, args.model.name());
   Expected<ResolvedCosts> costs = measureCosts(*graph, args.run, args.repeats);
   if (!costs) return reportError(io, costs.status().withContext(args.model.name()));
   schedule::CostsFile file;
@@ -51,10 +48,9 @@ int runProfile(const ProfileArgs& args, Io& io) {
     io.out << "profiled " << args.model.name() << ": " << graph->numNodes() << " ops on " << args.run.device << ", median of "
            << args.repeats << " passes\n";
     io.out << costsByOp(*graph, file.nodeNs, args.rows);
-    if (!isCudaDevice(args.run.device) && blasFlops(*graph).blas > 0) {
-      const runtime::BlasInfo blas = runtime::cpuBlas();
-      io.out << "MatMul, Gemm and Einsum ran on the " << blas.kind << " BLAS" << (blas.library.empty() ? "" : " (" + blas.library + ")") << "\n";
-    }
+    if (blas.onCpu && blas.flops.blas > 0)
+      io.out << "MatMul, Gemm and Einsum ran on the " << blas.info.kind << " BLAS"
+             << (blas.info.library.empty() ? "" : " (" + blas.info.library + ")") << "\n";
     if (measuresScratch)
       io.out << "kernel scratch measured on " << args.run.device << " in " << formatFixed(scratchSeconds, 2) << " s\n";
     if (!args.output.empty()) io.out << "wrote " << args.output << "\n";

@@ -188,10 +188,7 @@ int runRun(const RunArgs& args, Io& io) {
     c = std::move(chosen->chosen);
   }
   // On a CPU the matrix products run on whatever BLAS libblas.so.3 is (convolutions on oneDNN).
-  const bool onCpu = !isCudaDevice(options.device);
-  const runtime::BlasInfo blas = onCpu ? runtime::cpuBlas() : runtime::BlasInfo{};
-  const BlasFlops blasShare = blasFlops(*graph);
-  if (const std::string w = onCpu ? referenceBlasWarning(*graph, blas) : ""; !w.empty()) spdlog::warn("{}: {}", args.model.name(), w);
+  const BlasUse blas = checkBlas(*graph, options.device, args.model.name());
   Expected<runtime::RunReport> r = runtime::runTrainingStep(*graph, p.model, c.stream, options);
   if (!r) return reportError(io, r.status().withContext(args.model.name()));
   if (!args.saveGrads.empty())
@@ -226,10 +223,10 @@ int runRun(const RunArgs& args, Io& io) {
                              {"resident_bytes", p.model.residentBytes},
                              {"stages", p.model.size()},
                              {"instructions", c.stream.size()}};
-    if (onCpu) {
-      j["blas"] = blas.kind;
-      j["blas_library"] = blas.library;
-      j["blas_flops_share"] = round6(blasShare.share());
+    if (blas.onCpu) {
+      j["blas"] = blas.info.kind;
+      j["blas_library"] = blas.info.library;
+      j["blas_flops_share"] = round6(blas.flops.share());
     }
     if (file) j["schedule"] = args.schedule;
     if (measuresScratch) j["scratch_profile_time_s"] = round6(scratchSeconds);
@@ -282,9 +279,9 @@ int runRun(const RunArgs& args, Io& io) {
     else if (scratchSource == "costs_file")
       io.out << "kernel scratch   measured on " << costs->scratchDevice << ", from " << args.costs
              << " (the memory model takes it where it exceeds the CPU table)\n";
-    if (onCpu && blasShare.blas > 0)
-      io.out << "blas             " << blas.kind << (blas.library.empty() ? "" : " (" + blas.library + ")") << " for MatMul, Gemm and Einsum: "
-             << formatFixed(100.0 * blasShare.share(), 1) << "% of the forward's FLOPs\n";
+    if (blas.onCpu && blas.flops.blas > 0)
+      io.out << "blas             " << blas.info.kind << (blas.info.library.empty() ? "" : " (" + blas.info.library + ")")
+             << " for MatMul, Gemm and Einsum: " << formatFixed(100.0 * blas.flops.share(), 1) << "% of the forward's FLOPs\n";
     io.out << "loss             " << formatFixed(r->loss, 6) << "\n";
     if (r->gradCheck)
       io.out << "gradients        " << (r->gradCheck->passed ? "match" : "DIFFER FROM") << " store-all autograd: max abs error "

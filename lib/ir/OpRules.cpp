@@ -121,6 +121,13 @@ bool inputRequiresGrad(const Graph& g, const Node& n, size_t i, const std::vecto
   return v->kind == ValueKind::Parameter || v->kind == ValueKind::Activation;
 }
 
+/// Batch times groups of a GroupNorm: the rows of its [N, num_groups] statistics.
+uint64_t groupRows(const Graph& graph, const Node& node) {
+  const Value* x = inputOf(graph, node, 0);
+  if (!x || x->type.shape.empty()) return 0;
+  return saturatingMul(static_cast<uint64_t>(x->type.shape[0]), static_cast<uint64_t>(std::max<int64_t>(node.attrInt("num_groups", 1), 1)));
+}
+
 } // namespace
 
 WindowPadding windowPadding(const Node& n, const std::vector<int64_t>& spatial, const std::vector<int64_t>& kernel) {
@@ -230,9 +237,7 @@ SavedForBackward savedForBackward(const Graph& g, const Node& n, const std::vect
   // norm with a group per channel, which saves both as [N, C]).
   case ExtraSaved::InstanceStats: saved.extraBytes = saturatingMul(8, saturatingMul(dim(x, 0), dim(x, 1))); break;
   // ATen's group norm saves its mean and inverse deviation as [N, num_groups].
-  case ExtraSaved::GroupStats:
-    saved.extraBytes = saturatingMul(8, saturatingMul(dim(x, 0), static_cast<uint64_t>(std::max<int64_t>(n.attrInt("num_groups", 1), 1))));
-    break;
+  case ExtraSaved::GroupStats: saved.extraBytes = saturatingMul(8, groupRows(g, n)); break;
   case ExtraSaved::RowStats: {
     if (!x) break;
     int64_t rank = static_cast<int64_t>(x->type.shape.size());
@@ -393,12 +398,7 @@ uint64_t tableForwardScratch(const Graph& graph, const Node& node) {
   // autograd; saved with it: ExtraSaved::InstanceStats).
   if (node.op == Op::InstanceNormalization) return saturatingMul(8, instances(graph, node));
   // Its mean and inverse deviation, [N, num_groups] each.
-  if (node.op == Op::GroupNorm) {
-    const Value* x = inputOf(graph, node, 0);
-    if (!x || x->type.shape.empty()) return 0;
-    return saturatingMul(8, saturatingMul(static_cast<uint64_t>(x->type.shape[0]),
-                                          static_cast<uint64_t>(std::max<int64_t>(node.attrInt("num_groups", 1), 1))));
-  }
+  if (node.op == Op::GroupNorm) return saturatingMul(8, groupRows(graph, node));
   if (node.op != Op::Conv) return 0;
   const ConvLayout c = convLayout(graph, node);
   if (c.input == 0) return 0;

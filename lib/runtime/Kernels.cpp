@@ -358,13 +358,13 @@ struct KeptGemm : torch::autograd::Function<KeptGemm> {
     const double alpha = ctx->saved_data["alpha"].toDouble(), beta = ctx->saved_data["beta"].toDouble();
     const at::Tensor& g = grads[0];
     at::Tensor ga, gb, gc;
-    // Scaled in place, and not at all by 1: a scaled copy would be a second gradient-sized
-    // buffer next to the product (an MLP layer's B measured one map over the simulator).
     // The products autograd's addmm backward computes (mm_mat1_backward, mm_mat2_backward): an
     // operand given transposed (transA/transB: column-major) gets its gradient as the
     // transpose of the product for the untransposed matrix. A BLAS that blocks by layout
     // (OpenBLAS) rounds the two forms differently, so this keeps a replayed step's gradients
-    // bit-identical to store-all's.
+    // bit-identical to store-all's. Scaled in place, and not at all by 1: a scaled copy would
+    // be a second gradient-sized buffer next to the product (an MLP layer's B measured one map
+    // over the simulator).
     if (ctx->needs_input_grad(0)) {
       const at::Tensor& b = saved[1];
       ga = ctx->saved_data["aColumnMajor"].toBool() ? at::mm(b, g.t()).t() : at::mm(g, b.t());

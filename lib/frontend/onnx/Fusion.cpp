@@ -52,12 +52,32 @@ struct Match {
   std::vector<int> nodes; ///< indices of the pattern's nodes
   std::string x, y;       ///< input and output of the fused op
   std::string op = "Gelu"; ///< the tbp op: Gelu, Silu or GroupNorm
-  std::string approximate; ///< Gelu's attribute
   std::vector<std::string> params; ///< inputs after x (GroupNorm's scale and bias)
-  int64_t numGroups = 0;  ///< GroupNorm's attributes
-  float epsilon = 0;
+  std::vector<onnx::AttributeProto> attrs; ///< the fused node's attributes
   int anchor = -1;        ///< the Erf, Tanh, Sigmoid or InstanceNormalization node (names the fused one)
 };
+
+onnx::AttributeProto namedAttr(const std::string& name, onnx::AttributeProto_AttributeType type) {
+  onnx::AttributeProto a;
+  a.set_name(name);
+  a.set_type(type);
+  return a;
+}
+onnx::AttributeProto stringAttr(const std::string& name, const std::string& value) {
+  auto a = namedAttr(name, onnx::AttributeProto_AttributeType_STRING);
+  a.set_s(value);
+  return a;
+}
+onnx::AttributeProto intAttr(const std::string& name, int64_t value) {
+  auto a = namedAttr(name, onnx::AttributeProto_AttributeType_INT);
+  a.set_i(value);
+  return a;
+}
+onnx::AttributeProto floatAttr(const std::string& name, float value) {
+  auto a = namedAttr(name, onnx::AttributeProto_AttributeType_FLOAT);
+  a.set_f(value);
+  return a;
+}
 
 /// Structural queries over one graph's nodes, as the pattern matchers need them.
 class Patterns {
@@ -84,7 +104,7 @@ public:
     if (!is(erf, "Erf") || erf.input_size() != 1 || erf.output_size() != 1) return std::nullopt;
     Match m;
     m.anchor = anchor;
-    m.approximate = "none";
+    m.attrs = {stringAttr("approximate", "none")};
     const std::string& u = erf.input(0);
     const Node* scale = producer(u);
     if (!scale || !sole(u)) return std::nullopt;
@@ -105,7 +125,7 @@ public:
     if (!is(tanh, "Tanh") || tanh.input_size() != 1 || tanh.output_size() != 1) return std::nullopt;
     Match m;
     m.anchor = anchor;
-    m.approximate = "tanh";
+    m.attrs = {stringAttr("approximate", "tanh")};
     const std::string& v = tanh.input(0);
     const Node* scale = producer(v);
     if (!scale || !sole(v)) return std::nullopt;
@@ -169,10 +189,10 @@ public:
     if (groups < 1 || channels % groups != 0) return std::nullopt;
     // The InstanceNormalization only normalizes: scale 1, bias 0, one per group.
     if (!allEqual(norm.input(1), 1.0, groups) || !allEqual(norm.input(2), 0.0, groups)) return std::nullopt;
-    m.numGroups = groups;
-    m.epsilon = 1e-5f;
+    float epsilon = 1e-5f;
     for (const auto& a : norm.attribute())
-      if (a.name() == "epsilon") m.epsilon = a.f();
+      if (a.name() == "epsilon") epsilon = a.f();
+    m.attrs = {intAttr("num_groups", groups), floatAttr("epsilon", epsilon)};
     const Node* out = soleConsumer(norm.output(0), "Reshape");
     if (!out || shape(out->output(0)) != xs) return std::nullopt;
     const Node* mul = soleConsumer(out->output(0), "Mul");
@@ -189,6 +209,13 @@ public:
     if (const Node* s = producer(out->input(1)); s && is(*s, "Shape") && s->input_size() == 1 && s->input(0) == m.x && sole(out->input(1)))
       m.nodes.push_back(index(*s));
     return m;
+  }
+
+  /// `a` and `b` have the same inferred tensor type, shape included.
+  bool sameType(const std::string& a, const std::string& b) const {
+    auto ta = types_.find(a), tb = types_.find(b);
+    return ta != types_.end() && tb != types_.end() && ta->second->has_tensor_type() && ta->second->tensor_type().has_shape() &&
+           ta->second->SerializeAsString() == tb->second->SerializeAsString();
   }
 
   /// A Dropout that passes its input through: not in training mode (no training_mode input,
@@ -369,19 +396,10 @@ int fuse(onnx::GraphProto& graph, Find find) {
   std::vector<Match> matches;
   {
     Patterns patterns(graph);
-    std::unordered_map<std::string, const onnx::TypeProto*> types;
-    for (const auto* list : {&graph.input(), &graph.value_info(), &graph.output()})
-      for (const auto& vi : *list) types[vi.name()] = &vi.type();
-    auto sameType = [&types](const std::string& a, const std::string& b) {
-      auto ta = types.find(a), tb = types.find(b);
-      return ta != types.end() && tb != types.end() && ta->second->has_tensor_type() &&
-             ta->second->tensor_type().has_shape() &&
-             ta->second->SerializeAsString() == tb->second->SerializeAsString();
-    };
     std::vector<bool> taken(static_cast<size_t>(graph.node_size()), false);
     for (int i = 0; i < graph.node_size(); ++i) {
       std::optional<Match> m = find(patterns, i);
-      if (!m || !sameType(m->x, m->y)) continue;
+      if (!m || !patterns.sameType(m->x, m->y)) continue;
       if (std::any_of(m->nodes.begin(), m->nodes.end(), [&](int n) { return taken[static_cast<size_t>(n)]; })) continue;
       for (int n : m->nodes) taken[static_cast<size_t>(n)] = true;
       matches.push_back(std::move(*m));
@@ -414,22 +432,7 @@ int fuse(onnx::GraphProto& graph, Find find) {
       fused->add_input(m.x);
       for (const std::string& p : m.params) fused->add_input(p);
       fused->add_output(m.y);
-      if (m.op == "GroupNorm") {
-        onnx::AttributeProto* groups = fused->add_attribute();
-        groups->set_name("num_groups");
-        groups->set_type(onnx::AttributeProto_AttributeType_INT);
-        groups->set_i(m.numGroups);
-        onnx::AttributeProto* eps = fused->add_attribute();
-        eps->set_name("epsilon");
-        eps->set_type(onnx::AttributeProto_AttributeType_FLOAT);
-        eps->set_f(m.epsilon);
-      }
-      if (!m.approximate.empty()) {
-        onnx::AttributeProto* a = fused->add_attribute();
-        a->set_name("approximate");
-        a->set_type(onnx::AttributeProto_AttributeType_STRING);
-        a->set_s(m.approximate);
-      }
+      for (const onnx::AttributeProto& a : m.attrs) *fused->add_attribute() = a;
     } else if (!removed.count(i)) {
       *kept.Add() = std::move(*graph.mutable_node(i));
     }

@@ -85,11 +85,10 @@ bool readByGradientInput(const ir::Graph& g, ir::ValueId id) {
 void exportSilu(onnx::GraphProto& graph, const ir::Graph& g, const ir::Node& n, bool isOutput) {
   const ir::Value& x = g.value(n.inputs[0]);
   const ir::Value& y = g.value(n.outputs[0]);
+  auto endsWith = [&](const std::string& s) { return n.name.size() > s.size() && n.name.compare(n.name.size() - s.size(), s.size(), s) == 0; };
   std::string sigmoidName = n.name.empty() ? std::string() : n.name + "_sigmoid";
-  if (const std::string tail = "/Silu"; n.name.size() > tail.size() && n.name.compare(n.name.size() - tail.size(), tail.size(), tail) == 0)
-    sigmoidName = n.name.substr(0, n.name.size() - tail.size()) + "/Sigmoid";
-  else if (const std::string suffix = "_silu"; n.name.size() > suffix.size() && n.name.compare(n.name.size() - suffix.size(), suffix.size(), suffix) == 0)
-    sigmoidName = n.name.substr(0, n.name.size() - suffix.size());
+  if (endsWith("/Silu")) sigmoidName = n.name.substr(0, n.name.size() - 4) + "Sigmoid";
+  else if (endsWith("_silu")) sigmoidName = n.name.substr(0, n.name.size() - 5);
   onnx::NodeProto* sigmoid = graph.add_node();
   sigmoid->set_op_type("Sigmoid");
   sigmoid->set_name(sigmoidName);
