@@ -31,6 +31,8 @@ using Tensors = std::vector<at::Tensor>;
 using Ints = std::vector<int64_t>;
 using ir::Graph;
 using ir::Node;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
 
 Tensors one(at::Tensor t) { return {std::move(t)}; }
 
@@ -180,12 +182,38 @@ Tensors silu(const KernelContext&, const Graph&, const Node&, const Tensors& in)
 Tensors leakyRelu(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
   return one(at::leaky_relu(in[0], n.attrFloat("alpha", 0.01)));
 }
+/// clamp(alpha * x + beta, 0, 1) whose backward keeps x alone, as the op rule says (composed
+/// from ATen ops, autograd would keep alpha * x + beta beside it). The forward allocates only
+/// its output. The gradient passes where 0 < alpha * x + beta < 1, as ATen's
+/// hardsigmoid_backward lets it through (-3 < x < 3), tested on x against the two bounds so
+/// that the backward's scratch is one boolean mask, within the rule's count for ATen's kernel.
+struct HardSigmoidAffine : torch::autograd::Function<HardSigmoidAffine> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, double alpha, double beta) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["alpha"] = alpha;
+    ctx->saved_data["beta"] = beta;
+    at::Tensor y = x * alpha;
+    y.add_(beta).clamp_(0.0, 1.0);
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const at::Tensor x = ctx->get_saved_variables()[0];
+    const double alpha = ctx->saved_data["alpha"].toDouble(), beta = ctx->saved_data["beta"].toDouble();
+    at::Tensor gx = grads[0] * alpha;
+    if (alpha != 0.0) {
+      const double a = -beta / alpha, b = (1.0 - beta) / alpha;
+      gx.mul_(x > std::min(a, b)); // one boolean mask at a time
+      gx.mul_(x < std::max(a, b));
+    }
+    return {gx, at::Tensor(), at::Tensor()};
+  }
+};
+
 Tensors hardSigmoid(const KernelContext&, const Graph&, const Node& n, const Tensors& in) {
   const double alpha = n.attrFloat("alpha", 0.2), beta = n.attrFloat("beta", 0.5);
-  // PyTorch's own (alpha 1/6, as exported in float): its backward keeps the input, as the op
-  // rule says. The composed form keeps alpha * x + beta instead, a buffer of its own.
+  // PyTorch's own (alpha 1/6, as exported in float) is one ATen kernel with the same backward.
   if (std::abs(alpha - 1.0 / 6.0) < 1e-7 && beta == 0.5) return one(at::hardsigmoid(in[0]));
-  return one(at::clamp(in[0] * alpha + beta, 0.0, 1.0));
+  return one(HardSigmoidAffine::apply(in[0], alpha, beta));
 }
 Tensors prelu(const KernelContext&, const Graph&, const Node&, const Tensors& in) {
   return one(at::where(in[0] < 0, in[0] * in[1], in[0]));
@@ -295,9 +323,6 @@ Tensors conv(const KernelContext&, const Graph&, const Node& n, const Tensors& i
 }
 
 // ------------------------------------------------------------------ replays from a kept output
-
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
 
 /// y = a @ b (numpy matmul semantics, 1-D operands included) with y given. Like LibTorch's
 /// own matmul, it keeps each operand only for the other's gradient. The kept y comes in as a

@@ -345,6 +345,20 @@ std::vector<float> floats(const NpyArray& a) {
   return out;
 }
 
+/// The largest |got - want| over two arrays of one size, and the largest |want| (its scale).
+struct Deviation {
+  double worst = 0, scale = 0;
+};
+Deviation deviation(const std::vector<float>& got, const std::vector<float>& want) {
+  REQUIRE(got.size() == want.size());
+  Deviation d;
+  for (size_t i = 0; i < got.size(); ++i) {
+    d.worst = std::max(d.worst, static_cast<double>(std::fabs(got[i] - want[i])));
+    d.scale = std::max(d.scale, static_cast<double>(std::fabs(want[i])));
+  }
+  return d;
+}
+
 } // namespace
 
 TEST_CASE("fused GELUs give the exact formulas' loss and the expansions' gradients") {
@@ -381,14 +395,9 @@ TEST_CASE("fused GELUs give the exact formulas' loss and the expansions' gradien
     grads[fuse] = floats(r->gradients[0].array);
   }
   CHECK(losses[1] == doctest::Approx(losses[0]).epsilon(1e-6));
-  REQUIRE(grads[0].size() == grads[1].size());
-  double worst = 0, scale = 0;
-  for (size_t i = 0; i < grads[0].size(); ++i) {
-    worst = std::max(worst, static_cast<double>(std::fabs(grads[0][i] - grads[1][i])));
-    scale = std::max(scale, static_cast<double>(std::fabs(grads[0][i])));
-  }
-  CHECK(scale > 0);
-  CHECK(worst <= 1e-6 + 1e-5 * scale);
+  const Deviation d = deviation(grads[1], grads[0]);
+  CHECK(d.scale > 0);
+  CHECK(d.worst <= 1e-6 + 1e-5 * d.scale);
 }
 
 TEST_CASE("Dropout keeps 1 - ratio of the elements, the same ones for a seed whatever the threads") {
@@ -624,18 +633,8 @@ TEST_CASE("GroupNorm gives the exported chain's gradients and costs what the sim
   for (size_t k = 0; k < 3; ++k) {
     CAPTURE(a.gradients[k].name);
     CHECK(a.gradients[k].name == b.gradients[k].name);
-    const std::string& x = a.gradients[k].array.data;
-    const std::string& y = b.gradients[k].array.data;
-    REQUIRE(x.size() == y.size());
-    double worst = 0, scale = 0;
-    for (size_t i = 0; i < x.size(); i += 4) {
-      float u = 0, v = 0;
-      std::memcpy(&u, x.data() + i, 4);
-      std::memcpy(&v, y.data() + i, 4);
-      worst = std::max(worst, static_cast<double>(std::fabs(u - v)));
-      scale = std::max(scale, static_cast<double>(std::fabs(v)));
-    }
-    CHECK(worst <= 1e-5 + 1e-4 * scale);
+    const Deviation d = deviation(floats(a.gradients[k].array), floats(b.gradients[k].array));
+    CHECK(d.worst <= 1e-5 + 1e-4 * d.scale);
   }
   // The fused op keeps x and two statistics per group, where the chain keeps x and the
   // normalized map: one [16,32,16,16] map less at the store-all peak.
@@ -761,6 +760,50 @@ TEST_CASE("PyTorch's hard sigmoid keeps only its input for the backward, as the 
     output %loss
   })");
   storeAllPerOp(g, 16 * 1024); // allocator rounding, far below one 1 MiB map
+}
+
+TEST_CASE("ONNX's default hard sigmoid keeps only its input too, with the composed form's gradients") {
+  // alpha 0.2 (the ONNX default) is no ATen kernel: composed from ATen ops, autograd kept
+  // alpha * x + beta beside the input, one map over the op rule. Against the same function
+  // written as Mul, Add and Clip, whose gradient is the reference.
+  const std::string head = R"(
+    input %x : f32[32,64,8,8]
+    param %w : f32[64,64,1,1]
+    %c : f32[32,64,8,8] = Conv(%x, %w)
+  )";
+  const std::string tail = R"(
+    %m : f32[32,64,8,8] = Mul(%s, %c)
+    %loss : f32[] = SumLoss(%m)
+    output %loss
+  })";
+  ir::Graph op = tbp::testing::parseOk("graph op {" + head + R"(
+    %s : f32[32,64,8,8] = HardSigmoid(%c)
+  )" + tail);
+  ir::Graph composed = tbp::testing::parseOk("graph composed {" + head + R"(
+    const %a : f32[] = [0.2]
+    const %b : f32[] = [0.5]
+    const %lo : f32[] = [0]
+    const %hi : f32[] = [1]
+    %z : f32[32,64,8,8] = Mul(%c, %a)
+    %zb : f32[32,64,8,8] = Add(%z, %b)
+    %s : f32[32,64,8,8] = Clip(%zb, %lo, %hi)
+  )" + tail);
+  auto [sim, r] = storeAllPerOp(op, 16 * 1024); // allocator rounding, far below one 512 KiB map
+  (void)sim;
+  runtime::RunOptions options;
+  options.keepGradients = true;
+  plan::StageModel cm = stagePerOp(composed);
+  Expected<runtime::RunReport> ref = runtime::runTrainingStep(composed, cm, plan::storeAllStream(cm.size()), options);
+  REQUIRE_MESSAGE(ref.hasValue(), ref.status().message());
+  plan::StageModel om = stagePerOp(op);
+  Expected<runtime::RunReport> got = runtime::runTrainingStep(op, om, plan::storeAllStream(om.size()), options);
+  REQUIRE_MESSAGE(got.hasValue(), got.status().message());
+  CHECK(got->loss == doctest::Approx(ref->loss).epsilon(1e-6));
+  REQUIRE(got->gradients.size() == 1);
+  REQUIRE(ref->gradients.size() == 1);
+  const Deviation d = deviation(floats(got->gradients[0].array), floats(ref->gradients[0].array));
+  CHECK(d.scale > 0);
+  CHECK(d.worst <= 1e-6 + 1e-5 * d.scale);
 }
 
 TEST_CASE("a residual made in the stage has its held adjoint summed by autograd into a new buffer, as simulated") {
@@ -1180,15 +1223,9 @@ TEST_CASE("resizes, instance norms and convolutions with channels off the blocke
   for (size_t i = 0; i < 2; ++i) {
     CAPTURE(fast.gradients[i].name);
     // p's gradient sums four output gradients per element, in each kernel's own order.
-    std::vector<float> a = floats(fast.gradients[i].array), b = floats(gather.gradients[i].array);
-    REQUIRE(a.size() == b.size());
-    double worst = 0, scale = 0;
-    for (size_t k = 0; k < a.size(); ++k) {
-      worst = std::max(worst, static_cast<double>(std::fabs(a[k] - b[k])));
-      scale = std::max(scale, static_cast<double>(std::fabs(b[k])));
-    }
-    CHECK(scale > 0);
-    CHECK(worst <= 1e-6 * scale);
+    const Deviation d = deviation(floats(fast.gradients[i].array), floats(gather.gradients[i].array));
+    CHECK(d.scale > 0);
+    CHECK(d.worst <= 1e-6 * d.scale);
   }
   CHECK(ir::isNearestUpsample2d("nearest", "asymmetric", "floor", {1, 1, 2, 4}));
   CHECK_FALSE(ir::isNearestUpsample2d("nearest", "asymmetric", "floor", {1, 1, 3, 2}));
