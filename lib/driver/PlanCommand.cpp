@@ -210,7 +210,7 @@ int runPlan(const PlanArgs& args, Io& io) {
         io.out << "kernel scratch   measured on " << costs->scratchDevice << ", from " << args.costs
                << " (the memory model takes it where it exceeds the CPU table)\n";
       if (p.model.measuredCosts)
-        io.out << "recompute time   " << formatFixed(predictedRecomputeSeconds(p.model, c.sim) * 1e3, 2) << " ms predicted from measured costs (" << (args.costs == "measured" ? "profiled here" : args.costs) << ")\n";
+        io.out << "recompute time   " << formatFixed(predictedRecomputeSeconds(p.model, c.sim) * 1e3, 3) << " ms predicted from measured costs (" << (args.costs == "measured" ? "profiled here" : args.costs) << ")\n";
       io.out << "lower bound      " << formatBytes(p.memory.lowerBoundBytes) << "; gap " << formatFixed(100 * gapOf(c.sim.peakBytes, p.memory.lowerBoundBytes), 1)
              << "%; smallest feasible at this granularity " << formatBytes(main.plan->minFeasibleBytes) << "\n";
       io.out << "store-all peak   " << formatBytes(p.storeAllPeak) << "; saved " << formatFixed(100.0 * (1.0 - static_cast<double>(c.sim.peakBytes) / static_cast<double>(std::max<uint64_t>(p.storeAllPeak, 1))), 1) << "%\n";
@@ -273,7 +273,10 @@ std::function<int(Io&)> setupValidate(CLI::App& app) {
   auto args = std::make_shared<Args>();
   addModelOptions(app, args->model);
   app.add_option("SCHEDULE", args->schedule, "schedule file written by tbp plan -o (required)");
-  app.add_option("--costs", args->costs, "the costs file the schedule was planned with, when it carries kernel scratch")->type_name("FILE");
+  app.add_option("--costs", args->costs,
+                 "a costs file from 'tbp profile': prices the schedule's recomputation by its times, and sizes kernel scratch by it "
+                 "when the schedule was planned with its scratch")
+      ->type_name("FILE");
   return [args](Io& io) {
     // With --workload/--profile there is no model file: the one positional is the schedule.
     if (args->schedule.empty() && (!args->model.workload.empty() || !args->model.profile.empty())) std::swap(args->schedule, args->model.path);
@@ -286,10 +289,15 @@ std::function<int(Io&)> setupValidate(CLI::App& app) {
     if (plannedWithCostsFileScratch(*file) && args->costs.empty())
       return reportError(io, usageError(args->schedule + ": planned with kernel scratch from a costs file (planner_params.scratch); "
                                         "pass that file with --costs FILE"));
+    plan::NodeCosts times;
     if (!args->costs.empty()) {
+      if (args->costs == "estimate" || args->costs == "measured")
+        return reportError(io, usageError("--costs takes a costs file written by 'tbp profile -o' here, not '" + args->costs + "'"));
       Expected<ResolvedCosts> costs = resolveCosts(args->costs, *graph, runtime::RunOptions{});
       if (!costs) return reportError(io, costs.status());
-      applyScratch(*graph, costs->scratch);
+      // Scratch only sized the plan when it was planned with it; the times price any schedule.
+      if (plannedWithCostsFileScratch(*file)) applyScratch(*graph, costs->scratch);
+      times = std::move(costs->costs);
     }
     std::string note;
     Status s = schedule::validateSchedule(*file, *graph, args->schedule, &note);
@@ -299,6 +307,15 @@ std::function<int(Io&)> setupValidate(CLI::App& app) {
            << " stages, " << file->instructions.size() << " instructions, predicted peak " << formatBytes(file->predictedPeakBytes);
     if (file->budgetBytes) io.out << " within the budget " << formatBytes(*file->budgetBytes);
     io.out << "\n";
+    if (!times.empty()) {
+      // The stream is valid (checked above), so it simulates on the priced model too.
+      Expected<plan::StageModel> priced = schedule::stageModelFor(*file, *graph, args->schedule, times);
+      if (!priced) return reportError(io, priced.status());
+      Expected<plan::SimResult> sim = plan::simulate(*priced, file->instructions);
+      if (!sim) return reportError(io, sim.status());
+      io.out << "recompute time " << formatFixed(predictedRecomputeSeconds(*priced, *sim) * 1e3, 3) << " ms of a "
+             << formatFixed(static_cast<double>(priced->onePassCost) * 1e-6, 3) << " ms forward, priced by " << args->costs << "\n";
+    }
     return 0;
   };
 }

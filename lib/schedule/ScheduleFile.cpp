@@ -110,7 +110,8 @@ Expected<ScheduleFile> readSchedule(const std::string& text, const std::string& 
   return f;
 }
 
-Expected<plan::StageModel> stageModelFor(const ScheduleFile& f, const ir::Graph& graph, const std::string& source) {
+Expected<plan::StageModel> stageModelFor(const ScheduleFile& f, const ir::Graph& graph, const std::string& source,
+                                         const plan::NodeCosts& costs) {
   std::string actual = fingerprint(graph);
   if (f.graphFingerprint != actual)
     return badInput(source + ": the schedule was planned for another graph (fingerprint " + f.graphFingerprint +
@@ -141,7 +142,7 @@ Expected<plan::StageModel> stageModelFor(const ScheduleFile& f, const ir::Graph&
   }
   if (expect != n) return badInput(source + ": the stages cover " + std::to_string(expect) + " of " + std::to_string(n) + " positions");
   std::vector<ir::NodeId> order(f.order.begin(), f.order.end());
-  plan::StageModel model = plan::buildStageModel(graph, order, cuts);
+  plan::StageModel model = plan::buildStageModel(graph, order, cuts, costs);
   // Planned with an optimizer (`tbp plan --optimizer adam`): its state is part of the step.
   const std::string optimizer = plannerParam(f, "optimizer", "none");
   if (!plan::isOptimizerName(optimizer))

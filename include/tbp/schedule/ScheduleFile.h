@@ -59,9 +59,11 @@ std::string writeSchedule(const ScheduleFile& file);
 /// Parses a schedule file. BadInput naming `source` and the field on any problem.
 Expected<ScheduleFile> readSchedule(const std::string& text, const std::string& source);
 
-/// Rebuilds the stage model the file describes for `graph`. BadInput when the fingerprint,
-/// order or stages do not fit the graph.
-Expected<plan::StageModel> stageModelFor(const ScheduleFile& file, const ir::Graph& graph, const std::string& source);
+/// Rebuilds the stage model the file describes for `graph`, its stages priced by `costs` (one
+/// measured time per node) or, when empty, by the static estimate. BadInput when the
+/// fingerprint, order or stages do not fit the graph.
+Expected<plan::StageModel> stageModelFor(const ScheduleFile& file, const ir::Graph& graph, const std::string& source,
+                                         const plan::NodeCosts& costs = {});
 
 /// Checks a schedule against the model it claims: fingerprint, order, stages, that the stream
 /// is valid, that the recorded predicted peak and recompute ratio are what the simulator finds,

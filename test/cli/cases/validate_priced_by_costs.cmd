@@ -1,0 +1,1 @@
+plan onnx/mlp.onnx --dim batch=64 --budget 80% -o "$TBP_TMP/p.json" >/dev/null && "$TBP" validate onnx/mlp.onnx --dim batch=64 --costs costs/mlp_b64.json "$TBP_TMP/p.json"; "$TBP" validate onnx/mlp.onnx --dim batch=64 --costs measured "$TBP_TMP/p.json"
