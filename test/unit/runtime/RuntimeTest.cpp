@@ -871,6 +871,70 @@ TEST_CASE("a reshape can hand a strided gradient on as a view, and the contracti
   storeAllPerOp(g, 16 * 1024); // allocator rounding, far below the 256 KiB map
 }
 
+TEST_CASE("1x1 convolutions on one thread give a MatMul's gradients and the simulator's memory, stored, replayed and cached") {
+  // At batch 12 on one thread ATen runs a 1x1 convolution as im2col + BLAS; with the reference
+  // BLAS the runtime runs it on oneDNN instead, both directions, and from a kept output (a
+  // cached replay). The same map written as a MatMul over the flattened pixels is the reference.
+  const std::string head = R"(
+    input %x : f32[12,16,16,16]
+    param %w0 : f32[48,16,3,3]
+    param %w : f32[32,48,1,1]
+    param %b : f32[32]
+    %a : f32[12,48,16,16] = Conv(%x, %w0) {pads=[1,1,1,1]}
+  )";
+  const std::string tail = R"(
+    %y : f32[12,32,16,16] = Tanh(%c)
+    %loss : f32[] = SumLoss(%y)
+    output %loss
+  })";
+  ir::Graph conv = tbp::testing::parseOk("graph conv {" + head + R"(
+    %c : f32[12,32,16,16] = Conv(%a, %w, %b)
+  )" + tail);
+  ir::Graph matmul = tbp::testing::parseOk("graph matmul {" + head + R"(
+    const %pixels : i64[3] = [12, 48, 256]
+    const %rows : i64[2] = [32, 48]
+    const %column : i64[2] = [32, 1]
+    const %back : i64[4] = [12, 32, 16, 16]
+    %a3 : f32[12,48,256] = Reshape(%a, %pixels)
+    %w2 : f32[32,48] = Reshape(%w, %rows)
+    %m : f32[12,32,256] = MatMul(%w2, %a3)
+    %b2 : f32[32,1] = Reshape(%b, %column)
+    %mb : f32[12,32,256] = Add(%m, %b2)
+    %c : f32[12,32,16,16] = Reshape(%mb, %back)
+  )" + tail);
+  auto run = [](const ir::Graph& g, const plan::StageModel& m, const plan::Stream& stream) {
+    runtime::RunOptions options;
+    options.keepGradients = true;
+    options.verify = true;
+    options.threads = 1;
+    Expected<runtime::RunReport> r = runtime::runTrainingStep(g, m, stream, options);
+    REQUIRE_MESSAGE(r.hasValue(), r.status().message());
+    CHECK(r->gradCheck->passed);
+    return std::move(*r);
+  };
+  plan::StageModel rm = stagePerOp(matmul);
+  const runtime::RunReport ref = run(matmul, rm, plan::storeAllStream(rm.size()));
+  REQUIRE(ref.gradients.size() == 3);
+  plan::StageModel cm = stagePerOp(conv);
+  for (int kind = 0; kind < 3; ++kind) {
+    CAPTURE(kind); // store-all, replayed, replayed from cached Conv outputs
+    const plan::Stream stream = kind == 0 ? plan::storeAllStream(cm.size()) : tbp::testing::replayAllStream(cm, kind == 2);
+    const runtime::RunReport r = run(conv, cm, stream);
+    CHECK(r.loss == doctest::Approx(ref.loss).epsilon(1e-5));
+    REQUIRE(r.gradients.size() == 3);
+    for (size_t k = 0; k < 3; ++k) {
+      CAPTURE(r.gradients[k].name);
+      CHECK(r.gradients[k].name == ref.gradients[k].name);
+      const Deviation d = deviation(floats(r.gradients[k].array), floats(ref.gradients[k].array));
+      CHECK(d.scale > 0);
+      CHECK(d.worst <= 1e-5 * d.scale);
+    }
+    const plan::SimResult sim = *plan::simulate(cm, stream);
+    REQUIRE(r.timeline.size() == sim.timeline.size());
+    checkNotUnderPredicted(stream, sim, r, 16 * 1024); // allocator rounding, far below the 384 KiB map
+  }
+}
+
 TEST_CASE("a forward marked cache keeps its Conv output to the stage's end, as simulated") {
   // c dies at the Sigmoid, but the forward that caches it keeps it until B 1: at the Tanh
   // three maps are alive (h, k and the kept c), one more than without the cache.
