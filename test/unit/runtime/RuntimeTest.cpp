@@ -359,6 +359,25 @@ Deviation deviation(const std::vector<float>& got, const std::vector<float>& wan
   return d;
 }
 
+/// `graph NAME {` + head + body + tail: variants of one test graph that differ in the middle
+/// (tail closes the graph).
+ir::Graph variant(const std::string& name, const std::string& head, const std::string& body, const std::string& tail) {
+  return tbp::testing::parseOk("graph " + name + " {" + head + body + tail);
+}
+
+/// `stream` run verified with the gradients kept, on `threads` intra-op threads (0: LibTorch's
+/// default); the gradients must match store-all's.
+runtime::RunReport runVerified(const ir::Graph& g, const plan::StageModel& m, const plan::Stream& stream, int threads = 0) {
+  runtime::RunOptions options;
+  options.keepGradients = true;
+  options.verify = true;
+  options.threads = threads;
+  Expected<runtime::RunReport> r = runtime::runTrainingStep(g, m, stream, options);
+  REQUIRE_MESSAGE(r.hasValue(), r.status().message());
+  CHECK(r->gradCheck->passed);
+  return std::move(*r);
+}
+
 } // namespace
 
 TEST_CASE("fused GELUs give the exact formulas' loss and the expansions' gradients") {
@@ -601,10 +620,10 @@ TEST_CASE("GroupNorm gives the exported chain's gradients and costs what the sim
     %loss : f32[] = SumLoss(%h)
     output %loss
   })";
-  ir::Graph fused = tbp::testing::parseOk("graph fused {" + head + R"(
+  ir::Graph fused = variant("fused", head, R"(
     %y : f32[16,32,16,16] = GroupNorm(%c, %gm, %bt) {num_groups=4, epsilon=1e-5}
-  )" + tail);
-  ir::Graph chain = tbp::testing::parseOk("graph chain {" + head + R"(
+  )", tail);
+  ir::Graph chain = variant("chain", head, R"(
     const %ones : f32[4] = [1, 1, 1, 1]
     const %zeros : f32[4] = [0, 0, 0, 0]
     const %groups : i64[3] = [16, 4, -1]
@@ -614,19 +633,10 @@ TEST_CASE("GroupNorm gives the exported chain's gradients and costs what the sim
     %ib : f32[16,32,16,16] = Reshape(%in, %back)
     %m : f32[16,32,16,16] = Mul(%ib, %gm)
     %y : f32[16,32,16,16] = Add(%m, %bt)
-  )" + tail);
-  auto run = [](const ir::Graph& g, const plan::StageModel& m, const plan::Stream& stream) {
-    runtime::RunOptions options;
-    options.keepGradients = true;
-    options.verify = true;
-    Expected<runtime::RunReport> r = runtime::runTrainingStep(g, m, stream, options);
-    REQUIRE_MESSAGE(r.hasValue(), r.status().message());
-    CHECK(r->gradCheck->passed);
-    return std::move(*r);
-  };
+  )", tail);
   plan::StageModel fm = stagePerOp(fused), cm = stagePerOp(chain);
-  const runtime::RunReport a = run(fused, fm, plan::storeAllStream(fm.size()));
-  const runtime::RunReport b = run(chain, cm, plan::storeAllStream(cm.size()));
+  const runtime::RunReport a = runVerified(fused, fm, plan::storeAllStream(fm.size()));
+  const runtime::RunReport b = runVerified(chain, cm, plan::storeAllStream(cm.size()));
   CHECK(a.loss == doctest::Approx(b.loss).epsilon(1e-5));
   REQUIRE(a.gradients.size() == 3);
   REQUIRE(b.gradients.size() == 3);
@@ -776,10 +786,10 @@ TEST_CASE("ONNX's default hard sigmoid keeps only its input too, with the compos
     %loss : f32[] = SumLoss(%m)
     output %loss
   })";
-  ir::Graph op = tbp::testing::parseOk("graph op {" + head + R"(
+  ir::Graph op = variant("op", head, R"(
     %s : f32[32,64,8,8] = HardSigmoid(%c)
-  )" + tail);
-  ir::Graph composed = tbp::testing::parseOk("graph composed {" + head + R"(
+  )", tail);
+  ir::Graph composed = variant("composed", head, R"(
     const %a : f32[] = [0.2]
     const %b : f32[] = [0.5]
     const %lo : f32[] = [0]
@@ -787,21 +797,15 @@ TEST_CASE("ONNX's default hard sigmoid keeps only its input too, with the compos
     %z : f32[32,64,8,8] = Mul(%c, %a)
     %zb : f32[32,64,8,8] = Add(%z, %b)
     %s : f32[32,64,8,8] = Clip(%zb, %lo, %hi)
-  )" + tail);
-  auto [sim, r] = storeAllPerOp(op, 16 * 1024); // allocator rounding, far below one 512 KiB map
-  (void)sim;
-  runtime::RunOptions options;
-  options.keepGradients = true;
-  plan::StageModel cm = stagePerOp(composed);
-  Expected<runtime::RunReport> ref = runtime::runTrainingStep(composed, cm, plan::storeAllStream(cm.size()), options);
-  REQUIRE_MESSAGE(ref.hasValue(), ref.status().message());
-  plan::StageModel om = stagePerOp(op);
-  Expected<runtime::RunReport> got = runtime::runTrainingStep(op, om, plan::storeAllStream(om.size()), options);
-  REQUIRE_MESSAGE(got.hasValue(), got.status().message());
-  CHECK(got->loss == doctest::Approx(ref->loss).epsilon(1e-6));
-  REQUIRE(got->gradients.size() == 1);
-  REQUIRE(ref->gradients.size() == 1);
-  const Deviation d = deviation(floats(got->gradients[0].array), floats(ref->gradients[0].array));
+  )", tail);
+  storeAllPerOp(op, 16 * 1024); // allocator rounding, far below one 512 KiB map
+  plan::StageModel cm = stagePerOp(composed), om = stagePerOp(op);
+  const runtime::RunReport ref = runVerified(composed, cm, plan::storeAllStream(cm.size()));
+  const runtime::RunReport got = runVerified(op, om, plan::storeAllStream(om.size()));
+  CHECK(got.loss == doctest::Approx(ref.loss).epsilon(1e-6));
+  REQUIRE(got.gradients.size() == 1);
+  REQUIRE(ref.gradients.size() == 1);
+  const Deviation d = deviation(floats(got.gradients[0].array), floats(ref.gradients[0].array));
   CHECK(d.scale > 0);
   CHECK(d.worst <= 1e-6 + 1e-5 * d.scale);
 }
@@ -887,10 +891,10 @@ TEST_CASE("1x1 convolutions on one thread give a MatMul's gradients and the simu
     %loss : f32[] = SumLoss(%y)
     output %loss
   })";
-  ir::Graph conv = tbp::testing::parseOk("graph conv {" + head + R"(
+  ir::Graph conv = variant("conv", head, R"(
     %c : f32[12,32,16,16] = Conv(%a, %w, %b)
-  )" + tail);
-  ir::Graph matmul = tbp::testing::parseOk("graph matmul {" + head + R"(
+  )", tail);
+  ir::Graph matmul = variant("matmul", head, R"(
     const %pixels : i64[3] = [12, 48, 256]
     const %rows : i64[2] = [32, 48]
     const %column : i64[2] = [32, 1]
@@ -901,25 +905,15 @@ TEST_CASE("1x1 convolutions on one thread give a MatMul's gradients and the simu
     %b2 : f32[32,1] = Reshape(%b, %column)
     %mb : f32[12,32,256] = Add(%m, %b2)
     %c : f32[12,32,16,16] = Reshape(%mb, %back)
-  )" + tail);
-  auto run = [](const ir::Graph& g, const plan::StageModel& m, const plan::Stream& stream) {
-    runtime::RunOptions options;
-    options.keepGradients = true;
-    options.verify = true;
-    options.threads = 1;
-    Expected<runtime::RunReport> r = runtime::runTrainingStep(g, m, stream, options);
-    REQUIRE_MESSAGE(r.hasValue(), r.status().message());
-    CHECK(r->gradCheck->passed);
-    return std::move(*r);
-  };
+  )", tail);
   plan::StageModel rm = stagePerOp(matmul);
-  const runtime::RunReport ref = run(matmul, rm, plan::storeAllStream(rm.size()));
+  const runtime::RunReport ref = runVerified(matmul, rm, plan::storeAllStream(rm.size()), 1);
   REQUIRE(ref.gradients.size() == 3);
   plan::StageModel cm = stagePerOp(conv);
   for (int kind = 0; kind < 3; ++kind) {
     CAPTURE(kind); // store-all, replayed, replayed from cached Conv outputs
     const plan::Stream stream = kind == 0 ? plan::storeAllStream(cm.size()) : tbp::testing::replayAllStream(cm, kind == 2);
-    const runtime::RunReport r = run(conv, cm, stream);
+    const runtime::RunReport r = runVerified(conv, cm, stream, 1);
     CHECK(r.loss == doctest::Approx(ref.loss).epsilon(1e-5));
     REQUIRE(r.gradients.size() == 3);
     for (size_t k = 0; k < 3; ++k) {
