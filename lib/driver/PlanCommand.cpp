@@ -255,7 +255,7 @@ std::function<int(Io&)> setupPlan(CLI::App& app) {
       ->check(CLI::IsMember({"file", "greedy", "dfs"}));
   app.add_option("--max-stages", args->maxStages, "coarsen the order into at most N stages (default " + std::to_string(kDefaultMaxStages) + ")")->check(CLI::Range(1, 4096));
   app.add_option("--costs", args->costs,
-                 "estimate|measured|FILE: price recomputation by FLOPs + elements, by op times measured here first (CPU, "
+                 "estimate|measured|FILE: price recomputation by FLOPs + 4 per byte moved, by op times measured here first (CPU, "
                  "default threads), or by a costs file from 'tbp profile'")
       ->type_name("COSTS");
   app.add_option("--memory-slots", args->memorySlots, "memory granularity of the optimal planner (default 256)")->check(CLI::Range(8, 4096));

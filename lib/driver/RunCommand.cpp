@@ -312,7 +312,7 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
   CLI::Option* memorySlotsOption = app.add_option("--memory-slots", args->memorySlots, "memory granularity of the optimal planner (default 256)")->check(CLI::Range(8, 4096));
   CLI::Option* maxStagesOption = app.add_option("--max-stages", args->maxStages, "coarsen into at most N stages (default " + std::to_string(kDefaultMaxStages) + ")")->check(CLI::Range(1, 4096));
   app.add_option("--costs", args->costs,
-                 "estimate|measured|FILE: price recomputation by FLOPs + elements, by each op's forward time measured on "
+                 "estimate|measured|FILE: price recomputation by FLOPs + 4 per byte moved, by each op's forward time measured on "
                  "this device first (plans then vary with timing noise), or by a costs file from 'tbp profile'")
       ->type_name("COSTS");
   CLI::Option* scratchOption = app.add_option("--scratch", args->scratch,

@@ -33,6 +33,16 @@ bool cacheableOp(const ir::Graph& g, const ir::Node& node) {
 
 } // namespace
 
+uint64_t estimatedCost(const ir::Graph& g, const ir::Node& node) {
+  uint64_t c = ir::estimateFlops(g, node);
+  if (isBufferView(g, node)) return c; // shares its input's buffer: moves nothing
+  uint64_t bytes = 0;
+  for (ValueId in : node.inputs)
+    if (in != kNone && g.value(in).kind != ValueKind::Constant) bytes = saturatingAdd(bytes, g.value(in).bytes);
+  for (ValueId out : node.outputs) bytes = saturatingAdd(bytes, g.value(out).bytes);
+  return saturatingAdd(c, saturatingMul(kCostPerByte, bytes));
+}
+
 bool isBufferView(const ir::Graph& g, const ir::Node& node) {
   if (node.op != ir::Op::Reshape && node.op != ir::Op::Flatten && node.op != ir::Op::Squeeze && node.op != ir::Op::Unsqueeze &&
       node.op != ir::Op::Identity)
@@ -151,11 +161,8 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
           tape.push_back(v);
           firstSaver.try_emplace(v, p); // positions ascend: the first one seen is the earliest
         }
-      uint64_t nodeCost = m.measuredCosts ? costs[order[p]] : flops;
-      for (ValueId out : node.outputs) {
-        s.produced.push_back(out);
-        if (!m.measuredCosts) nodeCost = saturatingAdd(nodeCost, elements(g.value(out)));
-      }
+      const uint64_t nodeCost = m.measuredCosts ? costs[order[p]] : estimatedCost(g, node);
+      for (ValueId out : node.outputs) s.produced.push_back(out);
       s.cost = saturatingAdd(s.cost, nodeCost);
       // Elidable: a contraction whose every reader is in a later stage (not a graph output:
       // the loss reads those).
@@ -337,12 +344,11 @@ std::vector<uint32_t> chooseCuts(const ir::Graph& g, const std::vector<NodeId>& 
     return all;
   }
   analysis::FrontierProfile profile = analysis::frontierProfile(g, order);
-  // Cumulative cost (FLOPs + elements produced) to balance stages.
+  // Cumulative estimated cost to balance stages.
   std::vector<long double> cumulative(n + 1, 0);
   for (size_t p = 0; p < n; ++p) {
     const ir::Node& node = g.node(order[p]);
-    uint64_t c = ir::estimateFlops(g, node);
-    for (ValueId out : node.outputs) c = saturatingAdd(c, elements(g.value(out)));
+    const uint64_t c = estimatedCost(g, node);
     cumulative[p + 1] = cumulative[p] + static_cast<long double>(c) + 1.0L;
   }
   const long double total = cumulative[n];

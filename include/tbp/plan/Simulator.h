@@ -21,7 +21,7 @@ struct SimResult {
   uint64_t peakBytes = 0;           ///< predicted peak of the whole step
   size_t peakInstruction = 0;       ///< index of the instruction where it occurs
   uint64_t forwardFlops = 0;        ///< forward FLOPs executed (recomputation included)
-  uint64_t forwardCost = 0;         ///< planner cost executed (FLOPs + elements produced)
+  uint64_t forwardCost = 0;         ///< planner cost executed (estimatedCost, or measured ns)
   double recomputeRatio = 1.0;      ///< forwardFlops / forward FLOPs of one pass
   std::vector<uint64_t> timeline;   ///< peak bytes during each instruction
   size_t checkpointsMax = 0;        ///< most checkpoints held at once

@@ -16,7 +16,7 @@ struct Stage {
   uint32_t first = 0, last = 0;   ///< order positions (inclusive)
   uint64_t forwardFlops = 0;      ///< FLOPs of one forward of the stage
   uint64_t backwardFlops = 0;     ///< FLOPs of its backward (estimated as 2x forward)
-  uint64_t cost = 0;              ///< planner objective of one forward: FLOPs + elements produced,
+  uint64_t cost = 0;              ///< planner objective of one forward: estimatedCost summed,
                                   ///< or the measured nanoseconds (NodeCosts)
   std::vector<ir::ValueId> inputFrontier; ///< F_k: activations/inputs made before, used at or after
   uint64_t inputFrontierBytes = 0;        ///< x_k: bytes of F_k that are not resident
@@ -105,10 +105,22 @@ struct StageModel {
 };
 
 /// Measured cost of each node's forward, by node id, in nanoseconds (the runtime's profiling
-/// step, `runtime::profileForwardCosts`). Empty: the static estimate, FLOPs + elements
-/// produced, which prices memory-bound ops (BatchNorm, ReLU, Add) far below what they cost on
-/// a CPU next to a convolution.
+/// step, `runtime::profileForwardCosts`). Empty: the static estimate (estimatedCost).
 using NodeCosts = std::vector<uint64_t>;
+
+/// What the static estimate charges for one byte an op reads or writes, in FLOPs. The right
+/// figure is the ratio of the rate of the device's contractions to the bandwidth of its
+/// memory-bound ops, and it depends on which kernels run the contractions: one CPU core here
+/// (2026-12-05) ran oneDNN convolutions at 136-195 GFLOP/s, the reference BLAS's matrix
+/// products at 3-6 GFLOP/s, and BatchNorm, Add, ReLU, SiLU and GroupNorm at 3-50 GB/s, so
+/// about 15 for a CNN and under 1 for a transformer on that BLAS. 4 is the compromise that
+/// priced best over both (docs/theory.md, Measured costs); measured costs need no such figure.
+inline constexpr uint64_t kCostPerByte = 4;
+
+/// The static estimate of a node's forward cost, in FLOPs: its FLOPs plus kCostPerByte for
+/// every byte of its non-constant inputs and its outputs (views move nothing). Stage costs and
+/// the cuts that balance them (chooseCuts) use it.
+uint64_t estimatedCost(const ir::Graph& graph, const ir::Node& node);
 
 /// Whether `node` hands out its first input's buffer as its output: Reshape, Flatten,
 /// Squeeze, Unsqueeze and Identity with the same element type and count (the runtime's values
