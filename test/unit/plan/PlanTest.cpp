@@ -624,3 +624,29 @@ TEST_CASE("replayed stages hold their BatchNorm statistics from the first forwar
   // B 2 (the one before): stage 2's tape is held while it runs and shares its mean.
   CHECK(with[with.size() - 2] == without[without.size() - 2] + 256 - 64);
 }
+
+TEST_CASE("the static estimate prices FLOPs and 4 per byte moved; views move nothing") {
+  ir::Graph g = tbp::testing::parseOk(R"(graph priced {
+    input %x : f32[8,16,32,32]
+    param %w : f32[32,16,3,3]
+    const %flat : i64[2] = [8, -1]
+    %c : f32[8,32,32,32] = Conv(%x, %w) {pads=[1,1,1,1]}
+    %r : f32[8,32,32,32] = Relu(%c)
+    %f : f32[8,32768] = Reshape(%r, %flat)
+    %loss : f32[] = SumLoss(%f)
+    output %loss
+  })");
+  auto node = [&g](const char* out) { return g.node(g.value(*g.findValue(out)).producer); };
+  const uint64_t map = 8 * 32 * 32 * 32 * 4;
+  // Conv: its FLOPs, and x, w and y moved once (the constant shape tensor is not counted).
+  const ir::Node& conv = node("c");
+  CHECK(plan::estimatedCost(g, conv) == ir::estimateFlops(g, conv) + plan::kCostPerByte * (8 * 16 * 32 * 32 * 4 + 32 * 16 * 9 * 4 + map));
+  // Relu reads and writes one map: the bytes outweigh its FLOPs.
+  const ir::Node& relu = node("r");
+  CHECK(plan::estimatedCost(g, relu) == ir::estimateFlops(g, relu) + plan::kCostPerByte * 2 * map);
+  CHECK(plan::estimatedCost(g, relu) > 8 * ir::estimateFlops(g, relu));
+  // The Reshape is a view of r's buffer: nothing moves.
+  const ir::Node& view = node("f");
+  REQUIRE(plan::isBufferView(g, view));
+  CHECK(plan::estimatedCost(g, view) == ir::estimateFlops(g, view));
+}
