@@ -11,8 +11,8 @@
 # or results/bench_run_<names>.json with --only (so a partial run keeps the full one).
 #
 #   bench/run_bench.sh [--steps N] [--threads N] [--only NAME,...]
-#     default set: gpt2 resnet50 resnet50_b192 unet; with --only also gpt2_30 resnet50_30 unet_30,
-#     the sizes where a 30 % schedule exists (bench/exported_cases.sh)
+#     default set: gpt2 resnet50 resnet50_b192 unet (batch 32); with --only also gpt2_30 and
+#     resnet50_30, the sizes where a 30 % schedule exists (bench/exported_cases.sh)
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STEPS=3
