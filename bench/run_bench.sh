@@ -2,7 +2,7 @@
 # Runtime figures (issue 4): store-all, then sqrt and optimal at 50% and 30% of the store-all
 # peak, for the GPT-2-style decoder, resnet50 (batch 96, and 192: the same parameters with twice
 # the activations) and the U-Net, through `tbp run`; the optimal
-# planner twice at 50 %: priced by the estimate (FLOPs + elements) and by measured op times
+# planner twice at 50 %: priced by the static estimate and by measured op times
 # (`--costs measured`); and PyTorch eager's store-all step on the same model and threads.
 # Step ratios are given for the median step and for the fastest one, both against the
 # store-all run (another process), and as pair_r: `tbp run --baseline` times a store-all step

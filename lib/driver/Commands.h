@@ -88,7 +88,17 @@ struct PreparedStages {
 inline constexpr size_t kDefaultMaxStages = 64;
 
 PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, size_t maxStages,
-                       const plan::NodeCosts& costs = {});
+                       const plan::NodeCosts& costs = {}, const plan::EstimatePrices& prices = {});
+
+/// The static estimate's stage prices for `device` (cpu, cuda, cuda:N): plan::devicePrices,
+/// with matrix products weighted when this machine's CPU products run on the reference BLAS.
+/// `tbp plan` prices for this machine's CPU, as its `--costs measured` does. The environment
+/// variable TBP_MATRIX_PRODUCT_WEIGHT (an integer, 1 to 1000) overrides the weight: to plan
+/// here for another machine, and to keep the CLI tests independent of this one's BLAS.
+Expected<plan::EstimatePrices> estimatePricesFor(const std::string& device);
+/// How `prices` read in a report: "FLOPs + 16 a byte moved; matrix products x25 (they run on
+/// the reference BLAS here)".
+std::string describePrices(const plan::EstimatePrices& prices);
 
 /// What recomputation costs the planner (`--costs`).
 /// Kernel temporaries per node id, measured on a device (measureScratch) or read from a costs

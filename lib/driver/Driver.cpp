@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <map>
 #include <sstream>
 #include <filesystem>
@@ -157,7 +158,8 @@ Expected<ir::Graph> loadRunnableModel(const ModelOptions& options) {
   return graph;
 }
 
-PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, size_t maxStages, const plan::NodeCosts& costs) {
+PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, size_t maxStages, const plan::NodeCosts& costs,
+                       const plan::EstimatePrices& prices) {
   std::optional<analysis::OrderHeuristic> forced = analysis::parseOrder(orderName);
   std::optional<PreparedStages> best;
   for (analysis::OrderHeuristic h : analysis::kAllOrders) {
@@ -169,14 +171,37 @@ PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, siz
                  (memory.storeAllPeakBytes == best->memory.storeAllPeakBytes &&
                   memory.frontier.peakBytes >= best->memory.frontier.peakBytes)))
       continue;
-    // Cuts from the estimate, so measured costs reprice the same stages (same store-all peak,
-    // same percentage budgets) rather than redraw them with every timing.
+    // Cuts from the machine-independent estimate, so measured costs and a device's prices
+    // reprice the same stages (same store-all peak, same percentage budgets) rather than
+    // redraw them with every timing.
     std::vector<uint32_t> cuts = plan::chooseCuts(graph, order, maxStages);
-    plan::StageModel model = plan::buildStageModel(graph, order, cuts, costs);
+    plan::StageModel model = plan::buildStageModel(graph, order, cuts, costs, prices);
     uint64_t storeAll = plan::simulate(model, plan::storeAllStream(model.size()))->peakBytes;
     best = PreparedStages{h, std::move(memory), std::move(model), storeAll};
   }
   return std::move(*best);
+}
+
+Expected<plan::EstimatePrices> estimatePricesFor(const std::string& device) {
+  plan::EstimatePrices prices = plan::devicePrices(!isCudaDevice(device) && runtime::cpuBlas().kind == "reference");
+  if (const char* env = std::getenv("TBP_MATRIX_PRODUCT_WEIGHT")) {
+    const std::string text = env;
+    const bool digits = !text.empty() && text.size() <= 4 && text.find_first_not_of("0123456789") == std::string::npos;
+    const unsigned long weight = digits ? std::stoul(text) : 0;
+    if (weight < 1 || weight > 1000)
+      return usageError("TBP_MATRIX_PRODUCT_WEIGHT='" + text + "': expected an integer from 1 to 1000 (what a matrix product's FLOP costs "
+                        "against a convolution's)");
+    prices.matrixProductWeight = weight;
+  }
+  return prices;
+}
+
+std::string describePrices(const plan::EstimatePrices& prices) {
+  std::string s = "FLOPs + " + std::to_string(prices.perByte) + " a byte moved";
+  if (prices.matrixProductWeight != 1)
+    s += "; matrix products x" + std::to_string(prices.matrixProductWeight) +
+         (std::getenv("TBP_MATRIX_PRODUCT_WEIGHT") ? " (TBP_MATRIX_PRODUCT_WEIGHT)" : " (they run on the reference BLAS here)");
+  return s;
 }
 
 Expected<ResolvedCosts> measureCosts(const ir::Graph& graph, const runtime::RunOptions& run, int repeats) {

@@ -40,13 +40,14 @@ struct PlanArgs {
 };
 
 schedule::ScheduleFile toFile(const ir::Graph& graph, const PreparedStages& p, const plan::Plan& chosen, std::optional<uint64_t> budget,
-                              bool fileScratch, const std::string& optimizer) {
+                              bool fileScratch, const std::string& optimizer, const plan::EstimatePrices& prices) {
   schedule::ScheduleFile f;
   f.graphFingerprint = schedule::fingerprint(graph);
   f.graphName = graph.name();
   f.planner = plan::plannerName(chosen.planner);
   f.plannerParams = chosen.chosen.params;
   if (p.model.measuredCosts) f.plannerParams.emplace_back("costs", "measured");
+  else if (prices.matrixProductWeight != 1) f.plannerParams.emplace_back("matrix_product_weight", std::to_string(prices.matrixProductWeight));
   if (fileScratch) f.plannerParams.emplace_back("scratch", "costs_file");
   if (optimizer != "none") f.plannerParams.emplace_back("optimizer", optimizer);
   f.budgetBytes = budget;
@@ -94,7 +95,10 @@ int runPlan(const PlanArgs& args, Io& io) {
     if (!b) return reportError(io, b.status());
     parsedBudget = *b;
   }
-  PreparedStages p = prepare(*graph, args.order, args.maxStages, costs->costs);
+  Expected<plan::EstimatePrices> priced = estimatePricesFor("cpu");
+  if (!priced) return reportError(io, priced.status());
+  const plan::EstimatePrices prices = *priced;
+  PreparedStages p = prepare(*graph, args.order, args.maxStages, costs->costs, prices);
   if (args.optimizer != "none") {
     // The step the plan is for updates the parameters: the optimizer's state is resident and
     // its update runs after the last backward, as `tbp run --optimizer` plans it.
@@ -179,6 +183,7 @@ int runPlan(const PlanArgs& args, Io& io) {
                      {"predicted_peak_bytes", c.sim.peakBytes},
                      {"recompute_ratio", std::round(c.sim.recomputeRatio * 1e6) / 1e6},
                      {"costs", p.model.measuredCosts ? "measured" : "estimate"},
+                     {"matrix_product_weight", p.model.measuredCosts ? ordered_json(nullptr) : ordered_json(prices.matrixProductWeight)},
                      {"scratch", fileScratch ? "costs_file" : "static"},
                      {"optimizer", args.optimizer},
                      {"lower_bound_bytes", p.memory.lowerBoundBytes},
@@ -209,6 +214,7 @@ int runPlan(const PlanArgs& args, Io& io) {
       if (fileScratch)
         io.out << "kernel scratch   measured on " << costs->scratchDevice << ", from " << args.costs
                << " (the memory model takes it where it exceeds the CPU table)\n";
+      if (!p.model.measuredCosts) io.out << "priced by        the estimate: " << describePrices(prices) << "\n";
       if (p.model.measuredCosts)
         io.out << "recompute time   " << formatFixed(predictedRecomputeSeconds(p.model, c.sim) * 1e3, 3) << " ms predicted from measured costs (" << (args.costs == "measured" ? "profiled here" : args.costs) << ")\n";
       io.out << "lower bound      " << formatBytes(p.memory.lowerBoundBytes) << "; gap " << formatFixed(100 * gapOf(c.sim.peakBytes, p.memory.lowerBoundBytes), 1)
@@ -224,7 +230,7 @@ int runPlan(const PlanArgs& args, Io& io) {
     if (!s) return reportError(io, s);
   }
   if (!args.output.empty()) {
-    Status s = writeOutput(io, args.output, schedule::writeSchedule(toFile(*graph, p, chosen, tightest ? std::optional<uint64_t>(main.minFeasible) : budget, fileScratch, args.optimizer)));
+    Status s = writeOutput(io, args.output, schedule::writeSchedule(toFile(*graph, p, chosen, tightest ? std::optional<uint64_t>(main.minFeasible) : budget, fileScratch, args.optimizer, prices)));
     if (!s) return reportError(io, s);
   }
   return 0;
@@ -255,7 +261,8 @@ std::function<int(Io&)> setupPlan(CLI::App& app) {
       ->check(CLI::IsMember({"file", "greedy", "dfs"}));
   app.add_option("--max-stages", args->maxStages, "coarsen the order into at most N stages (default " + std::to_string(kDefaultMaxStages) + ")")->check(CLI::Range(1, 4096));
   app.add_option("--costs", args->costs,
-                 "estimate|measured|FILE: price recomputation by FLOPs + 4 per byte moved, by op times measured here first (CPU, "
+                 "estimate|measured|FILE: price recomputation by FLOPs + 16 per byte moved (matrix products x25 where this CPU's "
+                 "BLAS is the reference one), by op times measured here first (CPU, "
                  "default threads), or by a costs file from 'tbp profile'")
       ->type_name("COSTS");
   app.add_option("--memory-slots", args->memorySlots, "memory granularity of the optimal planner (default 256)")->check(CLI::Range(8, 4096));

@@ -133,13 +133,16 @@ int runRun(const RunArgs& args, Io& io) {
     scratchSource = "measured";
   }
   if (!costs->costs.empty()) spdlog::info("{}", costsByOp(*graph, costs->costs, 8));
+  Expected<plan::EstimatePrices> priced = estimatePricesFor(options.device);
+  if (!priced) return reportError(io, priced.status());
+  const plan::EstimatePrices prices = *priced;
   PreparedStages p;
   if (file) {
     Expected<plan::StageModel> model = schedule::stageModelFor(*file, *graph, args.schedule);
     if (!model) return reportError(io, model.status());
     p.model = std::move(*model); // (a costs file's timings priced the plan; running it needs none)
   } else {
-    p = prepare(*graph, args.order, args.maxStages, costs->costs);
+    p = prepare(*graph, args.order, args.maxStages, costs->costs, prices);
   }
   // Optimizer state is resident, and the update needs its scratch: plan with both (a schedule
   // file has them when it was planned with the same --optimizer).
@@ -229,6 +232,7 @@ int runRun(const RunArgs& args, Io& io) {
       j["blas_flops_share"] = round6(blas.flops.share());
     }
     if (file) j["schedule"] = args.schedule;
+    else if (!p.model.measuredCosts) j["matrix_product_weight"] = prices.matrixProductWeight;
     if (measuresScratch) j["scratch_profile_time_s"] = round6(scratchSeconds);
     if (p.model.measuredCosts) {
       if (args.costs == "measured") j["profile_time_s"] = round6(costs->profileSeconds);
@@ -272,6 +276,7 @@ int runRun(const RunArgs& args, Io& io) {
       io.out << " (FLOPs); costs "
              << (args.costs == "measured" ? "measured in " + formatFixed(costs->profileSeconds, 2) + " s" : "from " + args.costs)
              << ", predicted recompute " << formatFixed(predictedRecomputeSeconds(p.model, c.sim) * 1e3, 2) << " ms";
+    else if (!file && budget) io.out << " (FLOPs); priced by the estimate: " << describePrices(prices);
     io.out << "\n";
     if (measuresScratch)
       io.out << "kernel scratch   measured on " << args.run.device << " in " << formatFixed(scratchSeconds, 2)
@@ -312,7 +317,8 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
   CLI::Option* memorySlotsOption = app.add_option("--memory-slots", args->memorySlots, "memory granularity of the optimal planner (default 256)")->check(CLI::Range(8, 4096));
   CLI::Option* maxStagesOption = app.add_option("--max-stages", args->maxStages, "coarsen into at most N stages (default " + std::to_string(kDefaultMaxStages) + ")")->check(CLI::Range(1, 4096));
   app.add_option("--costs", args->costs,
-                 "estimate|measured|FILE: price recomputation by FLOPs + 4 per byte moved, by each op's forward time measured on "
+                 "estimate|measured|FILE: price recomputation by FLOPs + 16 per byte moved (matrix products x25 on the reference BLAS), "
+                 "by each op's forward time measured on "
                  "this device first (plans then vary with timing noise), or by a costs file from 'tbp profile'")
       ->type_name("COSTS");
   CLI::Option* scratchOption = app.add_option("--scratch", args->scratch,

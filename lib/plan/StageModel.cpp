@@ -33,14 +33,19 @@ bool cacheableOp(const ir::Graph& g, const ir::Node& node) {
 
 } // namespace
 
-uint64_t estimatedCost(const ir::Graph& g, const ir::Node& node) {
+EstimatePrices devicePrices(bool referenceBlas) {
+  return EstimatePrices{kDeviceCostPerByte, referenceBlas ? kReferenceBlasProductWeight : 1};
+}
+
+uint64_t estimatedCost(const ir::Graph& g, const ir::Node& node, const EstimatePrices& prices) {
   uint64_t c = ir::estimateFlops(g, node);
+  if (node.op == ir::Op::MatMul || node.op == ir::Op::Gemm || node.op == ir::Op::Einsum) c = saturatingMul(c, prices.matrixProductWeight);
   if (isBufferView(g, node)) return c; // shares its input's buffer: moves nothing
   uint64_t bytes = 0;
   for (ValueId in : node.inputs)
     if (in != kNone && g.value(in).kind != ValueKind::Constant) bytes = saturatingAdd(bytes, g.value(in).bytes);
   for (ValueId out : node.outputs) bytes = saturatingAdd(bytes, g.value(out).bytes);
-  return saturatingAdd(c, saturatingMul(kCostPerByte, bytes));
+  return saturatingAdd(c, saturatingMul(prices.perByte, bytes));
 }
 
 bool isBufferView(const ir::Graph& g, const ir::Node& node) {
@@ -54,7 +59,7 @@ bool isBufferView(const ir::Graph& g, const ir::Node& node) {
 }
 
 StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
-                           const std::vector<uint32_t>& cuts, const plan::NodeCosts& costs) {
+                           const std::vector<uint32_t>& cuts, const plan::NodeCosts& costs, const EstimatePrices& prices) {
   StageModel m;
   m.graph = &g;
   m.measuredCosts = costs.size() == g.numNodes() && !costs.empty();
@@ -161,7 +166,7 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
           tape.push_back(v);
           firstSaver.try_emplace(v, p); // positions ascend: the first one seen is the earliest
         }
-      const uint64_t nodeCost = m.measuredCosts ? costs[order[p]] : estimatedCost(g, node);
+      const uint64_t nodeCost = m.measuredCosts ? costs[order[p]] : estimatedCost(g, node, prices);
       for (ValueId out : node.outputs) s.produced.push_back(out);
       s.cost = saturatingAdd(s.cost, nodeCost);
       // Elidable: a contraction whose every reader is in a later stage (not a graph output:

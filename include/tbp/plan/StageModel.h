@@ -108,19 +108,43 @@ struct StageModel {
 /// step, `runtime::profileForwardCosts`). Empty: the static estimate (estimatedCost).
 using NodeCosts = std::vector<uint64_t>;
 
-/// What the static estimate charges for one byte an op reads or writes, in FLOPs. The right
-/// figure is the ratio of the rate of the device's contractions to the bandwidth of its
-/// memory-bound ops, and it depends on which kernels run the contractions: one CPU core here
-/// (2026-12-05) ran oneDNN convolutions at 136-195 GFLOP/s, the reference BLAS's matrix
-/// products at 3-6 GFLOP/s, and BatchNorm, Add, ReLU, SiLU and GroupNorm at 3-50 GB/s, so
-/// about 15 for a CNN and under 1 for a transformer on that BLAS. 4 is the compromise that
-/// priced best over both (docs/theory.md, Measured costs); measured costs need no such figure.
+/// What the static estimate charges for one byte an op reads or writes, in FLOPs, when it
+/// balances stages (chooseCuts). The right figure is the ratio of the rate of the device's
+/// contractions to the bandwidth of its memory-bound ops, and it depends on which kernels run
+/// the contractions; 4 is the compromise that priced best over CNNs and transformers before
+/// the estimate knew which kernels run (docs/theory.md, Measured costs). The cuts keep it so
+/// that every device and every costs mode plans over the same stages (same store-all peak,
+/// same percentage budgets).
 inline constexpr uint64_t kCostPerByte = 4;
 
-/// The static estimate of a node's forward cost, in FLOPs: its FLOPs plus kCostPerByte for
-/// every byte of its non-constant inputs and its outputs (views move nothing). Stage costs and
-/// the cuts that balance them (chooseCuts) use it.
-uint64_t estimatedCost(const ir::Graph& graph, const ir::Node& node);
+/// The prices of the static estimate, in convolution FLOPs: what a byte of a non-constant
+/// input or output costs, and what one FLOP of a MatMul, Gemm or Einsum costs against one of
+/// a convolution's (views move nothing and cost their FLOPs only).
+struct EstimatePrices {
+  uint64_t perByte = kCostPerByte;
+  uint64_t matrixProductWeight = 1;
+  bool operator==(const EstimatePrices& o) const { return perByte == o.perByte && matrixProductWeight == o.matrixProductWeight; }
+};
+
+/// The stage prices of a device whose kernels run near their roofline: one CPU core here
+/// (2026-12-05, bench/ costs files of GPT-2, resnet50 and the U-Net) ran convolutions at
+/// 150-176 GFLOP/s and Add, ReLU, SiLU, GroupNorm and Dropout at 12-18 GB/s, about 15 FLOPs
+/// a byte; fp32 on a GPU is in the same range.
+inline constexpr uint64_t kDeviceCostPerByte = 16;
+/// What a matrix product's FLOP costs against a convolution's when LibTorch's CPU products run
+/// on Debian's reference BLAS (netlib): 5-6 GFLOP/s against oneDNN's 150-176, a factor of 25-29
+/// on every model measured. A tuned BLAS (OpenBLAS, MKL, BLIS) and CUDA run both at about
+/// the same rate.
+inline constexpr uint64_t kReferenceBlasProductWeight = 25;
+
+/// The prices the planner's stage costs use on a device: kDeviceCostPerByte, and matrix
+/// products weighted by kReferenceBlasProductWeight when they run on the reference BLAS.
+EstimatePrices devicePrices(bool referenceBlas);
+
+/// The static estimate of a node's forward cost, in convolution FLOPs: its FLOPs (a matrix
+/// product's weighted by `prices`) plus `prices.perByte` for every byte of its non-constant
+/// inputs and its outputs (views move nothing).
+uint64_t estimatedCost(const ir::Graph& graph, const ir::Node& node, const EstimatePrices& prices = {});
 
 /// Whether `node` hands out its first input's buffer as its output: Reshape, Flatten,
 /// Squeeze, Unsqueeze and Identity with the same element type and count (the runtime's values
@@ -130,9 +154,11 @@ bool isBufferView(const ir::Graph& graph, const ir::Node& node);
 
 /// Builds the model for `order` cut before each position in `cuts` (sorted, each in
 /// 1..n-1; an empty list gives one stage). Stage costs come from `costs` when it has one
-/// entry per node. Preconditions: `graph` verified, `order` topological.
+/// entry per node, else from the static estimate at `prices`. Preconditions: `graph`
+/// verified, `order` topological.
 StageModel buildStageModel(const ir::Graph& graph, const std::vector<ir::NodeId>& order,
-                           const std::vector<uint32_t>& cuts, const NodeCosts& costs = {});
+                           const std::vector<uint32_t>& cuts, const NodeCosts& costs = {},
+                           const EstimatePrices& prices = {});
 
 /// What an optimizer adds to the step's memory (the budget covers the whole step, update
 /// included): the state it keeps resident (Adam: two moments per parameter; SGD: none) and the
@@ -151,7 +177,8 @@ OptimizerMemory optimizerMemory(const ir::Graph& graph, std::string_view optimiz
 /// Adds it to the model: resident state, and the update's scratch after the last B.
 void addOptimizer(StageModel& model, const OptimizerMemory& optimizer);
 
-/// Cut positions for at most `maxStages` stages of roughly equal estimated cost, each cut
+/// Cut positions for at most `maxStages` stages of roughly equal estimated cost (at the
+/// default EstimatePrices, whatever prices the stages are then planned with), each cut
 /// placed at the position with the smallest live frontier within its window (cheap cuts first).
 std::vector<uint32_t> chooseCuts(const ir::Graph& graph, const std::vector<ir::NodeId>& order,
                                  size_t maxStages);

@@ -650,3 +650,65 @@ TEST_CASE("the static estimate prices FLOPs and 4 per byte moved; views move not
   REQUIRE(plan::isBufferView(g, view));
   CHECK(plan::estimatedCost(g, view) == ir::estimateFlops(g, view));
 }
+
+TEST_CASE("a device's prices weight matrix products and bytes, and the optimal planner plans by them") {
+  ir::Graph g = tbp::testing::parseOk(R"(graph products {
+    input %x : f32[64,128]
+    param %w : f32[128,256]
+    param %k : f32[256,16,3,3]
+    const %shape : i64[4] = [1, 256, 8, 8]
+    %m : f32[64,256] = MatMul(%x, %w)
+    %r : f32[64,256] = Relu(%m)
+    %v : f32[1,256,8,8] = Reshape(%r, %shape)
+    %c : f32[1,16,8,8] = Conv(%v, %k) {pads=[1,1,1,1]}
+    %loss : f32[] = SumLoss(%c)
+    output %loss
+  })");
+  auto node = [&g](const char* out) -> const ir::Node& { return g.node(g.value(*g.findValue(out)).producer); };
+  const EstimatePrices device = devicePrices(/*referenceBlas=*/true);
+  CHECK(device.perByte == kDeviceCostPerByte);
+  CHECK(device.matrixProductWeight == kReferenceBlasProductWeight);
+  CHECK(devicePrices(false).matrixProductWeight == 1);
+  CHECK(EstimatePrices{} == EstimatePrices{kCostPerByte, 1});
+  // The MatMul's FLOPs are weighted, its bytes priced per byte; a Conv's FLOPs are not.
+  const ir::Node& mm = node("m");
+  const uint64_t mmBytes = (64 * 128 + 128 * 256 + 64 * 256) * 4; // x, the parameter w, m
+  CHECK(estimatedCost(g, mm, device) == 25 * ir::estimateFlops(g, mm) + 16 * mmBytes);
+  CHECK(estimatedCost(g, mm) == ir::estimateFlops(g, mm) + 4 * mmBytes);
+  const ir::Node& conv = node("c");
+  const uint64_t convBytes = (256 * 64 + 16 * 256 * 9 + 16 * 64) * 4;
+  CHECK(estimatedCost(g, conv, device) == ir::estimateFlops(g, conv) + 16 * convBytes);
+  const ir::Node& relu = node("r");
+  CHECK(estimatedCost(g, relu, device) == ir::estimateFlops(g, relu) + 16 * 2 * 64 * 256 * 4);
+  // Stage costs follow the prices they were built with.
+  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
+  StageModel plain = buildStageModel(g, order, everyPosition(order.size()));
+  StageModel priced = buildStageModel(g, order, everyPosition(order.size()), {}, device);
+  REQUIRE(plain.size() == priced.size());
+  CHECK(priced.stage(1).cost == estimatedCost(g, mm, device));
+  CHECK(plain.stage(1).cost == estimatedCost(g, mm));
+  CHECK(priced.onePassCost > plain.onePassCost);
+}
+
+TEST_CASE("the optimal planner's schedule under a device's prices is the cheapest by those prices") {
+  // The built-in GPT-2 at 50 %: the two price sets choose different schedules, and each is
+  // cheaper than the other's by its own prices (the matrix products' weight moved the choice).
+  Expected<ir::Graph> g = workloads::buildWorkload("gpt2", workloads::Profile::Small, false);
+  REQUIRE(g.hasValue());
+  std::vector<ir::NodeId> order = analysis::computeOrder(*g, analysis::OrderHeuristic::File);
+  std::vector<uint32_t> cuts = chooseCuts(*g, order, 64);
+  StageModel plain = buildStageModel(*g, order, cuts);
+  StageModel device = buildStageModel(*g, order, cuts, {}, devicePrices(true));
+  const uint64_t storeAll = simulate(plain, storeAllStream(plain.size()))->peakBytes;
+  REQUIRE(simulate(device, storeAllStream(device.size()))->peakBytes == storeAll);
+  const uint64_t budget = storeAll / 2;
+  Expected<Plan> a = planForBudget(plain, PlannerKind::Optimal, budget);
+  Expected<Plan> b = planForBudget(device, PlannerKind::Optimal, budget);
+  REQUIRE(a.hasValue());
+  REQUIRE(b.hasValue());
+  CHECK(a->chosen.stream != b->chosen.stream);
+  auto cost = [](const StageModel& m, const Stream& s) { return simulate(m, s)->forwardCost; };
+  CHECK(cost(device, b->chosen.stream) < cost(device, a->chosen.stream));
+  CHECK(cost(plain, a->chosen.stream) < cost(plain, b->chosen.stream));
+  CHECK(b->chosen.sim.peakBytes <= budget);
+}

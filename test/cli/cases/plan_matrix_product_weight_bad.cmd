@@ -1,0 +1,1 @@
+plan onnx/gpt2_tiny_op17_train.onnx --dim batch=8 --dim seq=16 --budget 88% >/dev/null && TBP_MATRIX_PRODUCT_WEIGHT=1x "$TBP" plan onnx/gpt2_tiny_op17_train.onnx --dim batch=8 --dim seq=16 --budget 88%

@@ -1,0 +1,1 @@
+plan onnx/gpt2_tiny_op17_train.onnx --dim batch=8 --dim seq=16 --budget 70% | grep -E "^(recompute|priced)" && TBP_MATRIX_PRODUCT_WEIGHT=1 "$TBP" plan onnx/gpt2_tiny_op17_train.onnx --dim batch=8 --dim seq=16 --budget 70% | grep -E "^(recompute|priced)"
