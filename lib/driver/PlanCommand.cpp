@@ -130,7 +130,7 @@ int runPlan(const PlanArgs& args, Io& io) {
   std::vector<Row> rows;
   for (plan::PlannerKind k : kinds) {
     auto t = Clock::now();
-    std::vector<plan::Candidate> cands = plan::candidates(p.model, k, options);
+    std::vector<plan::Candidate> cands = tightest ? plan::tightestCandidates(p.model, k, options) : plan::candidates(p.model, k, options);
     uint64_t minFeasible = plan::minFeasibleBytes(cands);
     Expected<plan::Plan> result = plan::chooseCandidate(std::move(cands), k, tightest ? std::optional<uint64_t>(minFeasible) : budget);
     rows.push_back({k, std::move(result), minFeasible, secondsSince(t)});

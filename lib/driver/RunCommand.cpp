@@ -184,7 +184,8 @@ int runRun(const RunArgs& args, Io& io) {
       budget = b->resolve(p.storeAllPeak);
       planOptions.budgetBytes = *budget;
     }
-    std::vector<plan::Candidate> candidates = plan::candidates(p.model, kind, planOptions);
+    std::vector<plan::Candidate> candidates =
+        budgetText == "min" ? plan::tightestCandidates(p.model, kind, planOptions) : plan::candidates(p.model, kind, planOptions);
     if (budgetText == "min") budget = plan::minFeasibleBytes(candidates); // the tightest schedule this planner has
     Expected<plan::Plan> chosen = plan::chooseCandidate(std::move(candidates), kind, budget);
     if (!chosen) return reportError(io, chosen.status());

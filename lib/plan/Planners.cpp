@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <iterator>
 #include <limits>
 #include <set>
 #include <unordered_map>
@@ -670,6 +671,21 @@ std::vector<Candidate> candidates(const StageModel& m, PlannerKind kind, const P
       }
     break;
   }
+  }
+  return out;
+}
+
+std::vector<Candidate> tightestCandidates(const StageModel& m, PlannerKind kind, const PlanOptions& options) {
+  std::vector<Candidate> out = candidates(m, kind, options);
+  if (kind != PlannerKind::Optimal) return out; // the other planners do not depend on the budget
+  for (int round = 0; round < 3; ++round) {
+    const uint64_t smallest = minFeasibleBytes(out);
+    PlanOptions at = options;
+    at.budgetBytes = smallest;
+    std::vector<Candidate> more = candidates(m, kind, at);
+    const uint64_t found = minFeasibleBytes(more);
+    out.insert(out.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
+    if (found >= smallest) break;
   }
   return out;
 }

@@ -62,6 +62,11 @@ struct PlanOptions {
 /// other planners' schedules, so it never does worse than any of them.
 std::vector<Candidate> candidates(const StageModel& model, PlannerKind kind, const PlanOptions& options = {});
 
+/// candidates() for the tightest schedule (`--budget min`): the optimal planner's memory grid is
+/// finer under a budget (PlanOptions::budgetBytes), so it plans again at the smallest peak found
+/// until that stops falling (at most three more rounds), as an infeasible budget's search does.
+std::vector<Candidate> tightestCandidates(const StageModel& model, PlannerKind kind, const PlanOptions& options = {});
+
 /// The chosen plan.
 struct Plan {
   PlannerKind planner;

@@ -712,3 +712,31 @@ TEST_CASE("the optimal planner's schedule under a device's prices is the cheapes
   CHECK(cost(plain, a->chosen.stream) < cost(plain, b->chosen.stream));
   CHECK(b->chosen.sim.peakBytes <= budget);
 }
+
+TEST_CASE("the tightest schedule plans again on the finer grid of its own peak") {
+  // `--budget min`: the optimal planner's grid is finer under a budget, so the smallest peak of
+  // a plain search can be beaten by planning at it; the tightest search must end where an
+  // infeasible budget's search says the smallest feasible budget is.
+  size_t lower = 0;
+  for (const char* name : {"gpt2", "transformer", "resnet", "long_context", "unet"}) {
+    CAPTURE(name);
+    Expected<ir::Graph> g = workloads::buildWorkload(name, workloads::Profile::Small, false);
+    REQUIRE(g.hasValue());
+    std::vector<ir::NodeId> order = analysis::computeOrder(*g, analysis::OrderHeuristic::File);
+    StageModel m = buildStageModel(*g, order, chooseCuts(*g, order, 64));
+    const uint64_t plain = minFeasibleBytes(candidates(m, PlannerKind::Optimal));
+    const uint64_t tight = minFeasibleBytes(tightestCandidates(m, PlannerKind::Optimal));
+    CHECK(tight <= plain);
+    if (tight < plain) ++lower;
+    Expected<Plan> at = planForBudget(m, PlannerKind::Optimal, tight);
+    REQUIRE(at.hasValue());
+    CHECK(at->chosen.sim.peakBytes == tight);
+    Expected<Plan> below = planForBudget(m, PlannerKind::Optimal, tight - 1);
+    REQUIRE_FALSE(below.hasValue());
+    CHECK(below.status().code() == ErrorCode::Infeasible);
+    CHECK(below.status().message().find("(" + std::to_string(tight) + " bytes)") != std::string::npos);
+    const std::string line = std::string(name) + ": plain search " + std::to_string(plain) + " bytes, tightest " + std::to_string(tight);
+    MESSAGE(line);
+  }
+  CHECK(lower > 0);
+}
