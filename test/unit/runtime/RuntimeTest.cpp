@@ -1183,6 +1183,56 @@ TEST_CASE("kernel scratch measured on the CPU reproduces the memory model's tabl
   CHECK(runtime::profileScratch(g, order, bad).status().code() == ErrorCode::Usage);
 }
 
+TEST_CASE("a transposed convolution's temporaries are one sample's columns, and ones for its bias") {
+  // ATen's CPU transposed convolution (slow_conv_transpose2d/3d) im2cols one sample at a time:
+  // C_out x prod(kernel) x prod(input spatial) floats whatever the batch, and a plane of ones
+  // the size of one output sample when it adds a bias; its backward makes the columns again.
+  // The table had nothing forward and input + output backward (over at batch 8, under here).
+  ir::Graph g = tbp::testing::parseOk(R"(graph transposed {
+    param %x : f32[8,32,32,32]
+    param %w : f32[32,16,2,2]
+    param %b : f32[16]
+    param %x2 : f32[2,8,16,16]
+    param %w2 : f32[8,24,3,3]
+    param %x3 : f32[2,4,6,6,6]
+    param %w3 : f32[4,8,2,2,2]
+    param %b3 : f32[8]
+    %up : f32[8,16,64,64] = ConvTranspose(%x, %w, %b) {strides=[2,2], kernel_shape=[2,2]}
+    %padded : f32[2,24,31,31] = ConvTranspose(%x2, %w2) {strides=[2,2], kernel_shape=[3,3], pads=[1,1,1,1]}
+    %vol : f32[2,8,12,12,12] = ConvTranspose(%x3, %w3, %b3) {strides=[2,2,2], kernel_shape=[2,2,2]}
+    %l1 : f32[] = SumLoss(%up)
+    %l2 : f32[] = SumLoss(%padded)
+    %l3 : f32[] = SumLoss(%vol)
+    %l12 : f32[] = Add(%l1, %l2)
+    %loss : f32[] = Add(%l12, %l3)
+    output %loss
+  })");
+  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
+  auto measured = runtime::profileScratch(g, order, runtime::RunOptions{});
+  REQUIRE_MESSAGE(measured.hasValue(), measured.status().message());
+  const analysis::MemoryAnalysis mem = analysis::analyzeMemory(g, order);
+  const uint64_t slack = 4096;
+  std::map<std::string, ir::MeasuredScratch> rule;
+  for (ir::NodeId n = 0; n < g.numNodes(); ++n) {
+    const ir::Node& node = g.node(n);
+    if (node.op != ir::Op::ConvTranspose) continue;
+    const std::string out = g.value(node.outputs[0]).name;
+    CAPTURE(out);
+    REQUIRE((*measured)[n].has_value());
+    const ir::MeasuredScratch seen = *(*measured)[n];
+    rule[out] = {ir::forwardScratchBytes(g, node), ir::backwardScratchBytes(g, node, &mem.needsGrad)};
+    CHECK(seen.forward + slack >= rule[out].forward);
+    CHECK(seen.forward <= rule[out].forward + slack);
+    CHECK(seen.backward + slack >= rule[out].backward);
+    CHECK(seen.backward <= rule[out].backward + slack);
+  }
+  REQUIRE(rule.size() == 3);
+  CHECK(rule["up"].forward == 16 * 4 * 32 * 32 * 4 + 64 * 64 * 4);
+  CHECK(rule["up"].backward == 16 * 4 * 32 * 32 * 4);
+  CHECK(rule["padded"].forward == 24 * 9 * 16 * 16 * 4); // no bias: no ones
+  CHECK(rule["vol"].forward == 8 * 8 * 6 * 6 * 6 * 4 + 12 * 12 * 12 * 4);
+}
+
 TEST_CASE("resizes, instance norms and convolutions with channels off the blocked layout cost what the table says") {
   // The rules of ir::forwardScratchBytes/backwardScratchBytes that depend on the kernel's path:
   // a nearest 2x upsample (ATen's upsample_nearest2d, nothing), the separable gather of every
