@@ -96,6 +96,9 @@ PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, siz
 /// variable TBP_MATRIX_PRODUCT_WEIGHT (an integer, 1 to 1000) overrides the weight: to plan
 /// here for another machine, and to keep the CLI tests independent of this one's BLAS.
 Expected<plan::EstimatePrices> estimatePricesFor(const std::string& device);
+/// Whether the static kernel-scratch table describes `run`'s kernels: LibTorch's CPU kernels at
+/// one intra-op thread (on CUDA, and with more threads, `--scratch auto` measures instead).
+bool scratchTableHolds(const runtime::RunOptions& run);
 /// How `prices` read in a report: "FLOPs + 16 a byte moved; matrix products x25 (they run on
 /// the reference BLAS here)".
 std::string describePrices(const plan::EstimatePrices& prices);

@@ -196,6 +196,11 @@ Expected<plan::EstimatePrices> estimatePricesFor(const std::string& device) {
   return prices;
 }
 
+bool scratchTableHolds(const runtime::RunOptions& run) {
+  // oneDNN's convolution backward keeps per-thread weight-gradient buffers (2026-12-05).
+  return !isCudaDevice(run.device) && runtime::intraOpThreads(run.threads) == 1;
+}
+
 std::string describePrices(const plan::EstimatePrices& prices) {
   std::string s = "FLOPs + " + std::to_string(prices.perByte) + " a byte moved";
   if (prices.matrixProductWeight != 1)

@@ -34,7 +34,7 @@ int runProfile(const ProfileArgs& args, Io& io) {
   file.repeats = args.repeats;
   file.nodeNs = std::move(costs->costs);
   // Kernel temporaries on this device, for plans made elsewhere (`tbp plan --costs FILE`).
-  const bool measuresScratch = args.scratch == "measured" || (args.scratch == "auto" && isCudaDevice(args.run.device));
+  const bool measuresScratch = args.scratch == "measured" || (args.scratch == "auto" && !scratchTableHolds(args.run));
   double scratchSeconds = 0;
   if (measuresScratch) {
     Expected<ScratchMeasurement> measured = driver::measureScratch(*graph, args.run);
@@ -69,7 +69,8 @@ std::function<int(Io&)> setupProfile(CLI::App& app) {
   app.add_option("--device", args->run.device, "cpu|cuda|cuda:N")->type_name("DEVICE");
   app.add_option("--scratch", args->scratch,
                  "auto|static|measured: also measure every op's kernel temporaries on the device and write them to the "
-                 "costs file (plans made from it then size them as on this device); auto measures on CUDA")
+                 "costs file (plans made from it then size them as on this device); auto measures on CUDA and with more than one "
+                 "thread")
       ->check(CLI::IsMember({"auto", "static", "measured"}));
   app.add_option("--threads", args->run.threads, "intra-op threads (profile with the threads you will run with; 0: LibTorch's default)")->check(CLI::Range(0, 1024));
   app.add_option("--seed", args->run.seed, "seed of inputs and parameters without data");

@@ -122,8 +122,8 @@ int runRun(const RunArgs& args, Io& io) {
   }
   if (scratchSource == "costs_file" && costs->scratchDevice != options.device)
     spdlog::warn("{}: kernel scratch measured on {}, running on {}", args.costs, costs->scratchDevice, options.device);
-  const bool measuresScratch = !file && (args.scratch == "measured" || (args.scratch == "auto" && scratchSource == "static" &&
-                                                                         isCudaDevice(options.device)));
+  const bool measuresScratch =
+      !file && (args.scratch == "measured" || (args.scratch == "auto" && scratchSource == "static" && !scratchTableHolds(options)));
   double scratchSeconds = 0;
   if (measuresScratch) {
     Expected<ScratchMeasurement> measured = measureScratch(*graph, options);
@@ -324,7 +324,8 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
       ->type_name("COSTS");
   CLI::Option* scratchOption = app.add_option("--scratch", args->scratch,
                  "auto|static|measured: kernel temporaries in the memory model from tbp's table (measured with LibTorch 1.13 on "
-                 "CPU) or measured on this device before planning; auto takes a --costs file's measurement, else measures on CUDA")
+                 "CPU at one thread) or measured on this device before planning; auto takes a --costs file's measurement, else "
+                 "measures on CUDA and with more than one thread")
       ->check(CLI::IsMember({"auto", "static", "measured"}));
   app.add_option("--device", args->run.device, "cpu|cuda|cuda:N (cuda needs a LibTorch built with CUDA)")->type_name("DEVICE");
   app.add_flag("--verify", args->run.verify, "also run store-all and compare the loss and every parameter gradient");

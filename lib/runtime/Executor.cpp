@@ -1023,6 +1023,8 @@ Expected<std::vector<std::optional<ir::MeasuredScratch>>> profileScratch(const i
   }
 }
 
+int intraOpThreads(int requested) { return requested > 0 ? requested : at::get_num_threads(); }
+
 Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& m, const plan::Stream& stream, const RunOptions& options) {
   try {
     Expected<Resident> prepared = prepareResident(g, options);

@@ -8,6 +8,8 @@ bool available() { return false; }
 
 std::vector<std::string> missingKernels(const ir::Graph&) { return {}; }
 
+int intraOpThreads(int requested) { return requested > 0 ? requested : 1; }
+
 Expected<plan::NodeCosts> profileForwardCosts(const ir::Graph&, const std::vector<ir::NodeId>&, const RunOptions&, int) {
   return Status(ErrorCode::Internal,
                 "this build of tbp has no LibTorch runtime to measure costs; install libtorch-dev and rebuild with -DTBP_WITH_TORCH=ON");

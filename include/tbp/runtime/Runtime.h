@@ -90,6 +90,10 @@ struct BlasInfo {
 /// The BLAS of this process (see BlasInfo).
 BlasInfo cpuBlas();
 
+/// The intra-op threads a run with `requested` threads uses: `requested` when positive, else
+/// LibTorch's default (1 in a build without LibTorch).
+int intraOpThreads(int requested);
+
 /// The op types of `graph` the runtime has no kernel for, sorted, with counts ("Conv x20").
 std::vector<std::string> missingKernels(const ir::Graph& graph);
 

@@ -1,0 +1,1 @@
+run onnx/mlp.onnx --dim batch=64 --budget 80% --threads 2 --format json | grep -E "\"(scratch|prediction_error)\"" && "$TBP" run onnx/mlp.onnx --dim batch=64 --budget 80% --threads 1 --format json | grep -E "\"scratch\""
