@@ -1183,6 +1183,33 @@ TEST_CASE("kernel scratch measured on the CPU reproduces the memory model's tabl
   CHECK(runtime::profileScratch(g, order, bad).status().code() == ErrorCode::Usage);
 }
 
+/// Measures the kernel temporaries of every node of `g` whose op is in `ops`
+/// (runtime::profileScratch, CPU, one thread), checks that the table
+/// (ir::forwardScratchBytes/backwardScratchBytes) gives the same within allocator slack, and
+/// returns the table's figures by output name.
+std::map<std::string, ir::MeasuredScratch> checkScratchTable(const ir::Graph& g, const std::vector<ir::Op>& ops) {
+  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
+  auto measured = runtime::profileScratch(g, order, runtime::RunOptions{});
+  REQUIRE_MESSAGE(measured.hasValue(), measured.status().message());
+  const analysis::MemoryAnalysis mem = analysis::analyzeMemory(g, order);
+  const uint64_t slack = 4096; // allocator bookkeeping of tiny tensors, far below any rule's size
+  std::map<std::string, ir::MeasuredScratch> rule;
+  for (ir::NodeId n = 0; n < g.numNodes(); ++n) {
+    const ir::Node& node = g.node(n);
+    if (std::find(ops.begin(), ops.end(), node.op) == ops.end()) continue;
+    const std::string out = g.value(node.outputs[0]).name;
+    CAPTURE(out);
+    REQUIRE((*measured)[n].has_value());
+    const ir::MeasuredScratch seen = *(*measured)[n];
+    rule[out] = {ir::forwardScratchBytes(g, node), ir::backwardScratchBytes(g, node, &mem.needsGrad)};
+    CHECK(seen.forward + slack >= rule[out].forward);
+    CHECK(seen.forward <= rule[out].forward + slack);
+    CHECK(seen.backward + slack >= rule[out].backward);
+    CHECK(seen.backward <= rule[out].backward + slack);
+  }
+  return rule;
+}
+
 TEST_CASE("a transposed convolution's temporaries are one sample's columns, and ones for its bias") {
   // ATen's CPU transposed convolution (slow_conv_transpose2d/3d) im2cols one sample at a time:
   // C_out x prod(kernel) x prod(input spatial) floats whatever the batch, and a plane of ones
@@ -1207,25 +1234,7 @@ TEST_CASE("a transposed convolution's temporaries are one sample's columns, and 
     %loss : f32[] = Add(%l12, %l3)
     output %loss
   })");
-  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
-  auto measured = runtime::profileScratch(g, order, runtime::RunOptions{});
-  REQUIRE_MESSAGE(measured.hasValue(), measured.status().message());
-  const analysis::MemoryAnalysis mem = analysis::analyzeMemory(g, order);
-  const uint64_t slack = 4096;
-  std::map<std::string, ir::MeasuredScratch> rule;
-  for (ir::NodeId n = 0; n < g.numNodes(); ++n) {
-    const ir::Node& node = g.node(n);
-    if (node.op != ir::Op::ConvTranspose) continue;
-    const std::string out = g.value(node.outputs[0]).name;
-    CAPTURE(out);
-    REQUIRE((*measured)[n].has_value());
-    const ir::MeasuredScratch seen = *(*measured)[n];
-    rule[out] = {ir::forwardScratchBytes(g, node), ir::backwardScratchBytes(g, node, &mem.needsGrad)};
-    CHECK(seen.forward + slack >= rule[out].forward);
-    CHECK(seen.forward <= rule[out].forward + slack);
-    CHECK(seen.backward + slack >= rule[out].backward);
-    CHECK(seen.backward <= rule[out].backward + slack);
-  }
+  std::map<std::string, ir::MeasuredScratch> rule = checkScratchTable(g, {ir::Op::ConvTranspose});
   REQUIRE(rule.size() == 3);
   CHECK(rule["up"].forward == 16 * 4 * 32 * 32 * 4 + 64 * 64 * 4);
   CHECK(rule["up"].backward == 16 * 4 * 32 * 32 * 4);
@@ -1271,29 +1280,12 @@ TEST_CASE("resizes, instance norms and convolutions with channels off the blocke
     %loss : f32[] = Add(%l15, %l34)
     output %loss
   })");
-  std::vector<ir::NodeId> order = analysis::computeOrder(g, analysis::OrderHeuristic::File);
-  auto measured = runtime::profileScratch(g, order, runtime::RunOptions{});
-  REQUIRE_MESSAGE(measured.hasValue(), measured.status().message());
-  const analysis::MemoryAnalysis mem = analysis::analyzeMemory(g, order);
-  const uint64_t slack = 4096;
-  std::map<std::string, ir::MeasuredScratch> rule, seen;
-  for (ir::NodeId n = 0; n < g.numNodes(); ++n) {
-    const ir::Node& node = g.node(n);
-    if (node.op != ir::Op::Resize && node.op != ir::Op::Conv && node.op != ir::Op::InstanceNormalization) continue;
-    const std::string out = g.value(node.outputs[0]).name;
-    CAPTURE(out);
-    REQUIRE((*measured)[n].has_value());
-    seen[out] = *(*measured)[n];
-    rule[out] = {ir::forwardScratchBytes(g, node), ir::backwardScratchBytes(g, node, &mem.needsGrad)};
-    CHECK(seen[out].forward + slack >= rule[out].forward);
-    CHECK(seen[out].forward <= rule[out].forward + slack);
-    // InstanceNormalization (ATen's group norm, a group per channel) makes two per-instance
-    // sums in its backward, no map-sized temporary.
-    if (node.op == ir::Op::InstanceNormalization) CHECK(rule[out].backward == 8 * 8 * 4);
-    CHECK(seen[out].backward + slack >= rule[out].backward);
-    CHECK(seen[out].backward <= rule[out].backward + slack);
-  }
+  std::map<std::string, ir::MeasuredScratch> rule =
+      checkScratchTable(g, {ir::Op::Resize, ir::Op::Conv, ir::Op::InstanceNormalization});
   REQUIRE(rule.size() == 7);
+  // InstanceNormalization (ATen's group norm, a group per channel) makes two per-instance
+  // sums in its backward, no map-sized temporary.
+  CHECK(rule["in"].backward == 8 * 8 * 4);
   CHECK(rule["big"].backward == 256 * 256 * 9 * 4); // the blocked weight gradient beside the plain one
   const uint64_t map16 = 8 * 16 * 16 * 16 * 4; // one [8,16,16,16] f32 map
   CHECK(rule["up"].forward == 0);
