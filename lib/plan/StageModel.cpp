@@ -31,14 +31,9 @@ bool cacheableOp(const ir::Graph& g, const ir::Node& node) {
   return out.kind == ValueKind::Activation && ir::isFloat(out.type.dtype) && out.bytes > 0;
 }
 
-} // namespace
-
-EstimatePrices devicePrices(bool referenceBlas) {
-  return EstimatePrices{kDeviceCostPerByte, referenceBlas ? kReferenceBlasProductWeight : 1};
-}
-
-uint64_t estimatedCost(const ir::Graph& g, const ir::Node& node, const EstimatePrices& prices) {
-  uint64_t c = ir::estimateFlops(g, node);
+/// estimatedCost for a node whose FLOPs (ir::estimateFlops) are already known.
+uint64_t costOf(const ir::Graph& g, const ir::Node& node, uint64_t flops, const EstimatePrices& prices) {
+  uint64_t c = flops;
   if (node.op == ir::Op::MatMul || node.op == ir::Op::Gemm || node.op == ir::Op::Einsum) c = saturatingMul(c, prices.matrixProductWeight);
   if (isBufferView(g, node)) return c; // shares its input's buffer: moves nothing
   uint64_t bytes = 0;
@@ -46,6 +41,16 @@ uint64_t estimatedCost(const ir::Graph& g, const ir::Node& node, const EstimateP
     if (in != kNone && g.value(in).kind != ValueKind::Constant) bytes = saturatingAdd(bytes, g.value(in).bytes);
   for (ValueId out : node.outputs) bytes = saturatingAdd(bytes, g.value(out).bytes);
   return saturatingAdd(c, saturatingMul(prices.perByte, bytes));
+}
+
+} // namespace
+
+EstimatePrices devicePrices(bool referenceBlas) {
+  return EstimatePrices{kDeviceCostPerByte, referenceBlas ? kReferenceBlasProductWeight : 1};
+}
+
+uint64_t estimatedCost(const ir::Graph& g, const ir::Node& node, const EstimatePrices& prices) {
+  return costOf(g, node, ir::estimateFlops(g, node), prices);
 }
 
 bool isBufferView(const ir::Graph& g, const ir::Node& node) {
@@ -166,7 +171,7 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
           tape.push_back(v);
           firstSaver.try_emplace(v, p); // positions ascend: the first one seen is the earliest
         }
-      const uint64_t nodeCost = m.measuredCosts ? costs[order[p]] : estimatedCost(g, node, prices);
+      const uint64_t nodeCost = m.measuredCosts ? costs[order[p]] : costOf(g, node, flops, prices);
       for (ValueId out : node.outputs) s.produced.push_back(out);
       s.cost = saturatingAdd(s.cost, nodeCost);
       // Elidable: a contraction whose every reader is in a later stage (not a graph output:
