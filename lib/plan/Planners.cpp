@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <iterator>
 #include <limits>
+#include <memory>
 #include <set>
 #include <unordered_map>
 
@@ -146,6 +147,24 @@ struct RevolveEmitter {
 
 // ------------------------------------------------------------------------------ optimal
 
+/// The optimal planner's hot loop, O(L³·M) over a program: for every memory size `mem` from
+/// `need` to `last`, whether splitting at stage `split` (cost base + right[mem - rightShift] +
+/// left[mem - leftShift]; need >= both shifts) beats the row's best so far. Branch-free so that it vectorizes, and compiled for AVX2 as
+/// well as the baseline where GCC can pick the variant at load time (halves planning there).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+void relaxSplit(float* __restrict best, int32_t* __restrict pick, const float* __restrict right, size_t rightShift,
+                const float* __restrict left, size_t leftShift, float base, int32_t split, size_t need, size_t last) {
+  for (size_t mem = need; mem <= last; ++mem) {
+    const float c = base + right[mem - rightShift] + left[mem - leftShift];
+    const float old = best[mem];
+    const int32_t better = -static_cast<int32_t>(c < old); // all ones or zero
+    pick[mem] = (split & better) | (pick[mem] & ~better);
+    best[mem] = c < old ? c : old;
+  }
+}
+
 /// Rotor-style dynamic program over the stage chain (docs/theory.md). Memory is counted in
 /// slots, every quantity rounded up, so a schedule's slot count bounds its simulated peak.
 class OptimalDp {
@@ -275,8 +294,11 @@ private:
   uint64_t cacheSlots(size_t i, size_t j) const { return i > j ? 0 : slotsOf(cacheCum_[j] - cacheCum_[i - 1]); }
 
   void solve() {
-    table_.assign(3 * pairs() * (M_ + 1), kInf);
-    choice_.assign(table_.size(), kNone);
+    // Uninitialized: every row is set below before it is read (the tables reach hundreds of
+    // MiB at a few hundred stages, and filling them first cost a quarter of the planning).
+    table_.reset(new Cost[3 * pairs() * (M_ + 1)]);
+    choice_.reset(new int16_t[3 * pairs() * (M_ + 1)]);
+    rowPick_.assign(M_ + 1, kNone);
     const Mode modes[] = {Mode::Ckpt, Mode::CurAll, Mode::CurN};
     for (size_t len = 1; len <= L_; ++len) {
       for (size_t i = 1; i + len - 1 <= L_; ++i) {
@@ -289,8 +311,12 @@ private:
           const uint64_t cached = cacheSlots(i, j), cachedI = cacheSlots(i, i);
           // The row of (mode, i, j) over all memory sizes is contiguous: fill it option by
           // option (F_all first, then the splits k in order; ties keep the earlier option).
-          Cost* best = &table_[index(mode, i, j, 0)];
-          int16_t* pick = &choice_[index(mode, i, j, 0)];
+          // The choices go to a 32-bit row first: with the costs' 32 bits, the split loop
+          // below vectorizes (it is the program's hot loop, O(L³·M)).
+          Cost* __restrict best = &table_[index(mode, i, j, 0)];
+          int32_t* __restrict pick = rowPick_.data();
+          std::fill(best, best + M_ + 1, static_cast<Cost>(kInf));
+          std::fill(rowPick_.begin(), rowPick_.end(), int32_t{kNone});
           // F_all i, then the rest (or B i directly when i == j).
           if (i == j) {
             const uint64_t adjAtB = i == L_ ? AD_[L_ + 1] : AD_[i + 1];
@@ -323,19 +349,15 @@ private:
               if (advancePeak > M_) break;
               const uint64_t heldLeft = cacheSlots(i, k - 1); // the left part's cache, held meanwhile
               const uint64_t made = gradSlots(k, j);
-              const Cost* right = &table_[index(Mode::CurN, k, j, 0)];
-              const Cost* left = &table_[index(Mode::Ckpt, i, k - 1, 0)];
               const uint64_t need = std::max(advancePeak, persistent + std::max(heldLeft, made));
-              for (size_t mem = need; mem <= M_; ++mem) {
-                const size_t rest = mem - persistent;
-                const double c = advanceCost + right[rest - heldLeft] + left[rest - made];
-                if (c < best[mem]) {
-                  best[mem] = static_cast<Cost>(c);
-                  pick[mem] = static_cast<int16_t>(k);
-                }
-              }
+              // Index `mem` reads the right part at mem - persistent - heldLeft and the left
+              // part at mem - persistent - made.
+              relaxSplit(best, pick, &table_[index(Mode::CurN, k, j, 0)], persistent + heldLeft, &table_[index(Mode::Ckpt, i, k - 1, 0)],
+                         persistent + made, static_cast<Cost>(advanceCost), static_cast<int32_t>(k), need, M_);
             }
           }
+          int16_t* row = &choice_[index(mode, i, j, 0)];
+          for (size_t mem = 0; mem <= M_; ++mem) row[mem] = static_cast<int16_t>(pick[mem]);
         }
       }
     }
@@ -372,8 +394,9 @@ private:
   std::vector<uint64_t> gradCum_; ///< bytes of parameter gradients made by B 1..B k
   std::vector<bool> cacheStage_;  ///< per stage: its first forward caches
   std::vector<uint64_t> cacheCum_; ///< bytes cached by stages 1..k
-  std::vector<Cost> table_;
-  std::vector<int16_t> choice_;
+  std::unique_ptr<Cost[]> table_;
+  std::unique_ptr<int16_t[]> choice_;
+  std::vector<int32_t> rowPick_; ///< choices of the row being filled (solve)
 };
 
 /// Which stages may cache their contractions' outputs (selective recomputation): those whose
