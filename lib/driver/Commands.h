@@ -4,6 +4,7 @@
 #include "tbp/analysis/Memory.h"
 #include "tbp/analysis/Order.h"
 #include "tbp/ir/Graph.h"
+#include "tbp/plan/Planners.h"
 #include "tbp/plan/Simulator.h"
 #include "tbp/plan/StageModel.h"
 #include "tbp/runtime/Runtime.h"
@@ -16,6 +17,7 @@
 #include <functional>
 #include <iosfwd>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -80,15 +82,42 @@ struct PreparedStages {
 
 /// Picks the order (`orderName`, or the heuristic with the lowest store-all peak), coarsens it
 /// into at most `maxStages` stages and builds the stage model.
-/// Default of --max-stages. Finer stages let the optimal planner recompute fewer FLOPs
-/// (exported GPT-2 at 50 %: recompute ratio 1.44 at 64 stages, 1.31 at 96), but every
-/// instruction has a fixed cost the planner does not see: on the small built-in resnet (0.14 s
-/// steps) 96 stages made the 60 % step 1.20x store-all against 1.01x at 64. Large models can
-/// ask for more (bench/run_bench.sh uses 96).
-inline constexpr size_t kDefaultMaxStages = 64;
-
 PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, size_t maxStages,
                        const plan::NodeCosts& costs = {}, const plan::EstimatePrices& prices = {});
+
+/// The stage counts the optimal planner tries when `--max-stages` is left out (the other
+/// planners take the first). Finer stages let it recompute less, but not steadily (the
+/// boundaries move, and the DP's slots round more terms): at 50 % the exported U-Net's
+/// recompute measured 285 ms at 64 stages, 266 at 96, 190 at 128, resnet50's 217, 208, 197
+/// (2026-12-05, docs/theory.md "Stage counts"); and every instruction has a fixed cost the
+/// stage prices do not see (kInstructionOverheadNs). Counts past the op count are one model.
+inline constexpr size_t kAutoStageCounts[] = {64, 96, 128};
+/// What the choice among stage counts charges per instruction of a schedule, the fixed cost
+/// the planner's stage prices do not see: about 40 µs a stage instruction on a CPU core here
+/// (the built-in transformer at 50 %: 358 instructions at 128 stages against 185 at 64 took
+/// 5-8 ms more a step at equal recomputation), in ns for measured costs and in convolution
+/// FLOPs (150-176 GFLOP/s here) for the estimate.
+inline constexpr uint64_t kInstructionOverheadNs = 40'000;
+inline constexpr uint64_t kInstructionOverheadCost = 8'000'000;
+
+/// The stage counts to plan on: `maxStages` when it was given (non-zero), else the
+/// kAutoStageCounts up to the first that reaches `ops` (the optimal planner), or the first
+/// alone (the other planners, whose schedules do not search).
+std::vector<size_t> stageCountsToTry(size_t maxStages, size_t ops, bool optimal);
+
+/// One planner's schedule over one or more stage models of the same graph and order.
+struct GranularPlan {
+  std::shared_ptr<const PreparedStages> stages; ///< the model the schedule was planned on
+  Expected<plan::Plan> plan;
+  uint64_t minFeasible = 0; ///< smallest simulated peak among that model's candidates
+  size_t countsTried = 1;
+};
+/// Plans `kind` on each stage count (`prepareAt(count)` builds its model: cuts, costs,
+/// optimizer) and keeps the cheapest schedule: under `budget` the lowest recompute cost plus
+/// the instruction overhead (kInstructionOverhead*), with `tightest` the smallest peak; when
+/// none is feasible, the model with the smallest feasible peak (its error names it).
+GranularPlan planAcrossStageCounts(const std::vector<size_t>& counts, const std::function<std::shared_ptr<const PreparedStages>(size_t)>& prepareAt,
+                                   plan::PlannerKind kind, const plan::PlanOptions& options, std::optional<uint64_t> budget, bool tightest);
 
 /// The static estimate's stage prices for `device` (cpu, cuda, cuda:N): plan::devicePrices,
 /// with matrix products weighted when this machine's CPU products run on the reference BLAS.
@@ -100,8 +129,10 @@ Expected<plan::EstimatePrices> estimatePricesFor(const std::string& device);
 /// one intra-op thread (on CUDA, and with more threads, `--scratch auto` measures instead).
 bool scratchTableHolds(const runtime::RunOptions& run);
 /// How `prices` read in a report: "FLOPs + 16 a byte moved; matrix products x25 (they run on
-/// the reference BLAS here)".
-std::string describePrices(const plan::EstimatePrices& prices);
+/// the reference BLAS here)", and the pooling weight when `graph` pools.
+std::string describePrices(const plan::EstimatePrices& prices, const ir::Graph& graph);
+/// Whether `graph` has a MaxPool or an AveragePool (the ops EstimatePrices::poolWindowWeight prices).
+bool hasPooling(const ir::Graph& graph);
 
 /// What recomputation costs the planner (`--costs`).
 /// Kernel temporaries per node id, measured on a device (measureScratch) or read from a costs

@@ -182,8 +182,50 @@ PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, siz
   return std::move(*best);
 }
 
+std::vector<size_t> stageCountsToTry(size_t maxStages, size_t ops, bool optimal) {
+  if (maxStages != 0) return {maxStages};
+  std::vector<size_t> out;
+  for (size_t count : kAutoStageCounts) {
+    out.push_back(count);
+    if (!optimal || count >= ops) break;
+  }
+  return out;
+}
+
+GranularPlan planAcrossStageCounts(const std::vector<size_t>& counts, const std::function<std::shared_ptr<const PreparedStages>(size_t)>& prepareAt,
+                                   plan::PlannerKind kind, const plan::PlanOptions& options, std::optional<uint64_t> budget, bool tightest) {
+  TBP_CHECK(!counts.empty());
+  std::optional<GranularPlan> best;
+  auto score = [](const GranularPlan& g) {
+    const plan::Candidate& c = g.plan->chosen;
+    const uint64_t perInstruction = g.stages->model.measuredCosts ? kInstructionOverheadNs : kInstructionOverheadCost;
+    return static_cast<long double>(c.sim.forwardCost) + static_cast<long double>(perInstruction) * static_cast<long double>(c.stream.size());
+  };
+  for (size_t count : counts) {
+    std::shared_ptr<const PreparedStages> stages = prepareAt(count);
+    std::vector<plan::Candidate> cands =
+        tightest ? plan::tightestCandidates(stages->model, kind, options) : plan::candidates(stages->model, kind, options);
+    const uint64_t minFeasible = plan::minFeasibleBytes(cands);
+    GranularPlan g{stages, plan::chooseCandidate(std::move(cands), kind, tightest ? std::optional<uint64_t>(minFeasible) : budget), minFeasible,
+                   counts.size()};
+    spdlog::debug("{} stages: {}", stages->model.size(),
+                  g.plan ? "recompute cost " + std::to_string(g.plan->chosen.sim.forwardCost - std::min(g.plan->chosen.sim.forwardCost, stages->model.onePassCost)) +
+                               ", " + std::to_string(g.plan->chosen.stream.size()) + " instructions, peak " + std::to_string(g.plan->chosen.sim.peakBytes)
+                           : g.plan.status().message());
+    bool better = !best;
+    if (best) {
+      if (tightest) better = g.minFeasible < best->minFeasible || (g.minFeasible == best->minFeasible && score(g) < score(*best));
+      else if (g.plan.hasValue() != best->plan.hasValue()) better = g.plan.hasValue();
+      else better = g.plan ? score(g) < score(*best) : g.minFeasible < best->minFeasible;
+    }
+    if (better) best = std::move(g);
+  }
+  return std::move(*best);
+}
+
 Expected<plan::EstimatePrices> estimatePricesFor(const std::string& device) {
-  plan::EstimatePrices prices = plan::devicePrices(!isCudaDevice(device) && runtime::cpuBlas().kind == "reference");
+  const bool cpu = !isCudaDevice(device);
+  plan::EstimatePrices prices = plan::devicePrices(cpu, cpu && runtime::cpuBlas().kind == "reference");
   if (const char* env = std::getenv("TBP_MATRIX_PRODUCT_WEIGHT")) {
     const std::string text = env;
     const bool digits = !text.empty() && text.size() <= 4 && text.find_first_not_of("0123456789") == std::string::npos;
@@ -201,11 +243,19 @@ bool scratchTableHolds(const runtime::RunOptions& run) {
   return !isCudaDevice(run.device) && runtime::intraOpThreads(run.threads) == 1;
 }
 
-std::string describePrices(const plan::EstimatePrices& prices) {
+bool hasPooling(const ir::Graph& graph) {
+  for (ir::NodeId n = 0; n < graph.numNodes(); ++n)
+    if (graph.node(n).op == ir::Op::MaxPool || graph.node(n).op == ir::Op::AveragePool) return true;
+  return false;
+}
+
+std::string describePrices(const plan::EstimatePrices& prices, const ir::Graph& graph) {
   std::string s = "FLOPs + " + std::to_string(prices.perByte) + " a byte moved";
   if (prices.matrixProductWeight != 1)
     s += "; matrix products x" + std::to_string(prices.matrixProductWeight) +
          (std::getenv("TBP_MATRIX_PRODUCT_WEIGHT") ? " (TBP_MATRIX_PRODUCT_WEIGHT)" : " (they run on the reference BLAS here)");
+  if (prices.poolWindowWeight != 1 && hasPooling(graph))
+    s += "; pooling windows x" + std::to_string(prices.poolWindowWeight) + " (LibTorch's CPU pooling)";
   return s;
 }
 

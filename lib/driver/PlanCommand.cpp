@@ -33,7 +33,7 @@ struct PlanArgs {
   std::string format = "text";
   std::string timeline;
   std::string order;
-  size_t maxStages = kDefaultMaxStages;
+  size_t maxStages = 0; // 0: the stage counts of stageCountsToTry
   size_t memorySlots = 256;
   std::string costs = "estimate";
   std::string optimizer = "none";
@@ -47,7 +47,11 @@ schedule::ScheduleFile toFile(const ir::Graph& graph, const PreparedStages& p, c
   f.planner = plan::plannerName(chosen.planner);
   f.plannerParams = chosen.chosen.params;
   if (p.model.measuredCosts) f.plannerParams.emplace_back("costs", "measured");
-  else if (prices.matrixProductWeight != 1) f.plannerParams.emplace_back("matrix_product_weight", std::to_string(prices.matrixProductWeight));
+  else {
+    if (prices.matrixProductWeight != 1) f.plannerParams.emplace_back("matrix_product_weight", std::to_string(prices.matrixProductWeight));
+    if (prices.poolWindowWeight != 1 && hasPooling(graph))
+      f.plannerParams.emplace_back("pool_window_weight", std::to_string(prices.poolWindowWeight));
+  }
   if (fileScratch) f.plannerParams.emplace_back("scratch", "costs_file");
   if (optimizer != "none") f.plannerParams.emplace_back("optimizer", optimizer);
   f.budgetBytes = budget;
@@ -63,6 +67,13 @@ schedule::ScheduleFile toFile(const ir::Graph& graph, const PreparedStages& p, c
   f.storeAllPeakBytes = p.storeAllPeak;
   f.lowerBoundBytes = p.memory.lowerBoundBytes;
   return f;
+}
+
+/// "64, 96 or 128".
+std::string describeCounts(const std::vector<size_t>& counts) {
+  std::string s;
+  for (size_t i = 0; i < counts.size(); ++i) s += (i == 0 ? "" : i + 1 == counts.size() ? " or " : ", ") + std::to_string(counts[i]);
+  return s;
 }
 
 double gapOf(uint64_t peak, uint64_t bound) { return bound ? static_cast<double>(peak) / static_cast<double>(bound) - 1.0 : 0.0; }
@@ -98,19 +109,28 @@ int runPlan(const PlanArgs& args, Io& io) {
   Expected<plan::EstimatePrices> priced = estimatePricesFor("cpu");
   if (!priced) return reportError(io, priced.status());
   const plan::EstimatePrices prices = *priced;
-  PreparedStages p = prepare(*graph, args.order, args.maxStages, costs->costs, prices);
-  if (args.optimizer != "none") {
-    // The step the plan is for updates the parameters: the optimizer's state is resident and
-    // its update runs after the last backward, as `tbp run --optimizer` plans it.
-    const plan::OptimizerMemory o = plan::optimizerMemory(*graph, args.optimizer);
-    plan::addOptimizer(p.model, o);
-    p.storeAllPeak = plan::simulate(p.model, plan::storeAllStream(p.model.size()))->peakBytes;
-    p.memory.lowerBoundBytes = std::max(p.memory.lowerBoundBytes + o.stateBytes, p.model.residentBytes + p.model.gradientBytes + o.updateBytes);
-  }
-  spdlog::info("stage model: {} ops in {} stages ({} order) in {:.3f} s", p.model.order.size(), p.model.size(),
-               analysis::orderName(p.order), secondsSince(start));
+  // The model every planner starts from (the first stage count): the store-all peak and the
+  // percentage budgets are its; the optimal planner may end on a finer one.
+  const size_t ops = graph->numNodes();
+  auto prepareAt = [&](size_t count, std::optional<analysis::OrderHeuristic> order) {
+    auto p = std::make_shared<PreparedStages>(prepare(*graph, order ? analysis::orderName(*order) : args.order, count, costs->costs, prices));
+    if (args.optimizer != "none") {
+      // The step the plan is for updates the parameters: the optimizer's state is resident and
+      // its update runs after the last backward, as `tbp run --optimizer` plans it.
+      const plan::OptimizerMemory o = plan::optimizerMemory(*graph, args.optimizer);
+      plan::addOptimizer(p->model, o);
+      p->storeAllPeak = plan::simulate(p->model, plan::storeAllStream(p->model.size()))->peakBytes;
+      p->memory.lowerBoundBytes = std::max(p->memory.lowerBoundBytes + o.stateBytes, p->model.residentBytes + p->model.gradientBytes + o.updateBytes);
+    }
+    return std::shared_ptr<const PreparedStages>(std::move(p));
+  };
+  const std::vector<size_t> firstCount = stageCountsToTry(args.maxStages, ops, /*optimal=*/false);
+  std::shared_ptr<const PreparedStages> base = prepareAt(firstCount.front(), std::nullopt);
+  const PreparedStages& p0 = *base;
+  spdlog::info("stage model: {} ops in {} stages ({} order) in {:.3f} s", p0.model.order.size(), p0.model.size(),
+               analysis::orderName(p0.order), secondsSince(start));
   std::optional<uint64_t> budget;
-  if (parsedBudget) budget = parsedBudget->resolve(p.storeAllPeak);
+  if (parsedBudget) budget = parsedBudget->resolve(p0.storeAllPeak);
   plan::PlanOptions options;
   options.memorySlots = args.memorySlots;
   if (budget) options.budgetBytes = *budget;
@@ -123,21 +143,21 @@ int runPlan(const PlanArgs& args, Io& io) {
 
   struct Row {
     plan::PlannerKind kind;
-    Expected<plan::Plan> plan;
-    uint64_t minFeasible;
+    GranularPlan planned;
     double seconds;
   };
   std::vector<Row> rows;
   for (plan::PlannerKind k : kinds) {
     auto t = Clock::now();
-    std::vector<plan::Candidate> cands = tightest ? plan::tightestCandidates(p.model, k, options) : plan::candidates(p.model, k, options);
-    uint64_t minFeasible = plan::minFeasibleBytes(cands);
-    Expected<plan::Plan> result = plan::chooseCandidate(std::move(cands), k, tightest ? std::optional<uint64_t>(minFeasible) : budget);
-    rows.push_back({k, std::move(result), minFeasible, secondsSince(t)});
+    const std::vector<size_t> counts = stageCountsToTry(args.maxStages, ops, k == plan::PlannerKind::Optimal);
+    auto at = [&](size_t count) { return count == firstCount.front() ? base : prepareAt(count, p0.order); };
+    rows.push_back({k, planAcrossStageCounts(counts, at, k, options, budget, tightest), secondsSince(t)});
   }
 
-  const Row& main = rows.back().kind == plan::PlannerKind::Optimal || rows.size() == 1 ? rows.back() : rows.front();
-  if (tightest && rows.size() == 1) budget = main.minFeasible;
+  const Row& mainRow = rows.back().kind == plan::PlannerKind::Optimal || rows.size() == 1 ? rows.back() : rows.front();
+  const PreparedStages& p = *mainRow.planned.stages;
+  const Expected<plan::Plan>& mainPlan = mainRow.planned.plan;
+  if (tightest && rows.size() == 1) budget = mainRow.planned.minFeasible;
   size_t stageOps = 0;
   for (const plan::Stage& s : p.model.stages) stageOps = std::max<size_t>(stageOps, s.last - s.first + 1);
 
@@ -146,14 +166,15 @@ int runPlan(const PlanArgs& args, Io& io) {
     if (args.format == "json") {
       ordered_json j = ordered_json::array();
       for (const Row& r : rows) {
-        ordered_json e{{"planner", plan::plannerName(r.kind)}, {"budget_bytes", tightest ? ordered_json(r.minFeasible) : budget ? ordered_json(*budget) : ordered_json(nullptr)}};
-        if (r.plan) {
-          e["predicted_peak_bytes"] = r.plan->chosen.sim.peakBytes;
-          e["recompute_ratio"] = std::round(r.plan->chosen.sim.recomputeRatio * 1e6) / 1e6;
+        ordered_json e{{"planner", plan::plannerName(r.kind)}, {"budget_bytes", tightest ? ordered_json(r.planned.minFeasible) : budget ? ordered_json(*budget) : ordered_json(nullptr)}};
+        if (r.planned.plan) {
+          e["predicted_peak_bytes"] = r.planned.plan->chosen.sim.peakBytes;
+          e["recompute_ratio"] = std::round(r.planned.plan->chosen.sim.recomputeRatio * 1e6) / 1e6;
         } else {
           e["infeasible"] = true;
         }
-        e["min_feasible_bytes"] = r.minFeasible;
+        e["min_feasible_bytes"] = r.planned.minFeasible;
+        e["stages"] = r.planned.stages->model.size();
         e["plan_time_s"] = std::round(r.seconds * 1e4) / 1e4;
         j.push_back(e);
       }
@@ -161,47 +182,53 @@ int runPlan(const PlanArgs& args, Io& io) {
     } else {
       io.out << "model   " << args.model.name() << " (graph '" << graph->name() << "'), " << p.model.order.size() << " ops in "
              << p.model.size() << " stages, " << analysis::orderName(p.order) << " order\n";
-      io.out << "budget  " << budgetText(budget, parsedBudget ? &*parsedBudget : nullptr, p.storeAllPeak, tightest) << "\n";
+      io.out << "budget  " << budgetText(budget, parsedBudget ? &*parsedBudget : nullptr, p0.storeAllPeak, tightest) << "\n";
       if (args.optimizer != "none") io.out << "optimizer " << args.optimizer << " (its state and update are in every plan)\n";
       io.out << "\n";
       auto cell = [](const std::string& s, size_t w) { return s.size() >= w ? s + " " : s + std::string(w - s.size(), ' '); };
       io.out << "  " << cell("planner", 16) << cell("predicted peak", 17) << cell("recompute", 12) << cell("smallest feasible", 20) << "plan time\n";
       for (const Row& r : rows) {
         io.out << "  " << cell(plan::plannerName(r.kind), 16)
-               << cell(r.plan ? formatBytes(r.plan->chosen.sim.peakBytes) : "infeasible", 17)
-               << cell(r.plan ? formatFixed(r.plan->chosen.sim.recomputeRatio, 3) : "-", 12)
-               << cell(formatBytes(r.minFeasible), 20) << formatFixed(r.seconds, 3) << " s\n";
+               << cell(r.planned.plan ? formatBytes(r.planned.plan->chosen.sim.peakBytes) : "infeasible", 17)
+               << cell(r.planned.plan ? formatFixed(r.planned.plan->chosen.sim.recomputeRatio, 3) : "-", 12)
+               << cell(formatBytes(r.planned.minFeasible), 20) << formatFixed(r.seconds, 3) << " s\n";
       }
     }
-    if (!main.plan) return reportError(io, main.plan.status());
+    if (!mainPlan) return reportError(io, mainPlan.status());
   } else {
-    if (!main.plan) return reportError(io, main.plan.status());
-    const plan::Candidate& c = main.plan->chosen;
+    if (!mainPlan) return reportError(io, mainPlan.status());
+    const plan::Candidate& c = mainPlan->chosen;
     if (args.format == "json") {
-      ordered_json j{{"planner", plan::plannerName(main.kind)},
+      ordered_json j{{"planner", plan::plannerName(mainRow.kind)},
                      {"budget_bytes", budget ? ordered_json(*budget) : ordered_json(nullptr)},
                      {"predicted_peak_bytes", c.sim.peakBytes},
                      {"recompute_ratio", std::round(c.sim.recomputeRatio * 1e6) / 1e6},
                      {"costs", p.model.measuredCosts ? "measured" : "estimate"},
                      {"matrix_product_weight", p.model.measuredCosts ? ordered_json(nullptr) : ordered_json(prices.matrixProductWeight)},
+                     {"pool_window_weight", p.model.measuredCosts ? ordered_json(nullptr) : ordered_json(prices.poolWindowWeight)},
                      {"scratch", fileScratch ? "costs_file" : "static"},
                      {"optimizer", args.optimizer},
                      {"lower_bound_bytes", p.memory.lowerBoundBytes},
                      {"gap", std::round(gapOf(c.sim.peakBytes, p.memory.lowerBoundBytes) * 1e6) / 1e6},
-                     {"min_feasible_bytes", main.plan->minFeasibleBytes},
-                     {"store_all_peak_bytes", p.storeAllPeak},
+                     {"min_feasible_bytes", mainPlan->minFeasibleBytes},
+                     {"store_all_peak_bytes", p0.storeAllPeak},
                      {"ops", p.model.order.size()},
                      {"stages", p.model.size()},
                      {"instructions", c.stream.size()},
-                     {"plan_time_s", std::round(main.seconds * 1e4) / 1e4}};
+                     {"plan_time_s", std::round(mainRow.seconds * 1e4) / 1e4}};
       io.out << j.dump(2) << "\n";
     } else {
-      io.out << "plan             " << plan::plannerName(main.kind) << " for " << args.model.name() << " (graph '" << graph->name() << "')\n";
-      io.out << "budget           " << budgetText(budget, parsedBudget ? &*parsedBudget : nullptr, p.storeAllPeak, tightest) << "\n";
+      io.out << "plan             " << plan::plannerName(mainRow.kind) << " for " << args.model.name() << " (graph '" << graph->name() << "')\n";
+      io.out << "budget           " << budgetText(budget, parsedBudget ? &*parsedBudget : nullptr, p0.storeAllPeak, tightest) << "\n";
       io.out << "stages           " << p.model.size() << " stages over " << p.model.order.size() << " ops, "
              << analysis::orderName(p.order) << " order";
       if (p.model.size() < p.model.order.size())
         io.out << "; coarsened at cheap cuts, at most " << stageOps << " ops a stage";
+      if (mainRow.planned.countsTried > 1) {
+        std::vector<size_t> tried = stageCountsToTry(0, ops, true);
+        for (size_t& count : tried) count = std::min(count, p.model.order.size());
+        io.out << "; the cheapest of " << describeCounts(tried) << " stages";
+      }
       io.out << "\n";
       io.out << "predicted peak   " << formatBytes(c.sim.peakBytes) << " (" << c.sim.peakBytes << " bytes) at instruction "
              << c.sim.peakInstruction + 1 << " of " << c.stream.size() << " (" << plan::formatInstruction(c.stream[c.sim.peakInstruction]) << ")\n";
@@ -214,23 +241,23 @@ int runPlan(const PlanArgs& args, Io& io) {
       if (fileScratch)
         io.out << "kernel scratch   measured on " << costs->scratchDevice << ", from " << args.costs
                << " (the memory model takes it where it exceeds the CPU table)\n";
-      if (!p.model.measuredCosts) io.out << "priced by        the estimate: " << describePrices(prices) << "\n";
+      if (!p.model.measuredCosts) io.out << "priced by        the estimate: " << describePrices(prices, *graph) << "\n";
       if (p.model.measuredCosts)
         io.out << "recompute time   " << formatFixed(predictedRecomputeSeconds(p.model, c.sim) * 1e3, 3) << " ms predicted from measured costs (" << (args.costs == "measured" ? "profiled here" : args.costs) << ")\n";
       io.out << "lower bound      " << formatBytes(p.memory.lowerBoundBytes) << "; gap " << formatFixed(100 * gapOf(c.sim.peakBytes, p.memory.lowerBoundBytes), 1)
-             << "%; smallest feasible at this granularity " << formatBytes(main.plan->minFeasibleBytes) << "\n";
-      io.out << "store-all peak   " << formatBytes(p.storeAllPeak) << "; saved " << formatFixed(100.0 * (1.0 - static_cast<double>(c.sim.peakBytes) / static_cast<double>(std::max<uint64_t>(p.storeAllPeak, 1))), 1) << "%\n";
-      io.out << "planned in       " << formatFixed(main.seconds, 3) << " s\n";
+             << "%; smallest feasible at this granularity " << formatBytes(mainPlan->minFeasibleBytes) << "\n";
+      io.out << "store-all peak   " << formatBytes(p0.storeAllPeak) << "; saved " << formatFixed(100.0 * (1.0 - static_cast<double>(c.sim.peakBytes) / static_cast<double>(std::max<uint64_t>(p0.storeAllPeak, 1))), 1) << "%\n";
+      io.out << "planned in       " << formatFixed(mainRow.seconds, 3) << " s\n";
     }
   }
-  const plan::Plan& chosen = *main.plan;
+  const plan::Plan& chosen = *mainPlan;
   if (!args.timeline.empty()) {
     std::string title = std::string("tbp plan ") + plan::plannerName(chosen.planner) + ": " + graph->name();
     Status s = writeOutput(io, args.timeline, schedule::renderTimelineSvg(p.model, chosen.chosen.sim, budget, p.memory.lowerBoundBytes, title));
     if (!s) return reportError(io, s);
   }
   if (!args.output.empty()) {
-    Status s = writeOutput(io, args.output, schedule::writeSchedule(toFile(*graph, p, chosen, tightest ? std::optional<uint64_t>(main.minFeasible) : budget, fileScratch, args.optimizer, prices)));
+    Status s = writeOutput(io, args.output, schedule::writeSchedule(toFile(*graph, p, chosen, tightest ? std::optional<uint64_t>(mainRow.planned.minFeasible) : budget, fileScratch, args.optimizer, prices)));
     if (!s) return reportError(io, s);
   }
   return 0;
@@ -259,7 +286,7 @@ std::function<int(Io&)> setupPlan(CLI::App& app) {
   app.add_option("--timeline", args->timeline, "write the memory timeline as SVG")->type_name("FILE.svg");
   app.add_option("--order", args->order, "order heuristic: file|greedy|dfs (default: best store-all peak)")
       ->check(CLI::IsMember({"file", "greedy", "dfs"}));
-  app.add_option("--max-stages", args->maxStages, "coarsen the order into at most N stages (default " + std::to_string(kDefaultMaxStages) + ")")->check(CLI::Range(1, 4096));
+  app.add_option("--max-stages", args->maxStages, "coarsen the order into at most N stages (default: the optimal planner keeps the cheapest of " + describeCounts(stageCountsToTry(0, SIZE_MAX, true)) + ", the others " + std::to_string(kAutoStageCounts[0]) + ")")->check(CLI::Range(1, 4096));
   app.add_option("--costs", args->costs,
                  "estimate|measured|FILE: price recomputation by FLOPs + 16 per byte moved (matrix products x25 where this CPU's "
                  "BLAS is the reference one), by op times measured here first (CPU, "

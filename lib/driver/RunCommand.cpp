@@ -25,7 +25,7 @@ struct RunArgs {
   std::string planner = "optimal";
   std::string order;
   std::string format = "text";
-  size_t maxStages = kDefaultMaxStages;
+  size_t maxStages = 0; // 0: the stage counts of stageCountsToTry
   std::string costs = "estimate";
   std::string scratch = "auto";
   size_t memorySlots = plan::PlanOptions{}.memorySlots;
@@ -136,17 +136,26 @@ int runRun(const RunArgs& args, Io& io) {
   Expected<plan::EstimatePrices> priced = estimatePricesFor(options.device);
   if (!priced) return reportError(io, priced.status());
   const plan::EstimatePrices prices = *priced;
+  // Optimizer state is resident, and the update needs its scratch: plan with both (a schedule
+  // file has them when it was planned with the same --optimizer).
+  const plan::OptimizerMemory optimizer = plan::optimizerMemory(*graph, options.optimizer);
+  auto prepareAt = [&](size_t count, const std::string& order) {
+    auto prepared = std::make_shared<PreparedStages>(prepare(*graph, order, count, costs->costs, prices));
+    plan::addOptimizer(prepared->model, optimizer);
+    prepared->storeAllPeak = plan::simulate(prepared->model, plan::storeAllStream(prepared->model.size()))->peakBytes;
+    return std::shared_ptr<const PreparedStages>(std::move(prepared));
+  };
+  std::shared_ptr<const PreparedStages> base;
   PreparedStages p;
   if (file) {
     Expected<plan::StageModel> model = schedule::stageModelFor(*file, *graph, args.schedule);
     if (!model) return reportError(io, model.status());
     p.model = std::move(*model); // (a costs file's timings priced the plan; running it needs none)
   } else {
-    p = prepare(*graph, args.order, args.maxStages, costs->costs, prices);
+    // The first stage count's model: the store-all peak and the percentage budgets are its.
+    base = prepareAt(stageCountsToTry(args.maxStages, graph->numNodes(), false).front(), args.order);
+    p = *base;
   }
-  // Optimizer state is resident, and the update needs its scratch: plan with both (a schedule
-  // file has them when it was planned with the same --optimizer).
-  const plan::OptimizerMemory optimizer = plan::optimizerMemory(*graph, options.optimizer);
   if (file) {
     const std::string planned = schedule::plannerParam(*file, "optimizer", "none");
     const plan::OptimizerMemory plannedMemory = plan::optimizerMemory(*graph, planned);
@@ -155,10 +164,8 @@ int runRun(const RunArgs& args, Io& io) {
                                         " of state), run with --optimizer " + options.optimizer + " (" + formatBytes(optimizer.stateBytes) +
                                         "); run it with the optimizer it was planned for, or plan with 'tbp plan --optimizer " +
                                         options.optimizer + "'"));
-  } else {
-    plan::addOptimizer(p.model, optimizer);
+    p.storeAllPeak = plan::simulate(p.model, plan::storeAllStream(p.model.size()))->peakBytes;
   }
-  p.storeAllPeak = plan::simulate(p.model, plan::storeAllStream(p.model.size()))->peakBytes;
   std::string budgetText = args.budget;
   std::string plannerLabel;
   plan::Candidate c;
@@ -184,12 +191,15 @@ int runRun(const RunArgs& args, Io& io) {
       budget = b->resolve(p.storeAllPeak);
       planOptions.budgetBytes = *budget;
     }
-    std::vector<plan::Candidate> candidates =
-        budgetText == "min" ? plan::tightestCandidates(p.model, kind, planOptions) : plan::candidates(p.model, kind, planOptions);
-    if (budgetText == "min") budget = plan::minFeasibleBytes(candidates); // the tightest schedule this planner has
-    Expected<plan::Plan> chosen = plan::chooseCandidate(std::move(candidates), kind, budget);
-    if (!chosen) return reportError(io, chosen.status());
-    c = std::move(chosen->chosen);
+    const std::string order = analysis::orderName(base->order);
+    const std::vector<size_t> counts = stageCountsToTry(args.maxStages, graph->numNodes(), kind == plan::PlannerKind::Optimal);
+    GranularPlan planned = planAcrossStageCounts(
+        counts, [&](size_t count) { return count == counts.front() ? base : prepareAt(count, order); }, kind, planOptions, budget,
+        budgetText == "min");
+    if (budgetText == "min") budget = planned.minFeasible; // the tightest schedule this planner has
+    if (!planned.plan) return reportError(io, planned.plan.status());
+    c = std::move(planned.plan->chosen);
+    p.model = planned.stages->model; // the stages it was planned on
   }
   // On a CPU the matrix products run on whatever BLAS libblas.so.3 is (convolutions on oneDNN).
   const BlasUse blas = checkBlas(*graph, options.device, args.model.name());
@@ -233,7 +243,10 @@ int runRun(const RunArgs& args, Io& io) {
       j["blas_flops_share"] = round6(blas.flops.share());
     }
     if (file) j["schedule"] = args.schedule;
-    else if (!p.model.measuredCosts) j["matrix_product_weight"] = prices.matrixProductWeight;
+    else if (!p.model.measuredCosts) {
+      j["matrix_product_weight"] = prices.matrixProductWeight;
+      j["pool_window_weight"] = prices.poolWindowWeight;
+    }
     if (measuresScratch) j["scratch_profile_time_s"] = round6(scratchSeconds);
     if (p.model.measuredCosts) {
       if (args.costs == "measured") j["profile_time_s"] = round6(costs->profileSeconds);
@@ -277,7 +290,7 @@ int runRun(const RunArgs& args, Io& io) {
       io.out << " (FLOPs); costs "
              << (args.costs == "measured" ? "measured in " + formatFixed(costs->profileSeconds, 2) + " s" : "from " + args.costs)
              << ", predicted recompute " << formatFixed(predictedRecomputeSeconds(p.model, c.sim) * 1e3, 2) << " ms";
-    else if (!file && budget) io.out << " (FLOPs); priced by the estimate: " << describePrices(prices);
+    else if (!file && budget) io.out << " (FLOPs); priced by the estimate: " << describePrices(prices, *graph);
     io.out << "\n";
     if (measuresScratch)
       io.out << "kernel scratch   measured on " << args.run.device << " in " << formatFixed(scratchSeconds, 2)
@@ -316,7 +329,7 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
       ->check(CLI::IsMember({"store-all", "sqrt", "interval-tree", "revolve", "optimal"}));
   CLI::Option* orderOption = app.add_option("--order", args->order, "order heuristic: file|greedy|dfs")->check(CLI::IsMember({"file", "greedy", "dfs"}));
   CLI::Option* memorySlotsOption = app.add_option("--memory-slots", args->memorySlots, "memory granularity of the optimal planner (default 256)")->check(CLI::Range(8, 4096));
-  CLI::Option* maxStagesOption = app.add_option("--max-stages", args->maxStages, "coarsen into at most N stages (default " + std::to_string(kDefaultMaxStages) + ")")->check(CLI::Range(1, 4096));
+  CLI::Option* maxStagesOption = app.add_option("--max-stages", args->maxStages, "coarsen into at most N stages (default: the optimal planner keeps the cheapest schedule of " + std::to_string(std::size(kAutoStageCounts)) + " stage counts, from " + std::to_string(kAutoStageCounts[0]) + " to " + std::to_string(kAutoStageCounts[std::size(kAutoStageCounts) - 1]) + "; the others " + std::to_string(kAutoStageCounts[0]) + ")")->check(CLI::Range(1, 4096));
   app.add_option("--costs", args->costs,
                  "estimate|measured|FILE: price recomputation by FLOPs + 16 per byte moved (matrix products x25 on the reference BLAS), "
                  "by each op's forward time measured on "

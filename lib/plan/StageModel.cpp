@@ -35,6 +35,7 @@ bool cacheableOp(const ir::Graph& g, const ir::Node& node) {
 uint64_t costOf(const ir::Graph& g, const ir::Node& node, uint64_t flops, const EstimatePrices& prices) {
   uint64_t c = flops;
   if (node.op == ir::Op::MatMul || node.op == ir::Op::Gemm || node.op == ir::Op::Einsum) c = saturatingMul(c, prices.matrixProductWeight);
+  if (node.op == ir::Op::MaxPool || node.op == ir::Op::AveragePool) c = saturatingMul(c, prices.poolWindowWeight);
   if (isBufferView(g, node)) return c; // shares its input's buffer: moves nothing
   uint64_t bytes = 0;
   for (ValueId in : node.inputs)
@@ -45,8 +46,8 @@ uint64_t costOf(const ir::Graph& g, const ir::Node& node, uint64_t flops, const 
 
 } // namespace
 
-EstimatePrices devicePrices(bool referenceBlas) {
-  return EstimatePrices{kDeviceCostPerByte, referenceBlas ? kReferenceBlasProductWeight : 1};
+EstimatePrices devicePrices(bool cpu, bool referenceBlas) {
+  return EstimatePrices{kDeviceCostPerByte, cpu && referenceBlas ? kReferenceBlasProductWeight : 1, cpu ? kCpuPoolWindowWeight : 1};
 }
 
 uint64_t estimatedCost(const ir::Graph& g, const ir::Node& node, const EstimatePrices& prices) {

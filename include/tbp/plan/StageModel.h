@@ -118,12 +118,16 @@ using NodeCosts = std::vector<uint64_t>;
 inline constexpr uint64_t kCostPerByte = 4;
 
 /// The prices of the static estimate, in convolution FLOPs: what a byte of a non-constant
-/// input or output costs, and what one FLOP of a MatMul, Gemm or Einsum costs against one of
-/// a convolution's (views move nothing and cost their FLOPs only).
+/// input or output costs, what one FLOP of a MatMul, Gemm or Einsum costs against one of a
+/// convolution's, and what one window element of a MaxPool or AveragePool does (their FLOP
+/// rule counts one per element of every window; views move nothing and cost their FLOPs only).
 struct EstimatePrices {
   uint64_t perByte = kCostPerByte;
   uint64_t matrixProductWeight = 1;
-  bool operator==(const EstimatePrices& o) const { return perByte == o.perByte && matrixProductWeight == o.matrixProductWeight; }
+  uint64_t poolWindowWeight = 1;
+  bool operator==(const EstimatePrices& o) const {
+    return perByte == o.perByte && matrixProductWeight == o.matrixProductWeight && poolWindowWeight == o.poolWindowWeight;
+  }
 };
 
 /// The stage prices of a device whose kernels run near their roofline: one CPU core here
@@ -137,9 +141,17 @@ inline constexpr uint64_t kDeviceCostPerByte = 16;
 /// the same rate.
 inline constexpr uint64_t kReferenceBlasProductWeight = 25;
 
-/// The prices the planner's stage costs use on a device: kDeviceCostPerByte, and matrix
-/// products weighted by kReferenceBlasProductWeight when they run on the reference BLAS.
-EstimatePrices devicePrices(bool referenceBlas);
+/// What a pooling window element costs against a convolution FLOP in LibTorch's CPU kernels:
+/// MaxPool took 2.9-4.6 ns an element at one thread (resnet50's stem at batch 96: 41 ms for
+/// 14.2 M elements; the built-in U-Net's pools; 2026-12-05), about 500 convolution FLOPs at
+/// 150-176 GFLOP/s, and 40 times what the bytes they move account for. Its NCHW kernel does
+/// not vectorize; PyTorch eager runs the same one. CUDA's is not measured (1 there).
+inline constexpr uint64_t kCpuPoolWindowWeight = 500;
+
+/// The prices the planner's stage costs use on a device: kDeviceCostPerByte, matrix products
+/// weighted by kReferenceBlasProductWeight when they run on the reference BLAS, and pooling
+/// windows by kCpuPoolWindowWeight on a CPU.
+EstimatePrices devicePrices(bool cpu, bool referenceBlas);
 
 /// The static estimate of a node's forward cost, in convolution FLOPs: its FLOPs (a matrix
 /// product's weighted by `prices`) plus `prices.perByte` for every byte of its non-constant

@@ -665,11 +665,13 @@ TEST_CASE("a device's prices weight matrix products and bytes, and the optimal p
     output %loss
   })");
   auto node = [&g](const char* out) -> const ir::Node& { return g.node(g.value(*g.findValue(out)).producer); };
-  const EstimatePrices device = devicePrices(/*referenceBlas=*/true);
+  const EstimatePrices device = devicePrices(/*cpu=*/true, /*referenceBlas=*/true);
   CHECK(device.perByte == kDeviceCostPerByte);
   CHECK(device.matrixProductWeight == kReferenceBlasProductWeight);
-  CHECK(devicePrices(false).matrixProductWeight == 1);
-  CHECK(EstimatePrices{} == EstimatePrices{kCostPerByte, 1});
+  CHECK(device.poolWindowWeight == kCpuPoolWindowWeight);
+  CHECK(devicePrices(true, false).matrixProductWeight == 1);
+  CHECK(devicePrices(false, false) == EstimatePrices{kDeviceCostPerByte, 1, 1});
+  CHECK(EstimatePrices{} == EstimatePrices{kCostPerByte, 1, 1});
   // The MatMul's FLOPs are weighted, its bytes priced per byte; a Conv's FLOPs are not.
   const ir::Node& mm = node("m");
   const uint64_t mmBytes = (64 * 128 + 128 * 256 + 64 * 256) * 4; // x, the parameter w, m
@@ -690,6 +692,30 @@ TEST_CASE("a device's prices weight matrix products and bytes, and the optimal p
   CHECK(priced.onePassCost > plain.onePassCost);
 }
 
+TEST_CASE("pooling windows are priced per element on a CPU") {
+  ir::Graph g = tbp::testing::parseOk(R"(graph pools {
+    input %x : f32[2,8,16,16]
+    %m : f32[2,8,8,8] = MaxPool(%x) {kernel_shape=[3,3], strides=[2,2], pads=[1,1,1,1]}
+    %a : f32[2,8,4,4] = AveragePool(%m) {kernel_shape=[2,2], strides=[2,2]}
+    %r : f32[2,8,4,4] = Relu(%a)
+    %loss : f32[] = SumLoss(%r)
+    output %loss
+  })");
+  auto node = [&g](const char* out) -> const ir::Node& { return g.node(g.value(*g.findValue(out)).producer); };
+  const EstimatePrices cpu = devicePrices(/*cpu=*/true, /*referenceBlas=*/false);
+  const EstimatePrices cuda = devicePrices(/*cpu=*/false, /*referenceBlas=*/false);
+  const ir::Node& mp = node("m");
+  const ir::Node& ap = node("a");
+  // One FLOP per window element: 3x3 windows over 2*8*8*8 outputs, 2x2 over 2*8*4*4.
+  REQUIRE(ir::estimateFlops(g, mp) == 9 * 2 * 8 * 8 * 8);
+  REQUIRE(ir::estimateFlops(g, ap) == 4 * 2 * 8 * 4 * 4);
+  CHECK(estimatedCost(g, mp, cpu) == kCpuPoolWindowWeight * 9 * 2 * 8 * 8 * 8 + 16 * (2 * 8 * 16 * 16 + 2 * 8 * 8 * 8) * 4);
+  CHECK(estimatedCost(g, ap, cpu) == kCpuPoolWindowWeight * 4 * 2 * 8 * 4 * 4 + 16 * (2 * 8 * 8 * 8 + 2 * 8 * 4 * 4) * 4);
+  CHECK(estimatedCost(g, mp, cuda) == 9 * 2 * 8 * 8 * 8 + 16 * (2 * 8 * 16 * 16 + 2 * 8 * 8 * 8) * 4);
+  // Other ops are not weighted.
+  CHECK(estimatedCost(g, node("r"), cpu) == estimatedCost(g, node("r"), cuda));
+}
+
 TEST_CASE("the optimal planner's schedule under a device's prices is the cheapest by those prices") {
   // The built-in GPT-2 at 50 %: the two price sets choose different schedules, and each is
   // cheaper than the other's by its own prices (the matrix products' weight moved the choice).
@@ -698,7 +724,7 @@ TEST_CASE("the optimal planner's schedule under a device's prices is the cheapes
   std::vector<ir::NodeId> order = analysis::computeOrder(*g, analysis::OrderHeuristic::File);
   std::vector<uint32_t> cuts = chooseCuts(*g, order, 64);
   StageModel plain = buildStageModel(*g, order, cuts);
-  StageModel device = buildStageModel(*g, order, cuts, {}, devicePrices(true));
+  StageModel device = buildStageModel(*g, order, cuts, {}, devicePrices(true, true));
   const uint64_t storeAll = simulate(plain, storeAllStream(plain.size()))->peakBytes;
   REQUIRE(simulate(device, storeAllStream(device.size()))->peakBytes == storeAll);
   const uint64_t budget = storeAll / 2;

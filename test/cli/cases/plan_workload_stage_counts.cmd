@@ -1,0 +1,1 @@
+plan --workload resnet --profile small --budget 50%
