@@ -85,8 +85,8 @@ struct PreparedStages {
 PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, size_t maxStages,
                        const plan::NodeCosts& costs = {}, const plan::EstimatePrices& prices = {});
 
-/// The stage counts the optimal planner tries when `--max-stages` is left out (the other
-/// planners take the first). Finer stages let it recompute less, but not steadily (the
+/// The stage counts a planner tries when `--max-stages` is left out (store-all takes the
+/// first). Finer stages let the optimal planner recompute less, but not steadily (the
 /// boundaries move, and the DP's slots round more terms): at 50 % the exported U-Net's
 /// recompute measured 285 ms at 64 stages, 266 at 96, 190 at 128, resnet50's 217, 208, 197
 /// (2026-12-05, docs/theory.md "Stage counts"); and every instruction has a fixed cost the
@@ -101,9 +101,9 @@ inline constexpr uint64_t kInstructionOverheadNs = 40'000;
 inline constexpr uint64_t kInstructionOverheadCost = 8'000'000;
 
 /// The stage counts to plan on: `maxStages` when it was given (non-zero), else the
-/// kAutoStageCounts up to the first that reaches `ops` (the optimal planner), or the first
-/// alone (the other planners, whose schedules do not search).
-std::vector<size_t> stageCountsToTry(size_t maxStages, size_t ops, bool optimal);
+/// kAutoStageCounts up to the first that reaches `ops` when the planner `searches` (all but
+/// store-all, whose schedule is the same at every count), or the first alone.
+std::vector<size_t> stageCountsToTry(size_t maxStages, size_t ops, bool searches);
 
 /// One planner's schedule over one or more stage models of the same graph and order.
 struct GranularPlan {

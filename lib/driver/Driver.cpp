@@ -182,12 +182,12 @@ PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, siz
   return std::move(*best);
 }
 
-std::vector<size_t> stageCountsToTry(size_t maxStages, size_t ops, bool optimal) {
+std::vector<size_t> stageCountsToTry(size_t maxStages, size_t ops, bool searches) {
   if (maxStages != 0) return {maxStages};
   std::vector<size_t> out;
   for (size_t count : kAutoStageCounts) {
     out.push_back(count);
-    if (!optimal || count >= ops) break;
+    if (!searches || count >= ops) break;
   }
   return out;
 }

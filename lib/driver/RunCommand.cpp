@@ -192,7 +192,7 @@ int runRun(const RunArgs& args, Io& io) {
       planOptions.budgetBytes = *budget;
     }
     const std::string order = analysis::orderName(base->order);
-    const std::vector<size_t> counts = stageCountsToTry(args.maxStages, graph->numNodes(), kind == plan::PlannerKind::Optimal);
+    const std::vector<size_t> counts = stageCountsToTry(args.maxStages, graph->numNodes(), kind != plan::PlannerKind::StoreAll);
     GranularPlan planned = planAcrossStageCounts(
         counts, [&](size_t count) { return count == counts.front() ? base : prepareAt(count, order); }, kind, planOptions, budget,
         budgetText == "min");
@@ -329,7 +329,7 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
       ->check(CLI::IsMember({"store-all", "sqrt", "interval-tree", "revolve", "optimal"}));
   CLI::Option* orderOption = app.add_option("--order", args->order, "order heuristic: file|greedy|dfs")->check(CLI::IsMember({"file", "greedy", "dfs"}));
   CLI::Option* memorySlotsOption = app.add_option("--memory-slots", args->memorySlots, "memory granularity of the optimal planner (default 256)")->check(CLI::Range(8, 4096));
-  CLI::Option* maxStagesOption = app.add_option("--max-stages", args->maxStages, "coarsen into at most N stages (default: the optimal planner keeps the cheapest schedule of " + std::to_string(std::size(kAutoStageCounts)) + " stage counts, from " + std::to_string(kAutoStageCounts[0]) + " to " + std::to_string(kAutoStageCounts[std::size(kAutoStageCounts) - 1]) + "; the others " + std::to_string(kAutoStageCounts[0]) + ")")->check(CLI::Range(1, 4096));
+  CLI::Option* maxStagesOption = app.add_option("--max-stages", args->maxStages, "coarsen into at most N stages (default: the planner keeps its cheapest schedule of " + std::to_string(std::size(kAutoStageCounts)) + " stage counts, " + std::to_string(kAutoStageCounts[0]) + " to " + std::to_string(kAutoStageCounts[std::size(kAutoStageCounts) - 1]) + ")")->check(CLI::Range(1, 4096));
   app.add_option("--costs", args->costs,
                  "estimate|measured|FILE: price recomputation by FLOPs + 16 per byte moved (matrix products x25 on the reference BLAS), "
                  "by each op's forward time measured on "

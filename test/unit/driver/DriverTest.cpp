@@ -109,7 +109,7 @@ TEST_CASE("the stage counts tried: the given one, or the automatic ones up to th
   CHECK(driver::stageCountsToTry(0, 500, true) == V{64, 96, 128});
   CHECK(driver::stageCountsToTry(0, 80, true) == V{64, 96});  // 96 stages of 80 ops: every op one
   CHECK(driver::stageCountsToTry(0, 64, true) == V{64});
-  CHECK(driver::stageCountsToTry(0, 500, false) == V{64}); // planners that do not search
+  CHECK(driver::stageCountsToTry(0, 500, false) == V{64}); // store-all does not search
 }
 
 TEST_CASE("the optimal planner keeps the cheapest of the stage counts it tries") {
