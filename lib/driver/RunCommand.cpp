@@ -151,12 +151,6 @@ int runRun(const RunArgs& args, Io& io) {
     Expected<plan::StageModel> model = schedule::stageModelFor(*file, *graph, args.schedule);
     if (!model) return reportError(io, model.status());
     p.model = std::move(*model); // (a costs file's timings priced the plan; running it needs none)
-  } else {
-    // The first stage count's model: the store-all peak and the percentage budgets are its.
-    base = prepareAt(stageCountsToTry(args.maxStages, graph->numNodes(), false).front(), args.order);
-    p = *base;
-  }
-  if (file) {
     const std::string planned = schedule::plannerParam(*file, "optimizer", "none");
     const plan::OptimizerMemory plannedMemory = plan::optimizerMemory(*graph, planned);
     if (!(plannedMemory == optimizer))
@@ -165,6 +159,10 @@ int runRun(const RunArgs& args, Io& io) {
                                         "); run it with the optimizer it was planned for, or plan with 'tbp plan --optimizer " +
                                         options.optimizer + "'"));
     p.storeAllPeak = plan::simulate(p.model, plan::storeAllStream(p.model.size()))->peakBytes;
+  } else {
+    // The first stage count's model: the store-all peak and the percentage budgets are its.
+    base = prepareAt(stageCountsToTry(args.maxStages, graph->numNodes(), false).front(), args.order);
+    p = *base;
   }
   std::string budgetText = args.budget;
   std::string plannerLabel;
