@@ -110,7 +110,7 @@ struct GranularPlan {
   std::shared_ptr<const PreparedStages> stages; ///< the model the schedule was planned on
   Expected<plan::Plan> plan;
   uint64_t minFeasible = 0; ///< smallest simulated peak among that model's candidates
-  size_t countsTried = 1;
+  std::vector<size_t> stagesTried; ///< the stage count of every model planned on, in order
 };
 /// Plans `kind` on each stage count (`prepareAt(count)` builds its model: cuts, costs,
 /// optimizer) and keeps the cheapest schedule: under `budget` the lowest recompute cost plus

@@ -196,6 +196,7 @@ GranularPlan planAcrossStageCounts(const std::vector<size_t>& counts, const std:
                                    plan::PlannerKind kind, const plan::PlanOptions& options, std::optional<uint64_t> budget, bool tightest) {
   TBP_CHECK(!counts.empty());
   std::optional<GranularPlan> best;
+  std::vector<size_t> tried;
   auto score = [](const GranularPlan& g) {
     const plan::Candidate& c = g.plan->chosen;
     const uint64_t perInstruction = g.stages->model.measuredCosts ? kInstructionOverheadNs : kInstructionOverheadCost;
@@ -206,8 +207,8 @@ GranularPlan planAcrossStageCounts(const std::vector<size_t>& counts, const std:
     std::vector<plan::Candidate> cands =
         tightest ? plan::tightestCandidates(stages->model, kind, options) : plan::candidates(stages->model, kind, options);
     const uint64_t minFeasible = plan::minFeasibleBytes(cands);
-    GranularPlan g{stages, plan::chooseCandidate(std::move(cands), kind, tightest ? std::optional<uint64_t>(minFeasible) : budget), minFeasible,
-                   counts.size()};
+    GranularPlan g{stages, plan::chooseCandidate(std::move(cands), kind, tightest ? std::optional<uint64_t>(minFeasible) : budget), minFeasible, {}};
+    tried.push_back(stages->model.size());
     spdlog::debug("{} stages: {}", stages->model.size(),
                   g.plan ? "recompute cost " + std::to_string(g.plan->chosen.sim.forwardCost - std::min(g.plan->chosen.sim.forwardCost, stages->model.onePassCost)) +
                                ", " + std::to_string(g.plan->chosen.stream.size()) + " instructions, peak " + std::to_string(g.plan->chosen.sim.peakBytes)
@@ -220,6 +221,7 @@ GranularPlan planAcrossStageCounts(const std::vector<size_t>& counts, const std:
     }
     if (better) best = std::move(g);
   }
+  best->stagesTried = std::move(tried);
   return std::move(*best);
 }
 

@@ -227,11 +227,7 @@ int runPlan(const PlanArgs& args, Io& io) {
              << analysis::orderName(p.order) << " order";
       if (p.model.size() < p.model.order.size())
         io.out << "; coarsened at cheap cuts, at most " << stageOps << " ops a stage";
-      if (mainRow.planned.countsTried > 1) {
-        std::vector<size_t> tried = stageCountsToTry(0, ops, true);
-        for (size_t& count : tried) count = std::min(count, p.model.order.size());
-        io.out << "; the cheapest of " << describeCounts(tried) << " stages";
-      }
+      if (mainRow.planned.stagesTried.size() > 1) io.out << "; the cheapest of " << describeCounts(mainRow.planned.stagesTried) << " stages";
       io.out << "\n";
       io.out << "predicted peak   " << formatBytes(c.sim.peakBytes) << " (" << c.sim.peakBytes << " bytes) at instruction "
              << c.sim.peakInstruction + 1 << " of " << c.stream.size() << " (" << plan::formatInstruction(c.stream[c.sim.peakInstruction]) << ")\n";

@@ -143,7 +143,7 @@ TEST_CASE("the optimal planner keeps the cheapest of the stage counts it tries")
     options.budgetBytes = budget;
     driver::GranularPlan chosen = driver::planAcrossStageCounts(counts, at, plan::PlannerKind::Optimal, options, budget, false);
     REQUIRE(chosen.plan.hasValue());
-    CHECK(chosen.countsTried == 2);
+    CHECK(chosen.stagesTried == std::vector<size_t>{64, 96});
     CHECK(chosen.plan->chosen.sim.peakBytes <= budget);
     const std::vector<One> all = each(budget, false);
     auto score = [](uint64_t cost, uint64_t instructions) {
