@@ -247,7 +247,7 @@ bool scratchTableHolds(const runtime::RunOptions& run) {
 
 bool hasPooling(const ir::Graph& graph) {
   for (ir::NodeId n = 0; n < graph.numNodes(); ++n)
-    if (graph.node(n).op == ir::Op::MaxPool || graph.node(n).op == ir::Op::AveragePool) return true;
+    if (plan::isWindowPool(graph.node(n).op)) return true;
   return false;
 }
 
@@ -320,7 +320,7 @@ BlasFlops blasFlops(const ir::Graph& graph) {
     const ir::Node& node = graph.node(n);
     const uint64_t flops = ir::estimateFlops(graph, node);
     f.total += flops;
-    if (node.op == ir::Op::MatMul || node.op == ir::Op::Gemm || node.op == ir::Op::Einsum) f.blas += flops;
+    if (plan::isMatrixProduct(node.op)) f.blas += flops;
   }
   return f;
 }

@@ -133,9 +133,13 @@ int runRun(const RunArgs& args, Io& io) {
     scratchSource = "measured";
   }
   if (!costs->costs.empty()) spdlog::info("{}", costsByOp(*graph, costs->costs, 8));
-  Expected<plan::EstimatePrices> priced = estimatePricesFor(options.device);
-  if (!priced) return reportError(io, priced.status());
-  const plan::EstimatePrices prices = *priced;
+  // A schedule file is run as written: only planning prices stages.
+  plan::EstimatePrices prices;
+  if (!file) {
+    Expected<plan::EstimatePrices> priced = estimatePricesFor(options.device);
+    if (!priced) return reportError(io, priced.status());
+    prices = *priced;
+  }
   // Optimizer state is resident, and the update needs its scratch: plan with both (a schedule
   // file has them when it was planned with the same --optimizer).
   const plan::OptimizerMemory optimizer = plan::optimizerMemory(*graph, options.optimizer);

@@ -34,8 +34,8 @@ bool cacheableOp(const ir::Graph& g, const ir::Node& node) {
 /// estimatedCost for a node whose FLOPs (ir::estimateFlops) are already known.
 uint64_t costOf(const ir::Graph& g, const ir::Node& node, uint64_t flops, const EstimatePrices& prices) {
   uint64_t c = flops;
-  if (node.op == ir::Op::MatMul || node.op == ir::Op::Gemm || node.op == ir::Op::Einsum) c = saturatingMul(c, prices.matrixProductWeight);
-  if (node.op == ir::Op::MaxPool || node.op == ir::Op::AveragePool) c = saturatingMul(c, prices.poolWindowWeight);
+  if (isMatrixProduct(node.op)) c = saturatingMul(c, prices.matrixProductWeight);
+  if (isWindowPool(node.op)) c = saturatingMul(c, prices.poolWindowWeight);
   if (isBufferView(g, node)) return c; // shares its input's buffer: moves nothing
   uint64_t bytes = 0;
   for (ValueId in : node.inputs)
@@ -45,6 +45,10 @@ uint64_t costOf(const ir::Graph& g, const ir::Node& node, uint64_t flops, const 
 }
 
 } // namespace
+
+bool isMatrixProduct(ir::Op op) { return op == ir::Op::MatMul || op == ir::Op::Gemm || op == ir::Op::Einsum; }
+
+bool isWindowPool(ir::Op op) { return op == ir::Op::MaxPool || op == ir::Op::AveragePool; }
 
 EstimatePrices devicePrices(bool cpu, bool referenceBlas) {
   return EstimatePrices{kDeviceCostPerByte, cpu && referenceBlas ? kReferenceBlasProductWeight : 1, cpu ? kCpuPoolWindowWeight : 1};

@@ -148,6 +148,12 @@ inline constexpr uint64_t kReferenceBlasProductWeight = 25;
 /// not vectorize; PyTorch eager runs the same one. CUDA's is not measured (1 there).
 inline constexpr uint64_t kCpuPoolWindowWeight = 500;
 
+/// Whether `op` runs on the BLAS on a CPU (MatMul, Gemm, Einsum): the ops
+/// EstimatePrices::matrixProductWeight prices.
+bool isMatrixProduct(ir::Op op);
+/// Whether `op` is priced by EstimatePrices::poolWindowWeight (MaxPool, AveragePool).
+bool isWindowPool(ir::Op op);
+
 /// The prices the planner's stage costs use on a device: kDeviceCostPerByte, matrix products
 /// weighted by kReferenceBlasProductWeight when they run on the reference BLAS, and pooling
 /// windows by kCpuPoolWindowWeight on a CPU.

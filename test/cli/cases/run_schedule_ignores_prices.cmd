@@ -1,0 +1,1 @@
+plan onnx/mlp.onnx --dim batch=4096 --budget 75% -o "$TBP_TMP/p.json" >/dev/null && TBP_MATRIX_PRODUCT_WEIGHT=bad "$TBP" run onnx/mlp.onnx --dim batch=4096 --schedule "$TBP_TMP/p.json" --steps 1 --warmup 0 --format json | grep -c "\"schedule\""
