@@ -165,14 +165,34 @@ void relaxSplit(float* __restrict best, int32_t* __restrict pick, const float* _
   }
 }
 
+/// The memory of an OptimalDp's tables, kept for the programs that run one after another on
+/// the same grid: a table is up to hundreds of MiB, and fresh pages, each faulted in on first
+/// touch, took about a fifth of planning.
+struct DpTables {
+  std::unique_ptr<float[]> cost;
+  std::unique_ptr<int16_t[]> choice;
+  size_t capacity = 0;
+  void reserve(size_t entries) {
+    if (entries <= capacity) return;
+    cost.reset(new float[entries]);
+    choice.reset(new int16_t[entries]);
+    capacity = entries;
+  }
+};
+
 /// Rotor-style dynamic program over the stage chain (docs/theory.md). Memory is counted in
 /// slots, every quantity rounded up, so a schedule's slot count bounds its simulated peak.
 class OptimalDp {
 public:
   /// `cacheStage[k]`: stage k's cache is held wherever this program runs it, so its forwards
   /// are replays of the cheap ops only (empty: no stage caches, the plain Rotor program).
-  OptimalDp(const StageModel& m, uint64_t slotBytes, size_t slots, std::vector<bool> cacheStage = {})
+  /// `tables` holds the program's tables for as long as it lives (its old contents are
+  /// overwritten).
+  OptimalDp(const StageModel& m, uint64_t slotBytes, size_t slots, DpTables& tables, std::vector<bool> cacheStage = {})
       : m_(m), q_(std::max<uint64_t>(slotBytes, 1)), M_(slots), L_(m.size()), cacheStage_(std::move(cacheStage)) {
+    tables.reserve(3 * pairs() * (M_ + 1));
+    table_ = tables.cost.get();
+    choice_ = tables.choice.get();
     cacheStage_.resize(L_ + 2, false);
     prepare();
     solve();
@@ -294,10 +314,8 @@ private:
   uint64_t cacheSlots(size_t i, size_t j) const { return i > j ? 0 : slotsOf(cacheCum_[j] - cacheCum_[i - 1]); }
 
   void solve() {
-    // Uninitialized: every row is set below before it is read (the tables reach hundreds of
-    // MiB at a few hundred stages, and filling them first cost a quarter of the planning).
-    table_.reset(new Cost[3 * pairs() * (M_ + 1)]);
-    choice_.reset(new int16_t[3 * pairs() * (M_ + 1)]);
+    // The tables are not cleared: every row is set below before it is read (they reach
+    // hundreds of MiB at a few hundred stages, and clearing them cost a quarter of planning).
     rowPick_.assign(M_ + 1, kNone);
     const Mode modes[] = {Mode::Ckpt, Mode::CurAll, Mode::CurN};
     for (size_t len = 1; len <= L_; ++len) {
@@ -394,8 +412,8 @@ private:
   std::vector<uint64_t> gradCum_; ///< bytes of parameter gradients made by B 1..B k
   std::vector<bool> cacheStage_;  ///< per stage: its first forward caches
   std::vector<uint64_t> cacheCum_; ///< bytes cached by stages 1..k
-  std::unique_ptr<Cost[]> table_;
-  std::unique_ptr<int16_t[]> choice_;
+  Cost* table_ = nullptr;      ///< 3·pairs()·(M+1) costs, in the caller's DpTables
+  int16_t* choice_ = nullptr;  ///< as many choices
   std::vector<int32_t> rowPick_; ///< choices of the row being filled (solve)
 };
 
@@ -647,13 +665,14 @@ std::vector<Candidate> candidates(const StageModel& m, PlannerKind kind, const P
     Expected<SimResult> storeAll = simulate(m, storeAllStream(L));
     TBP_CHECK(storeAll.hasValue());
     // The dynamic programs for slots of q bytes, M of them, every slot count a candidate.
+    DpTables noneTables, cachedTables; // reused by every program below
     auto plan = [&](uint64_t q, size_t M) {
-      OptimalDp none(m, q, M);
+      OptimalDp none(m, q, M, noneTables);
       for (size_t mem = 0; mem <= M; ++mem)
         addUnique(out, seen, m, none.stream(mem), {{"slot_bytes", std::to_string(q)}, {"slots", std::to_string(mem)}});
       if (!options.selective) return;
       for (const auto& [threshold, cacheStage] : cachePolicies(m)) {
-        OptimalDp cachedReplays(m, q, M, cacheStage);
+        OptimalDp cachedReplays(m, q, M, cachedTables, cacheStage);
         FirstPassDp dp(none, cachedReplays);
         for (size_t mem = 0; mem <= M; ++mem)
           addUnique(out, seen, m, dp.stream(mem),
