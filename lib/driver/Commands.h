@@ -85,6 +85,13 @@ struct PreparedStages {
 PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, size_t maxStages,
                        const plan::NodeCosts& costs = {}, const plan::EstimatePrices& prices = {});
 
+/// prepare(), with the optimizer's memory in the model (its state resident, its update after
+/// the last backward) when `optimizer` is not "none": the store-all peak and the lower bound
+/// include it, as `tbp plan --optimizer` and `tbp run --optimizer` plan.
+std::shared_ptr<const PreparedStages> prepareWithOptimizer(const ir::Graph& graph, const std::string& orderName, size_t maxStages,
+                                                           const plan::NodeCosts& costs, const plan::EstimatePrices& prices,
+                                                           const std::string& optimizer);
+
 /// The stage counts a planner tries when `--max-stages` is left out (store-all takes the
 /// first). Finer stages let the optimal planner recompute less, but not steadily (the
 /// boundaries move, and the DP's slots round more terms): at 50 % the exported U-Net's
@@ -104,6 +111,8 @@ inline constexpr uint64_t kInstructionOverheadCost = 8'000'000;
 /// kAutoStageCounts up to the first that reaches `ops` when the planner `searches` (all but
 /// store-all, whose schedule is the same at every count), or the first alone.
 std::vector<size_t> stageCountsToTry(size_t maxStages, size_t ops, bool searches);
+/// "64, 96 or 128".
+std::string describeCounts(const std::vector<size_t>& counts);
 
 /// One planner's schedule over one or more stage models of the same graph and order.
 struct GranularPlan {

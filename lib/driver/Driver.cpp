@@ -182,6 +182,25 @@ PreparedStages prepare(const ir::Graph& graph, const std::string& orderName, siz
   return std::move(*best);
 }
 
+std::shared_ptr<const PreparedStages> prepareWithOptimizer(const ir::Graph& graph, const std::string& orderName, size_t maxStages,
+                                                           const plan::NodeCosts& costs, const plan::EstimatePrices& prices,
+                                                           const std::string& optimizer) {
+  auto p = std::make_shared<PreparedStages>(prepare(graph, orderName, maxStages, costs, prices));
+  if (optimizer != "none") {
+    const plan::OptimizerMemory o = plan::optimizerMemory(graph, optimizer);
+    plan::addOptimizer(p->model, o);
+    p->storeAllPeak = plan::simulate(p->model, plan::storeAllStream(p->model.size()))->peakBytes;
+    p->memory.lowerBoundBytes = std::max(p->memory.lowerBoundBytes + o.stateBytes, p->model.residentBytes + p->model.gradientBytes + o.updateBytes);
+  }
+  return p;
+}
+
+std::string describeCounts(const std::vector<size_t>& counts) {
+  std::string s;
+  for (size_t i = 0; i < counts.size(); ++i) s += (i == 0 ? "" : i + 1 == counts.size() ? " or " : ", ") + std::to_string(counts[i]);
+  return s;
+}
+
 std::vector<size_t> stageCountsToTry(size_t maxStages, size_t ops, bool searches) {
   if (maxStages != 0) return {maxStages};
   std::vector<size_t> out;

@@ -69,13 +69,6 @@ schedule::ScheduleFile toFile(const ir::Graph& graph, const PreparedStages& p, c
   return f;
 }
 
-/// "64, 96 or 128".
-std::string describeCounts(const std::vector<size_t>& counts) {
-  std::string s;
-  for (size_t i = 0; i < counts.size(); ++i) s += (i == 0 ? "" : i + 1 == counts.size() ? " or " : ", ") + std::to_string(counts[i]);
-  return s;
-}
-
 double gapOf(uint64_t peak, uint64_t bound) { return bound ? static_cast<double>(peak) / static_cast<double>(bound) - 1.0 : 0.0; }
 
 std::string budgetText(std::optional<uint64_t> budget, const Budget* parsed, uint64_t storeAll, bool tightest = false) {
@@ -112,20 +105,13 @@ int runPlan(const PlanArgs& args, Io& io) {
   // The model every planner starts from (the first stage count): the store-all peak and the
   // percentage budgets are its; the optimal planner may end on a finer one.
   const size_t ops = graph->numNodes();
-  auto prepareAt = [&](size_t count, std::optional<analysis::OrderHeuristic> order) {
-    auto p = std::make_shared<PreparedStages>(prepare(*graph, order ? analysis::orderName(*order) : args.order, count, costs->costs, prices));
-    if (args.optimizer != "none") {
-      // The step the plan is for updates the parameters: the optimizer's state is resident and
-      // its update runs after the last backward, as `tbp run --optimizer` plans it.
-      const plan::OptimizerMemory o = plan::optimizerMemory(*graph, args.optimizer);
-      plan::addOptimizer(p->model, o);
-      p->storeAllPeak = plan::simulate(p->model, plan::storeAllStream(p->model.size()))->peakBytes;
-      p->memory.lowerBoundBytes = std::max(p->memory.lowerBoundBytes + o.stateBytes, p->model.residentBytes + p->model.gradientBytes + o.updateBytes);
-    }
-    return std::shared_ptr<const PreparedStages>(std::move(p));
+  // The step the plan is for updates the parameters with --optimizer: its state and update are
+  // in every model.
+  auto prepareAt = [&](size_t count, const std::string& order) {
+    return prepareWithOptimizer(*graph, order, count, costs->costs, prices, args.optimizer);
   };
-  const std::vector<size_t> firstCount = stageCountsToTry(args.maxStages, ops, /*optimal=*/false);
-  std::shared_ptr<const PreparedStages> base = prepareAt(firstCount.front(), std::nullopt);
+  const size_t firstCount = stageCountsToTry(args.maxStages, ops, /*searches=*/false).front();
+  std::shared_ptr<const PreparedStages> base = prepareAt(firstCount, args.order);
   const PreparedStages& p0 = *base;
   spdlog::info("stage model: {} ops in {} stages ({} order) in {:.3f} s", p0.model.order.size(), p0.model.size(),
                analysis::orderName(p0.order), secondsSince(start));
@@ -150,7 +136,7 @@ int runPlan(const PlanArgs& args, Io& io) {
   for (plan::PlannerKind k : kinds) {
     auto t = Clock::now();
     const std::vector<size_t> counts = stageCountsToTry(args.maxStages, ops, k != plan::PlannerKind::StoreAll);
-    auto at = [&](size_t count) { return count == firstCount.front() ? base : prepareAt(count, p0.order); };
+    auto at = [&](size_t count) { return count == firstCount ? base : prepareAt(count, analysis::orderName(p0.order)); };
     rows.push_back({k, planAcrossStageCounts(counts, at, k, options, budget, tightest), secondsSince(t)});
   }
 

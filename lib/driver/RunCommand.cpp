@@ -144,10 +144,7 @@ int runRun(const RunArgs& args, Io& io) {
   // file has them when it was planned with the same --optimizer).
   const plan::OptimizerMemory optimizer = plan::optimizerMemory(*graph, options.optimizer);
   auto prepareAt = [&](size_t count, const std::string& order) {
-    auto prepared = std::make_shared<PreparedStages>(prepare(*graph, order, count, costs->costs, prices));
-    plan::addOptimizer(prepared->model, optimizer);
-    prepared->storeAllPeak = plan::simulate(prepared->model, plan::storeAllStream(prepared->model.size()))->peakBytes;
-    return std::shared_ptr<const PreparedStages>(std::move(prepared));
+    return prepareWithOptimizer(*graph, order, count, costs->costs, prices, options.optimizer);
   };
   std::shared_ptr<const PreparedStages> base;
   PreparedStages p;
@@ -331,7 +328,7 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
       ->check(CLI::IsMember({"store-all", "sqrt", "interval-tree", "revolve", "optimal"}));
   CLI::Option* orderOption = app.add_option("--order", args->order, "order heuristic: file|greedy|dfs")->check(CLI::IsMember({"file", "greedy", "dfs"}));
   CLI::Option* memorySlotsOption = app.add_option("--memory-slots", args->memorySlots, "memory granularity of the optimal planner (default 256)")->check(CLI::Range(8, 4096));
-  CLI::Option* maxStagesOption = app.add_option("--max-stages", args->maxStages, "coarsen into at most N stages (default: the planner keeps its cheapest schedule of " + std::to_string(std::size(kAutoStageCounts)) + " stage counts, " + std::to_string(kAutoStageCounts[0]) + " to " + std::to_string(kAutoStageCounts[std::size(kAutoStageCounts) - 1]) + ")")->check(CLI::Range(1, 4096));
+  CLI::Option* maxStagesOption = app.add_option("--max-stages", args->maxStages, "coarsen into at most N stages (default: the planner keeps its cheapest schedule of " + describeCounts(stageCountsToTry(0, SIZE_MAX, true)) + " stages)")->check(CLI::Range(1, 4096));
   app.add_option("--costs", args->costs,
                  "estimate|measured|FILE: price recomputation by FLOPs + 16 per byte moved (matrix products x25 on the reference BLAS), "
                  "by each op's forward time measured on "
