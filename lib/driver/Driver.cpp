@@ -276,7 +276,7 @@ std::string describePrices(const plan::EstimatePrices& prices, const ir::Graph& 
     s += "; matrix products x" + std::to_string(prices.matrixProductWeight) +
          (std::getenv("TBP_MATRIX_PRODUCT_WEIGHT") ? " (TBP_MATRIX_PRODUCT_WEIGHT)" : " (they run on the reference BLAS here)");
   if (prices.poolWindowWeight != 1 && hasPooling(graph))
-    s += "; pooling windows x" + std::to_string(prices.poolWindowWeight) + " (LibTorch's CPU pooling)";
+    s += "; pooling windows x" + std::to_string(prices.poolWindowWeight) + " (tbp's CPU pooling loops)";
   return s;
 }
 

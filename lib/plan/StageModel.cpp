@@ -206,7 +206,7 @@ StageModel buildStageModel(const ir::Graph& g, const std::vector<NodeId>& order,
       if (!elided) range(allElidedDiff, p - s.first, p - s.first, scratchAll);
       // An elided op's stand-in output: one element, to the stage's end.
       else range(allElidedDiff, p - s.first, s.last - s.first, ir::dtypeSize(g.value(node.outputs[0]).type.dtype));
-      // ATen's CPU max pool makes its int64 indices even when no gradient is recorded, and a
+      // The runtime's max pool makes its int64 indices even when no gradient is recorded, and a
       // Dropout draws its bool mask: with autograd they are the saved extra (extraAt), without
       // they are scratch of the op.
       if ((node.op == ir::Op::MaxPool || node.op == ir::Op::Dropout) && node.outputs.size() == 1)

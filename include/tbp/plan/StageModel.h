@@ -141,12 +141,12 @@ inline constexpr uint64_t kDeviceCostPerByte = 16;
 /// the same rate.
 inline constexpr uint64_t kReferenceBlasProductWeight = 25;
 
-/// What a pooling window element costs against a convolution FLOP in LibTorch's CPU kernels:
-/// MaxPool took 2.9-4.6 ns an element at one thread (resnet50's stem at batch 96: 41 ms for
-/// 14.2 M elements; the built-in U-Net's pools; 2026-12-05), about 500 convolution FLOPs at
-/// 150-176 GFLOP/s, and 40 times what the bytes they move account for. Its NCHW kernel does
-/// not vectorize; PyTorch eager runs the same one. CUDA's is not measured (1 there).
-inline constexpr uint64_t kCpuPoolWindowWeight = 500;
+/// What a pooling window element costs against a convolution FLOP on a CPU, in the runtime's
+/// own pooling loops (lib/runtime/PoolLoops.h; one thread, 2026-12-05): MaxPool 0.9 ns an
+/// element (3x3 stride 2) and 1.0 (2x2), AveragePool 0.66 and 0.92, beside the bytes they
+/// move: 70-110 convolution FLOPs at 150-176 GFLOP/s. (LibTorch 1.13's NCHW kernels, which
+/// PyTorch eager runs, took 2.9-4.6 ns, about 500.) CUDA's are not measured (1 there).
+inline constexpr uint64_t kCpuPoolWindowWeight = 100;
 
 /// Whether `op` runs on the BLAS on a CPU (MatMul, Gemm, Einsum): the ops
 /// EstimatePrices::matrixProductWeight prices.

@@ -739,8 +739,8 @@ TEST_CASE("means keep nothing of their input for the backward, as the op rules s
 }
 
 TEST_CASE("a max pool replayed without autograd still makes its indices, as simulated") {
-  // ATen's CPU max pool computes its int64 indices whatever the grad mode: in a replay (F_n)
-  // they are scratch of the op (resnet18's stem pool in its tightest schedule: 4 MiB over).
+  // The runtime's max pool (tbp's loops on a float CPU tensor, ATen's kernel elsewhere) makes
+  // its int64 indices whatever the grad mode: in a replay (F_n) they are scratch of the op (resnet18's stem pool in its tightest schedule: 4 MiB over).
   ir::Graph g = tbp::testing::parseOk(R"(graph pool {
     input %x : f32[16,16,32,32]
     param %w : f32[16,16,3,3]
