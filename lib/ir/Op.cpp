@@ -18,8 +18,8 @@ constexpr ExtraSaved None = ExtraSaved::None, Mask = ExtraSaved::Mask,
                      GroupStats = ExtraSaved::GroupStats;
 
 constexpr OpInfo kOpInfos[] = {
-#define TBP_OP(id, flops, perElem, savedIn, savedOut, extra, noGradIn, crossIn, bwdScratch)        \
-  OpInfo{#id, flops, perElem, savedIn, savedOut, extra, noGradIn, crossIn, bwdScratch},
+#define TBP_OP(id, flops, perElem, savedIn, savedOut, extra, noGradIn, crossIn, bwdScratch, minIn, maxIn) \
+  OpInfo{#id, flops, perElem, savedIn, savedOut, extra, noGradIn, crossIn, bwdScratch, minIn, maxIn},
 #include "tbp/ir/Ops.def"
 #undef TBP_OP
 };

@@ -84,6 +84,15 @@ std::string operandProblem(const Graph& graph, const Node& node) {
     return {};
   };
   static const char* const kBias[] = {"bias"};
+  // A window's extents, strides and dilations count from 1 and its pads from 0 (ONNX's
+  // rules; shape inference checks them on import, a hand-written graph is checked here).
+  if (node.op == Op::Conv || node.op == Op::ConvTranspose || node.op == Op::MaxPool || node.op == Op::AveragePool) {
+    for (const auto& [key, least] : {std::pair<const char*, int64_t>{"kernel_shape", 1}, {"strides", 1}, {"dilations", 1}, {"pads", 0}})
+      for (int64_t v : node.attrInts(key))
+        if (v < least)
+          return "attribute '" + std::string(key) + "' " + formatShape(node.attrInts(key)) + " holds " + std::to_string(v) +
+                 "; its values must be at least " + std::to_string(least);
+  }
   switch (node.op) {
   case Op::Conv: {
     if (!x || !w) return {};
@@ -236,6 +245,16 @@ Status verify(const Graph& graph, std::string_view source) {
   for (NodeId id = 0; id < graph.numNodes(); ++id) {
     const Node& node = graph.node(id);
     if (node.outputs.empty()) return badInput(src + ": " + describeNode(graph, id) + " has no outputs");
+    const OpInfo& info = opInfo(node.op);
+    if (node.inputs.size() < info.minInputs || node.inputs.size() > info.maxInputs)
+      return badInput(src + ": " + describeNode(graph, id) + " has " + std::to_string(node.inputs.size()) +
+                      (node.inputs.size() == 1 ? " input; " : " inputs; ") +
+                      opName(node.op) + " takes " +
+                      (info.minInputs == info.maxInputs ? std::to_string(info.minInputs)
+                                                        : std::to_string(info.minInputs) + " to " + std::to_string(info.maxInputs)));
+    for (size_t i = 0; i < info.minInputs; ++i)
+      if (node.inputs[i] == kNone)
+        return badInput(src + ": " + describeNode(graph, id) + ": input " + std::to_string(i) + " is required but absent");
     for (size_t i = 0; i < node.inputs.size(); ++i) {
       ValueId in = node.inputs[i];
       if (in == kNone) continue;

@@ -10,6 +10,7 @@
 
 #include "tbp/analysis/Memory.h"
 #include "tbp/ir/OpRules.h"
+#include "tbp/ir/Verify.h"
 #include "tbp/plan/Planners.h"
 #include "tbp/support/Bytes.h"
 
@@ -40,6 +41,7 @@
 #include <chrono>
 #include <deque>
 #include <mutex>
+#include <stdexcept>
 #include <unordered_map>
 #include <cmath>
 #include <cstdlib>
@@ -135,6 +137,35 @@ private:
   mutable std::atomic<uint64_t> live_{0};
   mutable std::atomic<uint64_t> peak_{0};
 };
+
+// ------------------------------------------------------------------ running a node
+
+/// A kernel output whose shape is not the one the graph declares: the graph is wrong (a
+/// hand-written graph's shapes are declared, not inferred), so the run stops as on bad input.
+struct ShapeContradiction : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// Runs the kernel of node `context.node`. A kernel's error gets the node's name in front; an
+/// output of another shape than the graph declares (which the memory model and every later op
+/// rely on) throws ShapeContradiction.
+std::vector<at::Tensor> runKernel(const KernelContext& context, const ir::Graph& g, const ir::Node& node,
+                                  const std::vector<at::Tensor>& inputs) {
+  std::vector<at::Tensor> outs;
+  try {
+    outs = kernelFor(node.op)(context, g, node, inputs);
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    throw std::runtime_error(ir::describeNode(g, context.node) + ": " + what.substr(0, what.find('\n')));
+  }
+  for (size_t o = 0; o < node.outputs.size() && o < outs.size(); ++o) {
+    const ir::Value& v = g.value(node.outputs[o]);
+    if (outs[o].defined() && outs[o].sizes() != at::IntArrayRef(v.type.shape))
+      throw ShapeContradiction(ir::describeNode(g, context.node) + ": output '" + v.name + "' is declared " + v.type.str() +
+                               ", but the op makes " + ir::formatShape(outs[o].sizes().vec()) + " of its inputs");
+  }
+  return outs;
+}
 
 // ------------------------------------------------------------------ the memory meter
 
@@ -565,7 +596,7 @@ private:
         } else if (replayKeptOutputs && cacheableNode) {
           outs = replayKept(context, g_, node, inputs, kept_[node.outputs[0]]);
         } else {
-          outs = kernelFor(node.op)(context, g_, node, inputs);
+          outs = runKernel(context, g_, node, inputs);
         }
         if (instr.cache && cacheableNode) kept_[node.outputs[0]] = outs[0].detach();
         for (size_t o = 0; o < node.outputs.size() && o < outs.size(); ++o) vals_[node.outputs[o]] = outs[o];
@@ -904,7 +935,7 @@ Expected<plan::NodeCosts> profileForwardCosts(const ir::Graph& g, const std::vec
         for (ValueId in : node.inputs) inputs.push_back(in == ir::kNone ? at::Tensor() : vals[in]);
         meter.synchronize();
         auto t0 = Clock::now();
-        std::vector<at::Tensor> outs = kernelFor(node.op)(context, g, node, inputs);
+        std::vector<at::Tensor> outs = runKernel(context, g, node, inputs);
         meter.synchronize();
         const double s = std::chrono::duration<double>(Clock::now() - t0).count();
         if (pass > 0) samples[order[p]].push_back(s);
@@ -917,6 +948,8 @@ Expected<plan::NodeCosts> profileForwardCosts(const ir::Graph& g, const std::vec
       costs[n] = std::max<uint64_t>(1, static_cast<uint64_t>(std::llround(median(std::move(samples[n])) * 1e9)));
     }
     return costs;
+  } catch (const ShapeContradiction& e) {
+    return badInput(e.what());
   } catch (const std::exception& e) {
     std::string what = e.what();
     return internalError("LibTorch failed while profiling: " + what.substr(0, what.find('\n')));
@@ -975,7 +1008,7 @@ Expected<std::vector<std::optional<ir::MeasuredScratch>>> profileScratch(const i
           meter.synchronize();
           const uint64_t before = meter.rawLive();
           meter.resetPeak();
-          outs = kernelFor(node.op)(context, g, node, inputs);
+          outs = runKernel(context, g, node, inputs);
           meter.synchronize();
           scratch.forward = above(meter.peak(), before + newBufferBytes(outs, inputs));
         }
@@ -993,7 +1026,7 @@ Expected<std::vector<std::optional<ir::MeasuredScratch>>> profileScratch(const i
           }
           std::vector<at::Tensor> ys, gys;
           at::AutoGradMode grad(true);
-          std::vector<at::Tensor> taped = kernelFor(node.op)(context, g, node, args);
+          std::vector<at::Tensor> taped = runKernel(context, g, node, args);
           for (const at::Tensor& y : taped)
             if (y.defined() && y.requires_grad() && y.is_floating_point()) {
               ys.push_back(y);
@@ -1017,6 +1050,8 @@ Expected<std::vector<std::optional<ir::MeasuredScratch>>> profileScratch(const i
       }
     }
     return out;
+  } catch (const ShapeContradiction& e) {
+    return badInput(e.what());
   } catch (const std::exception& e) {
     std::string what = e.what();
     return internalError("LibTorch failed while measuring kernel scratch: " + what.substr(0, what.find('\n')));
@@ -1204,6 +1239,8 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
     }
     report.memorySource = meter.source();
     return report;
+  } catch (const ShapeContradiction& e) {
+    return badInput(e.what());
   } catch (const std::exception& e) {
     std::string what = e.what();
     return internalError("LibTorch failed: " + what.substr(0, what.find('\n')));

@@ -607,10 +607,15 @@ struct CpuMaxPool2d : torch::autograd::Function<CpuMaxPool2d> {
   }
 };
 
-/// Whether tbp's pooling loops take `x` (4-D, float, on the CPU, planes indexable in 32 bits).
-bool cpuPool2d(const at::Tensor& x) {
-  return x.dim() == 4 && x.device().is_cpu() && x.scalar_type() == at::kFloat &&
-         x.size(2) * x.size(3) < (int64_t{1} << 31);
+/// Whether tbp's pooling loops take `x` (4-D, float, on the CPU, planes indexable in 32 bits)
+/// with `window` (kernel, stride, padding and dilation, each {H, W}; dilations 1 when absent),
+/// a window ATen would take too (any other goes to ATen, which says what is wrong with it).
+bool cpuPool2d(const at::Tensor& x, const Ints& window, bool ceilMode) {
+  if (x.dim() != 4 || !x.device().is_cpu() || x.scalar_type() != at::kFloat || x.size(2) * x.size(3) >= (int64_t{1} << 31))
+    return false;
+  const pool::Window2d w{window[0], window[1], window[2], window[3], window[4], window[5],
+                         window.size() > 6 ? window[6] : 1, window.size() > 7 ? window[7] : 1};
+  return pool::acceptsWindow(w, x.size(2), x.size(3), ceilMode);
 }
 
 /// 2-D average pooling of a float CPU tensor on tbp's loops, at::avg_pool2d's values and
@@ -682,9 +687,12 @@ Tensors maxPool(const KernelContext&, const Graph&, const Node& n, const Tensors
   };
   at::Tensor xx = rank == 1 ? x.unsqueeze(2) : x;
   at::Tensor y, idx;
-  if (rank < 3 && cpuPool2d(xx)) {
-    const Ints k = lift(w.kernel, 1), s = lift(w.strides, 1), p = lift(padding, 0), d = lift(w.dilations, 1);
-    variable_list r = CpuMaxPool2d::apply(xx, Ints{k[0], k[1], s[0], s[1], p[0], p[1], d[0], d[1]}, ceilMode);
+  const Ints kernel2 = lift(w.kernel, 1), strides2 = lift(w.strides, 1), pads2 = lift(padding, 0), dilations2 = lift(w.dilations, 1);
+  const bool planar = rank < 3 && kernel2.size() == 2 && strides2.size() == 2 && pads2.size() == 2 && dilations2.size() == 2;
+  const Ints window = planar ? Ints{kernel2[0], kernel2[1], strides2[0], strides2[1], pads2[0], pads2[1], dilations2[0], dilations2[1]}
+                             : Ints{};
+  if (planar && cpuPool2d(xx, window, ceilMode)) {
+    variable_list r = CpuMaxPool2d::apply(xx, window, ceilMode);
     y = r[0];
     idx = r[1];
   } else {
@@ -726,10 +734,12 @@ at::Tensor avgPoolRaw(const at::Tensor& x, const Ints& kernel, const Ints& strid
   if (kernel.size() == 3) return at::avg_pool3d(x, kernel, strides, padding, ceilMode, countPad, divisor);
   const bool flat = kernel.size() == 1;
   const at::Tensor xx = flat ? x.unsqueeze(2) : x;
-  if (cpuPool2d(xx)) {
-    const Ints k = flat ? Ints{1, kernel[0]} : kernel, s = flat ? Ints{1, strides[0]} : strides;
-    const Ints p = flat ? Ints{0, padding[0]} : padding;
-    at::Tensor y = CpuAvgPool2d::apply(xx, Ints{k[0], k[1], s[0], s[1], p[0], p[1]}, ceilMode, countPad, divisor.value_or(0));
+  const bool planar = kernel.size() <= 2 && strides.size() == kernel.size() && padding.size() == kernel.size();
+  const Ints k = planar && flat ? Ints{1, kernel[0]} : kernel, s = planar && flat ? Ints{1, strides[0]} : strides;
+  const Ints p = planar && flat ? Ints{0, padding[0]} : padding;
+  const Ints window = planar && k.size() == 2 ? Ints{k[0], k[1], s[0], s[1], p[0], p[1]} : Ints{};
+  if (!window.empty() && cpuPool2d(xx, window, ceilMode) && divisor.value_or(1) != 0) {
+    at::Tensor y = CpuAvgPool2d::apply(xx, window, ceilMode, countPad, divisor.value_or(0));
     return flat ? y.squeeze(2) : y;
   }
   if (kernel.size() == 2) return at::avg_pool2d(x, kernel, strides, padding, ceilMode, countPad, divisor);

@@ -18,6 +18,15 @@ int64_t pooledSize(int64_t in, int64_t kernel, int64_t pad, int64_t stride, int6
   return out;
 }
 
+bool acceptsWindow(const Window2d& w, int64_t height, int64_t width, bool ceilMode) {
+  if (w.kernelH < 1 || w.kernelW < 1 || w.strideH < 1 || w.strideW < 1 || w.dilationH < 1 || w.dilationW < 1) return false;
+  if (w.padH < 0 || w.padW < 0 || 2 * w.padH > (w.kernelH - 1) * w.dilationH + 1 || 2 * w.padW > (w.kernelW - 1) * w.dilationW + 1)
+    return false;
+  if (height < 1 || width < 1) return false;
+  return pooledSize(height, w.kernelH, w.padH, w.strideH, w.dilationH, ceilMode) >= 1 &&
+         pooledSize(width, w.kernelW, w.padW, w.strideW, w.dilationW, ceilMode) >= 1;
+}
+
 namespace {
 
 /// First value ≥ 0 of start + k·step (k ≥ 0): where ATen starts a window clipped by padding.

@@ -20,6 +20,12 @@ struct Window2d {
 /// last window that would start in the end padding dropped.
 int64_t pooledSize(int64_t in, int64_t kernel, int64_t pad, int64_t stride, int64_t dilation, bool ceilMode);
 
+/// Whether ATen's 2-D pooling would accept `window` over an H×W plane (its pool2d_shape_check):
+/// extents, strides and dilations at least 1, padding at most half the dilated window, planes
+/// and outputs not empty. The loops below assume it; the runtime leaves any other window to
+/// ATen, whose error names what is wrong.
+bool acceptsWindow(const Window2d& window, int64_t height, int64_t width, bool ceilMode);
+
 /// Max pooling of one H×W plane `x` into `out` (outH×outW) and the flat in-plane index of each
 /// maximum into `indices`, as ATen's CPU kernel computes them: the window is visited row by
 /// row, a value replaces the maximum when it is larger or NaN (so the last NaN wins), and a

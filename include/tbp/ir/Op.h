@@ -57,6 +57,8 @@ struct OpInfo {
   uint32_t noGradInputs;  ///< bit i: input i receives no gradient
   uint32_t crossInputs;   ///< bit i: saved input i only serves the other inputs' gradients
   uint32_t backwardScratchHalves; ///< backward temporaries, in halves of output 0's bytes
+  uint32_t minInputs;     ///< inputs a node must have (all present)
+  uint32_t maxInputs;     ///< inputs a node may have, absent optional ones counted
 };
 
 /// The rules of `op`.

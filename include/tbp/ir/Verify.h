@@ -11,9 +11,10 @@ namespace tbp::ir {
 
 /// Checks that `graph` is well formed: at least one node; every node input is defined (a graph
 /// input, parameter, constant, or an activation with a producer); every activation has exactly
-/// one producer; the graph is acyclic; it has outputs; and parameters are floating point. Op
-/// arity is not checked here: ONNX imports pass ONNX's strict shape inference, which checks
-/// input counts; hand-written text IR is trusted. Errors (BadInput) start with `source: ` and name the node or value.
+/// one producer; the graph is acyclic; it has outputs; and parameters are floating point; each
+/// node has as many inputs as its op takes (Ops.def's MinIn..MaxIn, the first MinIn present);
+/// windows have positive extents, strides and dilations and no negative pads; and the operand
+/// shapes the kernels rely on agree. Errors (BadInput) start with `source: ` and name the node or value.
 Status verify(const Graph& graph, std::string_view source);
 
 /// A topological order of the nodes that keeps file order where the file order is already

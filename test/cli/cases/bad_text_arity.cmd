@@ -1,0 +1,1 @@
+analyze text/arity.tbp

@@ -1,0 +1,1 @@
+run text/declared_shape.tbp --budget min

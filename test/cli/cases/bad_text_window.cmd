@@ -1,0 +1,1 @@
+analyze text/pool_kernel0.tbp
