@@ -183,6 +183,7 @@ int runAnalyze(const AnalyzeArgs& args, Io& io) {
   std::optional<analysis::OrderHeuristic> order;
   if (!args.order.empty()) order = analysis::parseOrder(args.order);
   auto start = std::chrono::steady_clock::now();
+  if (Status s = checkNotTheModel("--dot", args.dot, args.model); !s) return reportError(io, s);
   Expected<ir::Graph> graph = loadModel(args.model, /*withData=*/false);
   if (!graph) return reportError(io, graph.status());
   auto imported = std::chrono::steady_clock::now();
@@ -210,7 +211,9 @@ std::function<int(Io&)> setupAnalyze(CLI::App& app) {
   app.add_option("--format", args->format, "output format: text|json")->check(CLI::IsMember({"text", "json"}));
   app.add_option("--order", args->order, "order to report in detail: file|greedy|dfs (default: best store-all peak)")
       ->check(CLI::IsMember({"file", "greedy", "dfs"}));
-  app.add_option("--dot", args->dot, "write the graph as Graphviz DOT, shaded by activation size ('-': stdout, instead of the report)")->type_name("FILE");
+  app.add_option("--dot", args->dot, "write the graph as Graphviz DOT, shaded by activation size ('-': stdout, instead of the report)")
+      ->type_name("FILE")
+      ->check(outputFile());
   return [args](Io& io) { return runAnalyze(*args, io); };
 }
 

@@ -62,6 +62,17 @@ struct ModelOptions {
 /// Adds MODEL, --workload, --profile, --dim, --freeze, --no-fuse and --loss to `app`.
 void addModelOptions(CLI::App& app, ModelOptions& options);
 
+/// The check of an option that names a file to write: not empty, and not an existing folder
+/// ('-', stdout, passes). A usage error (exit 2) when it fails.
+CLI::Validator outputFile();
+
+/// The check of an option whose value must not be empty (`what` says what to give instead).
+CLI::Validator nonEmpty(const std::string& what);
+
+/// Usage error when `output` (given to `option`) is the model file the command reads: tbp
+/// never writes over its inputs (DESIGN.md §7). Empty and '-' pass.
+Status checkNotTheModel(const std::string& option, const std::string& output, const ModelOptions& model);
+
 /// Reads a model (`.onnx`, or `.tbp` text IR); with `withLoss`, appends the loss when the
 /// model has none. `withData` loads parameter contents (the runtime needs them; analysis does
 /// not).

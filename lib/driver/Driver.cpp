@@ -43,6 +43,29 @@ const std::vector<Command>& commands() {
   return table;
 }
 
+CLI::Validator outputFile() {
+  return CLI::Validator(
+      [](std::string& path) -> std::string {
+        if (path.empty()) return "an empty path; name the file to write";
+        std::error_code ec;
+        if (path != "-" && std::filesystem::is_directory(path, ec)) return "'" + path + "' is a folder; name a file to write";
+        return {};
+      },
+      "", "output file");
+}
+
+CLI::Validator nonEmpty(const std::string& what) {
+  return CLI::Validator([what](std::string& value) { return value.empty() ? "an empty value; " + what : std::string(); }, "", "non-empty");
+}
+
+Status checkNotTheModel(const std::string& option, const std::string& output, const ModelOptions& model) {
+  if (output.empty() || output == "-" || model.path.empty() || model.isWorkload()) return Status::ok();
+  std::error_code ec;
+  if (std::filesystem::equivalent(output, model.path, ec) && !ec)
+    return usageError(option + " " + output + ": is the model this command reads; tbp never writes over its inputs");
+  return Status::ok();
+}
+
 void addModelOptions(CLI::App& app, ModelOptions& options) {
   app.add_option("MODEL", options.path, "model file (.onnx, or .tbp text IR); or a built-in workload with --workload/--profile");
   app.add_option("--workload", options.workload, "built-in workload instead of a file (default gpt2 when --profile is given)")

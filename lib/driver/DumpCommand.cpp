@@ -15,9 +15,10 @@ std::function<int(Io&)> setupDump(CLI::App& app) {
   };
   auto args = std::make_shared<Args>();
   addModelOptions(app, args->model);
-  app.add_option("-o,--output", args->output, "write to FILE instead of stdout")->type_name("FILE");
+  app.add_option("-o,--output", args->output, "write to FILE instead of stdout")->type_name("FILE")->check(outputFile());
   app.add_flag("--with-loss", args->withLoss, "append the loss (--loss) as analyze, plan and run do");
   return [args](Io& io) {
+    if (Status s = checkNotTheModel("--output", args->output, args->model); !s) return reportError(io, s);
     Expected<ir::Graph> graph = loadModel(args->model, /*withData=*/true, args->withLoss);
     if (!graph) return reportError(io, graph.status());
     Status s = writeOutput(io, args->output, ir::printGraph(*graph));

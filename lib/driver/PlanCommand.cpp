@@ -82,6 +82,8 @@ std::string budgetText(std::optional<uint64_t> budget, const Budget* parsed, uin
 
 int runPlan(const PlanArgs& args, Io& io) {
   auto start = Clock::now();
+  for (const auto& [option, path] : {std::pair<std::string, std::string>{"--output", args.output}, {"--timeline", args.timeline}})
+    if (Status s = checkNotTheModel(option, path, args.model); !s) return reportError(io, s);
   // Measuring costs runs the model, which needs its data.
   Expected<ir::Graph> graph = loadModel(args.model, /*withData=*/args.costs == "measured");
   if (!graph) return reportError(io, graph.status());
@@ -263,12 +265,14 @@ bool isCudaDevice(const std::string& device) { return device.rfind("cuda", 0) ==
 std::function<int(Io&)> setupPlan(CLI::App& app) {
   auto args = std::make_shared<PlanArgs>();
   addModelOptions(app, args->model);
-  app.add_option("--budget", args->budget, "peak memory of the training step: 4GB, 4GiB, 512MB, bytes, 60% of store-all, or min (each planner's tightest schedule)")->type_name("SIZE");
+  app.add_option("--budget", args->budget, "peak memory of the training step: 4GB, 4GiB, 512MB, bytes, 60% of store-all, or min (each planner's tightest schedule)")
+      ->type_name("SIZE")
+      ->check(nonEmpty("give a size, a percentage or min"));
   app.add_option("--planner", args->planner, "store-all|sqrt|interval-tree|revolve|optimal, or all side by side")
       ->check(CLI::IsMember({"store-all", "sqrt", "interval-tree", "revolve", "optimal", "all"}));
-  app.add_option("-o,--output", args->output, "write the schedule file (JSON)")->type_name("FILE");
+  app.add_option("-o,--output", args->output, "write the schedule file (JSON)")->type_name("FILE")->check(outputFile());
   app.add_option("--format", args->format, "report format: text|json")->check(CLI::IsMember({"text", "json"}));
-  app.add_option("--timeline", args->timeline, "write the memory timeline as SVG")->type_name("FILE.svg");
+  app.add_option("--timeline", args->timeline, "write the memory timeline as SVG")->type_name("FILE.svg")->check(outputFile());
   app.add_option("--order", args->order, "order heuristic: file|greedy|dfs (default: best store-all peak)")
       ->check(CLI::IsMember({"file", "greedy", "dfs"}));
   app.add_option("--max-stages", args->maxStages, "coarsen the order into at most N stages (default: each planner keeps its cheapest schedule of " + describeCounts(stageCountsToTry(0, SIZE_MAX, true)) + " stages)")->check(CLI::Range(1, 4096));

@@ -21,6 +21,7 @@ struct ProfileArgs {
 };
 
 int runProfile(const ProfileArgs& args, Io& io) {
+  if (Status s = checkNotTheModel("--output", args.output, args.model); !s) return reportError(io, s);
   Expected<ir::Graph> graph = loadRunnableModel(args.model);
   if (!graph) return reportError(io, graph.status());
   const BlasUse blas = checkBlas(*graph, args.run.device, args.model.name());
@@ -63,7 +64,9 @@ int runProfile(const ProfileArgs& args, Io& io) {
 std::function<int(Io&)> setupProfile(CLI::App& app) {
   auto args = std::make_shared<ProfileArgs>();
   addModelOptions(app, args->model);
-  app.add_option("-o,--output", args->output, "write the costs file (JSON; '-' for stdout) for --costs FILE")->type_name("FILE");
+  app.add_option("-o,--output", args->output, "write the costs file (JSON; '-' for stdout) for --costs FILE")
+      ->type_name("FILE")
+      ->check(outputFile());
   app.add_option("--repeats", args->repeats, "measured forward passes after one warm-up (the median counts)")->check(CLI::Range(1, 1000));
   app.add_option("--top", args->rows, "op types to list")->check(CLI::Range(1, 1000));
   app.add_option("--device", args->run.device, "cpu|cuda|cuda:N")->type_name("DEVICE");

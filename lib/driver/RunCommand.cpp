@@ -323,7 +323,9 @@ int runRun(const RunArgs& args, Io& io) {
 std::function<int(Io&)> setupRun(CLI::App& app) {
   auto args = std::make_shared<RunArgs>();
   addModelOptions(app, args->model);
-  CLI::Option* budgetOption = app.add_option("--budget", args->budget, "peak memory of the step: 4GB, 4GiB, 512MB, bytes, 60% of store-all, or min (the tightest schedule); a built-in workload without it runs at 50% with --verify")->type_name("SIZE");
+  CLI::Option* budgetOption = app.add_option("--budget", args->budget, "peak memory of the step: 4GB, 4GiB, 512MB, bytes, 60% of store-all, or min (the tightest schedule); a built-in workload without it runs at 50% with --verify")
+                                   ->type_name("SIZE")
+                                   ->check(nonEmpty("give a size, a percentage or min"));
   CLI::Option* plannerOption = app.add_option("--planner", args->planner, "store-all|sqrt|interval-tree|revolve|optimal")
       ->check(CLI::IsMember({"store-all", "sqrt", "interval-tree", "revolve", "optimal"}));
   CLI::Option* orderOption = app.add_option("--order", args->order, "order heuristic: file|greedy|dfs")->check(CLI::IsMember({"file", "greedy", "dfs"}));
@@ -354,7 +356,9 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
       ->check(CLI::IsMember({"none", "sgd", "adam"}));
   app.add_option("--lr", args->run.lr, "learning rate (default 1e-3)");
   app.add_option("--input", args->inputs, "feed a graph input from a file, NAME=FILE (.npy or ONNX TensorProto .pb)")->type_name("NAME=FILE")->allow_extra_args(false);
-  app.add_option("--save-grads", args->saveGrads, "write the first step's parameter gradients as .npy files and manifest.json")->type_name("DIR");
+  app.add_option("--save-grads", args->saveGrads, "write the first step's parameter gradients as .npy files and manifest.json")
+      ->type_name("DIR")
+      ->check(nonEmpty("name the folder to write"));
   app.add_option("--schedule", args->schedule,
                  "run this schedule file (tbp plan -o) as written instead of planning: its budget, stages and instructions; "
                  "a schedule planned with a costs file's scratch needs that file as --costs")

@@ -409,7 +409,7 @@ std::function<int(Io&)> setupExportWorkload(CLI::App& app) {
   auto args = std::make_shared<ExportArgs>();
   app.add_option("WORKLOAD", args->workload, "built-in workload")->required()->check(CLI::IsMember(workloads::workloadNames()));
   app.add_option("--profile", args->profile, "small|medium|large (default small)")->check(CLI::IsMember({"small", "medium", "large"}));
-  app.add_option("-o,--output", args->output, "the .onnx file to write (- for stdout)")->required();
+  app.add_option("-o,--output", args->output, "the .onnx file to write (- for stdout)")->required()->check(outputFile());
   return [args](Io& io) { return runExport(*args, io); };
 }
 
