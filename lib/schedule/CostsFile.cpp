@@ -2,11 +2,21 @@
 
 #include "tbp/schedule/ScheduleFile.h"
 
+#include "JsonFields.h"
+
 #include <nlohmann/json.hpp>
 
 namespace tbp::schedule {
 
 using nlohmann::ordered_json;
+
+namespace {
+/// The largest kernel scratch a costs file may record, 256 TiB: a bigger one is a corrupt
+/// file, and sums of such figures must not wrap.
+constexpr uint64_t kMaxScratchBytes = uint64_t{1} << 48;
+/// The longest op time a costs file may record, 2^48 ns (about 78 hours), for the same reason.
+constexpr uint64_t kMaxNodeNs = uint64_t{1} << 48;
+} // namespace
 
 std::string writeCosts(const CostsFile& f, const ir::Graph& graph) {
   ordered_json j;
@@ -45,30 +55,32 @@ Expected<CostsFile> readCosts(const std::string& text, const ir::Graph& graph, c
   }
   CostsFile f;
   try {
+    using namespace json;
     if (!j.is_object() || j.value("format", "") != kCostsFormatName)
       return bad("not a tbp costs file ('format' must be \"" + std::string(kCostsFormatName) + "\")");
-    const int version = j.at("version").get<int>();
-    if (version < kCostsFormatOldestVersion || version > kCostsFormatVersion)
-      return bad("costs file version " + std::to_string(version) + " is not supported (this tbp reads versions " +
+    const ordered_json& versionValue = member(j, "version", "");
+    if (!versionValue.is_number_integer() || versionValue.get<int64_t>() < kCostsFormatOldestVersion ||
+        versionValue.get<int64_t>() > kCostsFormatVersion)
+      return bad("costs file version " + versionValue.dump() + " is not supported (this tbp reads versions " +
                  std::to_string(kCostsFormatOldestVersion) + " to " + std::to_string(kCostsFormatVersion) + ")");
-    if (j.at("unit").get<std::string>() != "ns") return bad("'unit' must be \"ns\"");
-    f.graphFingerprint = j.at("graph_fingerprint").get<std::string>();
+    const int version = versionValue.get<int>();
+    if (stringField(j, "unit") != "ns") return bad("'unit' must be \"ns\"");
+    f.graphFingerprint = stringField(j, "graph_fingerprint");
     const std::string actual = fingerprint(graph);
     if (f.graphFingerprint != actual)
       return bad("the costs were measured for another graph (fingerprint " + f.graphFingerprint + ", this model " + actual +
                  "); profile it again, or pass the --dim/--loss/--freeze it was profiled with");
-    f.graphName = j.at("graph").get<std::string>();
-    f.device = j.at("device").get<std::string>();
-    f.threads = j.at("threads").get<int>();
-    f.repeats = j.at("repeats").get<int>();
+    f.graphName = stringField(j, "graph");
+    f.device = stringField(j, "device");
+    f.threads = static_cast<int>(unsignedField(j, "threads", "", 1 << 20));
+    f.repeats = static_cast<int>(unsignedField(j, "repeats", "", 1 << 20));
     bool withScratch = false;
     if (version >= 2) {
-      const std::string scratch = j.at("scratch").get<std::string>();
+      const std::string scratch = stringField(j, "scratch");
       if (scratch != "static" && scratch != "measured") return bad("'scratch' must be \"static\" or \"measured\"");
       withScratch = scratch == "measured";
     }
-    const ordered_json& nodes = j.at("nodes");
-    if (!nodes.is_array()) return bad("'nodes' must be an array");
+    const ordered_json& nodes = arrayField(j, "nodes");
     if (nodes.size() != graph.numNodes())
       return bad("'nodes' has " + std::to_string(nodes.size()) + " entries, the graph has " + std::to_string(graph.numNodes()) + " nodes");
     f.nodeNs.assign(graph.numNodes(), 0);
@@ -76,24 +88,26 @@ Expected<CostsFile> readCosts(const std::string& text, const ir::Graph& graph, c
     for (size_t i = 0; i < nodes.size(); ++i) {
       const std::string where = "nodes[" + std::to_string(i) + "]";
       const ordered_json& e = nodes[i];
-      const int64_t id = e.at("node").get<int64_t>();
-      if (id < 0 || static_cast<uint64_t>(id) >= graph.numNodes()) return bad(where + ": node " + std::to_string(id) + " is out of range");
+      const uint64_t id = unsignedField(e, "node", where);
+      if (id >= graph.numNodes()) return bad(where + ": node " + std::to_string(id) + " is out of range");
       const ir::Node& node = graph.node(static_cast<ir::NodeId>(id));
       if (f.nodeNs[static_cast<size_t>(id)] != 0) return bad(where + ": node " + std::to_string(id) + " is listed twice");
-      if (e.at("name").get<std::string>() != node.name)
-        return bad(where + ": node " + std::to_string(id) + " is '" + node.name + "' in this graph, not '" + e.at("name").get<std::string>() + "'");
-      if (!e.at("ns").is_number_unsigned() || e.at("ns").get<uint64_t>() == 0)
-        return bad(where + ": 'ns' must be a positive integer");
-      f.nodeNs[static_cast<size_t>(id)] = e.at("ns").get<uint64_t>();
+      const std::string name = stringField(e, "name", where);
+      if (name != node.name) return bad(where + ": node " + std::to_string(id) + " is '" + node.name + "' in this graph, not '" + name + "'");
+      const uint64_t ns = unsignedField(e, "ns", where, kMaxNodeNs);
+      if (ns == 0) return bad(where + ": 'ns' must be a positive integer");
+      f.nodeNs[static_cast<size_t>(id)] = ns;
       if (e.contains("scratch")) {
         if (!withScratch) return bad(where + ": 'scratch' in a file whose 'scratch' is not \"measured\"");
-        const ordered_json& s = e.at("scratch");
+        const ordered_json& sc = e.at("scratch");
         for (const char* key : {"forward", "backward"})
-          if (!s.is_object() || !s.contains(key) || !s.at(key).is_number_unsigned())
-            return bad(where + ": 'scratch." + key + "' must be a byte count (a non-negative integer)");
-        f.scratch[static_cast<size_t>(id)] = ir::MeasuredScratch{s.at("forward").get<uint64_t>(), s.at("backward").get<uint64_t>()};
+          if (!sc.is_object() || !sc.contains(key) || !sc.at(key).is_number_unsigned() || sc.at(key).get<uint64_t>() > kMaxScratchBytes)
+            return bad(where + ": 'scratch." + key + "' must be a byte count (an integer from 0 to 2^48)");
+        f.scratch[static_cast<size_t>(id)] = ir::MeasuredScratch{sc.at("forward").get<uint64_t>(), sc.at("backward").get<uint64_t>()};
       }
     }
+  } catch (const json::FieldError& e) {
+    return bad(std::string("malformed costs file: ") + e.what());
   } catch (const nlohmann::json::exception& e) {
     std::string what = e.what();
     return bad("malformed costs file: " + what.substr(what.find(']') + 2));

@@ -1,5 +1,7 @@
 #include "tbp/schedule/ScheduleFile.h"
 
+#include "JsonFields.h"
+
 #include "tbp/ir/TextFormat.h"
 #include "tbp/support/Bytes.h"
 #include "tbp/support/Hash.h"
@@ -77,32 +79,45 @@ Expected<ScheduleFile> readSchedule(const std::string& text, const std::string& 
                std::to_string(kFormatVersion));
   ScheduleFile f;
   try {
-    f.graphFingerprint = j.at("graph_fingerprint").get<std::string>();
-    f.graphName = j.value("graph", "");
-    f.planner = j.at("planner").get<std::string>();
-    for (const auto& [k, v] : j.at("planner_params").items()) f.plannerParams.emplace_back(k, v.get<std::string>());
-    if (!j.at("budget_bytes").is_null()) f.budgetBytes = j.at("budget_bytes").get<uint64_t>();
-    f.orderHeuristic = j.at("order_heuristic").get<std::string>();
-    f.order = j.at("order").get<std::vector<uint32_t>>();
-    for (const auto& s : j.at("stages"))
-      f.stages.push_back({s.at("first").get<uint32_t>(), s.at("last").get<uint32_t>(), s.at("forward_flops").get<uint64_t>(),
-                          s.at("input_frontier_bytes").get<uint64_t>(), s.at("tape_bytes").get<uint64_t>()});
-    const auto& instrs = j.at("instructions");
+    using namespace json;
+    f.graphFingerprint = stringField(j, "graph_fingerprint");
+    f.graphName = j.contains("graph") ? stringField(j, "graph") : std::string();
+    f.planner = stringField(j, "planner");
+    const ordered_json& params = member(j, "planner_params", "");
+    if (!params.is_object()) throw FieldError("'planner_params' must be an object");
+    for (const auto& [k, v] : params.items()) f.plannerParams.emplace_back(k, stringField(params, k, "planner_params"));
+    if (!member(j, "budget_bytes", "").is_null()) f.budgetBytes = unsignedField(j, "budget_bytes");
+    f.orderHeuristic = stringField(j, "order_heuristic");
+    const ordered_json& order = arrayField(j, "order");
+    for (size_t i = 0; i < order.size(); ++i)
+      f.order.push_back(static_cast<uint32_t>(unsignedValue(order[i], "order[" + std::to_string(i) + "]", UINT32_MAX)));
+    const ordered_json& stages = arrayField(j, "stages");
+    for (size_t i = 0; i < stages.size(); ++i) {
+      const std::string where = "stages[" + std::to_string(i) + "]";
+      const ordered_json& st = stages[i];
+      f.stages.push_back({static_cast<uint32_t>(unsignedField(st, "first", where, UINT32_MAX)),
+                          static_cast<uint32_t>(unsignedField(st, "last", where, UINT32_MAX)), unsignedField(st, "forward_flops", where),
+                          unsignedField(st, "input_frontier_bytes", where), unsignedField(st, "tape_bytes", where)});
+    }
+    const ordered_json& instrs = arrayField(j, "instructions");
     for (size_t i = 0; i < instrs.size(); ++i) {
+      const std::string where = "instructions[" + std::to_string(i) + "]";
+      if (!instrs[i].is_string()) return bad(where + ": must be a string, not " + instrs[i].dump());
       Expected<plan::Instruction> instr = plan::parseInstruction(instrs[i].get<std::string>());
-      if (!instr) return bad("instructions[" + std::to_string(i) + "]: " + instr.status().message());
+      if (!instr) return bad(where + ": " + instr.status().message());
       if (instr->cache && j["version"].get<int>() < kFormatVersion)
-        return bad("instructions[" + std::to_string(i) + "]: a forward that caches needs schedule format version " +
-                   std::to_string(kFormatVersion));
+        return bad(where + ": a forward that caches needs schedule format version " + std::to_string(kFormatVersion));
       f.instructions.push_back(*instr);
     }
-    f.predictedPeakBytes = j.at("predicted_peak_bytes").get<uint64_t>();
-    f.peakInstruction = j.at("peak_instruction").get<uint64_t>();
-    f.recomputeRatio = j.at("recompute_ratio").get<double>();
-    f.forwardFlops = j.at("forward_flops_executed").get<uint64_t>();
-    f.residentBytes = j.at("resident_bytes").get<uint64_t>();
-    f.storeAllPeakBytes = j.at("store_all_peak_bytes").get<uint64_t>();
-    f.lowerBoundBytes = j.at("lower_bound_bytes").get<uint64_t>();
+    f.predictedPeakBytes = unsignedField(j, "predicted_peak_bytes");
+    f.peakInstruction = unsignedField(j, "peak_instruction");
+    f.recomputeRatio = numberField(j, "recompute_ratio");
+    f.forwardFlops = unsignedField(j, "forward_flops_executed");
+    f.residentBytes = unsignedField(j, "resident_bytes");
+    f.storeAllPeakBytes = unsignedField(j, "store_all_peak_bytes");
+    f.lowerBoundBytes = unsignedField(j, "lower_bound_bytes");
+  } catch (const json::FieldError& e) {
+    return bad(std::string("malformed schedule: ") + e.what());
   } catch (const nlohmann::json::exception& e) {
     std::string what = e.what();
     return bad("malformed schedule: " + what.substr(what.find(']') + 2));

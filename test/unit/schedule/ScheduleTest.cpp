@@ -55,6 +55,49 @@ TEST_CASE("schedule files round-trip byte for byte and validate") {
   CHECK(validateSchedule(*back, f.graph, "p.json").isOk());
 }
 
+TEST_CASE("schedule files refuse numbers of the wrong kind and name the member") {
+  Fixture f;
+  const std::string text = writeSchedule(f.file);
+  auto edited = [&text](const std::string& key, const std::string& to) {
+    // Replaces the value of the first `"key": `: a scalar up to the end of its line (less a
+    // comma), an array or object up to its closing bracket.
+    std::string t = text;
+    const size_t at = t.find("\"" + key + "\": ");
+    REQUIRE(at != std::string::npos);
+    const size_t from = at + key.size() + 4;
+    size_t end = from;
+    if (t[from] == '[' || t[from] == '{') {
+      int depth = 0;
+      do depth += t[end] == '[' || t[end] == '{' ? 1 : t[end] == ']' || t[end] == '}' ? -1 : 0;
+      while (++end < t.size() && depth > 0);
+    } else {
+      end = t.find('\n', from);
+      if (t[end - 1] == ',') --end;
+    }
+    return t.replace(from, end - from, to);
+  };
+  auto refusedWith = [](const std::string& t, const std::string& expect) {
+    Expected<ScheduleFile> r = readSchedule(t, "p.json");
+    CAPTURE(expect);
+    REQUIRE_FALSE(r.hasValue());
+    CHECK(r.status().code() == ErrorCode::BadInput);
+    CHECK(r.status().message().find(expect) != std::string::npos);
+  };
+  // Each was read as another number before (2026-12-05): -1 as 16 EiB, 1e30 as 0, 1.5 as 1.
+  refusedWith(edited("budget_bytes", "-1"), "'budget_bytes' must be an integer from 0 to");
+  refusedWith(edited("budget_bytes", "1e30"), "'budget_bytes' must be an integer from 0 to");
+  refusedWith(edited("predicted_peak_bytes", "1.5"), "'predicted_peak_bytes' must be an integer");
+  refusedWith(edited("recompute_ratio", "\"x\""), "'recompute_ratio' must be a finite number");
+  refusedWith(edited("instructions", "null"), "'instructions' must be an array");
+  refusedWith(edited("stages", "{}"), "'stages' must be an array");
+  std::string wrapped = text;
+  wrapped.replace(wrapped.find("\"order\": [") + 10, 0, "4294967296, ");
+  refusedWith(wrapped, "'order[0]' must be an integer from 0 to 4294967295, not 4294967296");
+  std::string firstStage = text;
+  firstStage.replace(firstStage.find("\"first\": 0"), 10, "\"first\": -1");
+  refusedWith(firstStage, "'stages[0].first' must be an integer");
+}
+
 TEST_CASE("validation catches edits and other graphs") {
   Fixture f;
   ScheduleFile edited = f.file;
@@ -200,7 +243,14 @@ TEST_CASE("costs files round-trip and refuse other graphs and malformed entries"
   refused(replaced("\"version\": 1", "\"version\": 0"), "version 0 is not supported");
   refused(replaced(f.graphFingerprint, "0000000000000000"), "measured for another graph");
   refused(replaced("\"ns\": 1000", "\"ns\": 0"), "nodes[0]: 'ns' must be a positive integer");
-  refused(replaced("\"ns\": 1000", "\"ns\": -5"), "nodes[0]: 'ns' must be a positive integer");
+  // Numbers of the wrong kind are refused, not converted (-5 had read as 2^64 - 5, 1.5 as 1).
+  refused(replaced("\"ns\": 1000", "\"ns\": -5"), "'nodes[0].ns' must be an integer from 0 to");
+  refused(replaced("\"ns\": 1000", "\"ns\": 1.5"), "'nodes[0].ns' must be an integer from 0 to");
+  refused(replaced("\"ns\": 1000", "\"ns\": 18446744073709551615"), "'nodes[0].ns' must be an integer from 0 to 281474976710656");
+  refused(replaced("\"node\": 1,", "\"node\": 1.5,"), "'nodes[1].node' must be an integer");
+  refused(replaced("\"threads\": 1,", "\"threads\": true,"), "'threads' must be an integer");
+  refused(replaced("\"version\": 1", "\"version\": 1e30"), "version 1e+30 is not supported");
+  refused(replaced("\"device\": \"cpu\"", "\"device\": 7"), "'device' must be a string, not 7");
   refused(replaced("\"node\": 1,", "\"node\": 0,"), "nodes[1]: node 0 is listed twice");
   refused(replaced("\"node\": 1,", "\"node\": 999,"), "nodes[1]: node 999 is out of range");
   refused(replaced("\"unit\": \"ns\"", "\"unit\": \"ms\""), "'unit' must be");
