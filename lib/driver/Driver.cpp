@@ -95,6 +95,8 @@ Expected<std::map<std::string, int64_t>> parseDims(const std::vector<std::string
     if (errno || end != value.c_str() + value.size())
       return usageError("--dim '" + d + "': '" + value + "' is not an integer");
     if (v < 0) return usageError("--dim '" + d + "': a dimension cannot be negative");
+    // A zero batch or sequence makes empty tensors: a mean loss over nothing is NaN.
+    if (v == 0) return usageError("--dim '" + d + "': a dimension must be at least 1");
     out[d.substr(0, eq)] = v;
   }
   return out;

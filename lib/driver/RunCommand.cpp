@@ -19,6 +19,17 @@ namespace tbp::driver {
 
 namespace {
 
+/// "the loss is NaN or infinite; 3 parameters have NaN or infinite gradients (first 'w')", or
+/// empty when every value was finite.
+std::string nonFiniteNote(const runtime::GradCheck& c) {
+  std::string s;
+  if (c.nonFiniteLoss) s += "the loss is NaN or infinite";
+  if (c.nonFiniteParameters > 0)
+    s += (s.empty() ? "" : "; ") + std::to_string(c.nonFiniteParameters) + (c.nonFiniteParameters == 1 ? " parameter has" : " parameters have") +
+         " NaN or infinite gradients (first '" + c.firstNonFinite + "')";
+  return s;
+}
+
 struct RunArgs {
   ModelOptions model;
   std::string budget;
@@ -262,7 +273,9 @@ int runRun(const RunArgs& args, Io& io) {
     if (r->libraryWorkspaceBytes) j["library_workspace_bytes"] = r->libraryWorkspaceBytes;
     if (r->gradCheck)
       j["grad_check"] = {{"passed", r->gradCheck->passed}, {"max_abs_error", r->gradCheck->maxAbsError},
-                         {"max_rel_error", r->gradCheck->maxRelError}, {"worst_parameter", r->gradCheck->worstParameter}};
+                         {"max_rel_error", r->gradCheck->maxRelError}, {"worst_parameter", r->gradCheck->worstParameter},
+                         {"non_finite_parameters", r->gradCheck->nonFiniteParameters},
+                         {"non_finite_loss", r->gradCheck->nonFiniteLoss}};
     io.out << j.dump(2) << "\n";
   } else {
     io.out << "run              " << plannerLabel << " schedule for " << args.model.name() << ", " << p.model.size()
@@ -304,11 +317,16 @@ int runRun(const RunArgs& args, Io& io) {
     if (r->gradCheck)
       io.out << "gradients        " << (r->gradCheck->passed ? "match" : "DIFFER FROM") << " store-all autograd: max abs error "
              << r->gradCheck->maxAbsError << ", max rel error " << r->gradCheck->maxRelError
-             << (r->gradCheck->worstParameter.empty() ? "" : " (worst '" + r->gradCheck->worstParameter + "')") << "\n";
+             << (r->gradCheck->worstParameter.empty() ? "" : " (worst '" + r->gradCheck->worstParameter + "')")
+             << (nonFiniteNote(*r->gradCheck).empty() ? "" : "; " + nonFiniteNote(*r->gradCheck)) << "\n";
   }
   if (overBudget) {
     io.err << "tbp: error: measured peak " << r->measuredPeakBytes << " bytes exceeds the budget " << *budget << " bytes at instruction "
            << r->measuredPeakInstruction + 1 << " (" << plan::formatInstruction(c.stream[r->measuredPeakInstruction]) << ")\n";
+    return exitCodeOf(ErrorCode::CheckFailed);
+  }
+  if (gradFailed && (r->gradCheck->nonFiniteParameters > 0 || r->gradCheck->nonFiniteLoss)) {
+    io.err << "tbp: error: the verified step has non-finite values: " << nonFiniteNote(*r->gradCheck) << "\n";
     return exitCodeOf(ErrorCode::CheckFailed);
   }
   if (gradFailed) {

@@ -1173,6 +1173,11 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
             const at::TensorOptions host = at::TensorOptions().dtype(base[params[i]].scalar_type());
             at::Tensor got = at::from_blob(report.gradients[i].array.data.data(), base[params[i]].sizes(), host);
             at::Tensor ref = at::from_blob(reference[i].array.data.data(), base[params[i]].sizes(), host);
+            if (!at::isfinite(got).all().item<bool>() || !at::isfinite(ref).all().item<bool>()) {
+              if (check.nonFiniteParameters++ == 0) check.firstNonFinite = g.value(params[i]).name;
+              check.passed = false;
+              continue;
+            }
             double absErr = (got - ref).abs().max().item<double>();
             double scale = ref.abs().max().item<double>();
             double relErr = scale > 0 ? absErr / scale : absErr;
@@ -1183,7 +1188,8 @@ Expected<RunReport> runTrainingStep(const ir::Graph& g, const plan::StageModel& 
             check.maxRelError = std::max(check.maxRelError, relErr);
             if (absErr > options.atol + options.rtol * scale) check.passed = false;
           }
-          if (check.lossDifference > options.atol + options.rtol * std::fabs(referenceLoss)) check.passed = false;
+          check.nonFiniteLoss = !std::isfinite(loss) || !std::isfinite(referenceLoss);
+          if (check.nonFiniteLoss || check.lossDifference > options.atol + options.rtol * std::fabs(referenceLoss)) check.passed = false;
           report.gradCheck = check;
         }
         if (!options.keepGradients) report.gradients.clear();

@@ -47,7 +47,8 @@ int main(int argc, char** argv) {
   for (const auto& p : got["parameters"]) gotFiles[p["name"]] = p["file"];
   int passed = 0, failed = 0, missing = 0;
   double refLoss = ref["loss"], gotLoss = got["loss"];
-  if (std::fabs(refLoss - gotLoss) > 1e-4 * std::max(1.0, std::fabs(refLoss))) {
+  // Written so that a NaN fails: it compares as within every tolerance.
+  if (!(std::fabs(refLoss - gotLoss) <= 1e-4 * std::max(1.0, std::fabs(refLoss)))) {
     std::cout << "FAIL loss: tbp " << gotLoss << ", PyTorch " << refLoss << "\n";
     ++failed;
   } else {
@@ -72,9 +73,19 @@ int main(int argc, char** argv) {
     }
     std::vector<float> a = floats(*g), b = floats(*r);
     double maxAbs = 0, scale = 0;
+    size_t nonFinite = 0;
     for (size_t i = 0; i < a.size(); ++i) {
+      if (!std::isfinite(a[i]) || !std::isfinite(b[i])) {
+        ++nonFinite; // std::max would drop a NaN and pass it
+        continue;
+      }
       maxAbs = std::max(maxAbs, static_cast<double>(std::fabs(a[i] - b[i])));
       scale = std::max(scale, static_cast<double>(std::fabs(b[i])));
+    }
+    if (nonFinite > 0) {
+      std::cout << "FAIL " << name << ": " << nonFinite << " NaN or infinite values (tbp or PyTorch)\n";
+      ++failed;
+      continue;
     }
     double rel = scale > 0 ? maxAbs / scale : maxAbs;
     double tolerance = 1e-5 + 2e-3 * scale;

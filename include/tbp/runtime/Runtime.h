@@ -46,10 +46,15 @@ struct HostGradient {
 /// Gradient verification against plain store-all autograd.
 struct GradCheck {
   bool passed = false;
-  double maxAbsError = 0;
+  double maxAbsError = 0;      ///< over the parameters whose gradients are finite in both runs
   double maxRelError = 0;
   std::string worstParameter;
   double lossDifference = 0;
+  /// Parameters whose gradient holds a NaN or an infinity in either run: each fails the check
+  /// (a NaN compares as within any tolerance), the first one named.
+  size_t nonFiniteParameters = 0;
+  std::string firstNonFinite;
+  bool nonFiniteLoss = false;  ///< the loss of either run is NaN or infinite (fails too)
 };
 
 /// What a run measured.

@@ -1,0 +1,1 @@
+run text/nan_loss.tbp --verify --format json
