@@ -66,6 +66,10 @@ void addModelOptions(CLI::App& app, ModelOptions& options);
 /// ('-', stdout, passes). A usage error (exit 2) when it fails.
 CLI::Validator outputFile();
 
+/// The check of a number option: finite (CLI11's Range lets NaN through), and with
+/// `nonNegative` 0 or more.
+CLI::Validator finiteNumber(bool nonNegative);
+
 /// The check of an option whose value must not be empty (`what` says what to give instead).
 CLI::Validator nonEmpty(const std::string& what);
 

@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdlib>
 #include <map>
@@ -52,6 +53,17 @@ CLI::Validator outputFile() {
         return {};
       },
       "", "output file");
+}
+
+CLI::Validator finiteNumber(bool nonNegative) {
+  return CLI::Validator(
+      [nonNegative](std::string& v) {
+        char* end = nullptr;
+        const double x = std::strtod(v.c_str(), &end);
+        if (end == v.c_str() || *end != '\0' || !std::isfinite(x)) return "'" + v + "' is not a finite number";
+        return nonNegative && x < 0 ? "'" + v + "' is negative" : std::string();
+      },
+      "", "finite number");
 }
 
 CLI::Validator nonEmpty(const std::string& what) {

@@ -14,7 +14,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <sstream>
 
 namespace tbp::driver {
@@ -353,13 +352,7 @@ std::function<int(Io&)> setupCompare(CLI::App& app) {
   app.add_option("A", args->a, "baseline schedule")->required();
   app.add_option("B", args->b, "new schedule")->required();
   // NaN would compare false with every change and so disable the gate.
-  const CLI::Validator percent(
-      [](std::string& v) {
-        char* end = nullptr;
-        const double x = std::strtod(v.c_str(), &end);
-        return end != v.c_str() && *end == '\0' && std::isfinite(x) && x >= 0 ? std::string() : "'" + v + "' is not a percentage (a finite number, 0 or more)";
-      },
-      "", "percent");
+  const CLI::Validator percent = finiteNumber(/*nonNegative=*/true);
   app.add_option("--max-peak-increase", args->maxPeak, "exit 1 when the predicted peak rises more than PCT percent")->type_name("PCT")->check(percent);
   app.add_option("--max-recompute-increase", args->maxRecompute, "exit 1 when the recompute ratio rises more than PCT percent")
       ->type_name("PCT")

@@ -368,11 +368,12 @@ std::function<int(Io&)> setupRun(CLI::App& app) {
   app.add_option("--steps", args->run.steps, "measured steps (median time)")->check(CLI::Range(1, 100000));
   app.add_option("--warmup", args->run.warmup, "unmeasured steps first")->check(CLI::Range(0, 100000));
   app.add_option("--min-time", args->run.minTimeS, "measure more steps (up to 1000) until they took this many seconds")
+      ->check(finiteNumber(/*nonNegative=*/true))
       ->check(CLI::Range(0.0, 3600.0));
   app.add_option("--format", args->format, "text|json")->check(CLI::IsMember({"text", "json"}));
   app.add_option("--optimizer", args->run.optimizer, "none|sgd|adam: update the parameters after backward")
       ->check(CLI::IsMember({"none", "sgd", "adam"}));
-  app.add_option("--lr", args->run.lr, "learning rate (default 1e-3)");
+  app.add_option("--lr", args->run.lr, "learning rate (default 1e-3)")->check(finiteNumber(/*nonNegative=*/false));
   app.add_option("--input", args->inputs, "feed a graph input from a file, NAME=FILE (.npy or ONNX TensorProto .pb)")->type_name("NAME=FILE")->allow_extra_args(false);
   app.add_option("--save-grads", args->saveGrads, "write the first step's parameter gradients as .npy files and manifest.json")
       ->type_name("DIR")

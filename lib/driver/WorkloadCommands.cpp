@@ -424,6 +424,7 @@ std::function<int(Io&)> setupBench(CLI::App& app) {
   app.add_option("--trials", args->trials, "measured steps per row; the median is reported (default 3)")->check(CLI::Range(1, 1000));
   app.add_option("--warmup", args->warmup, "unmeasured steps first (default 1)")->check(CLI::Range(0, 1000));
   app.add_option("--min-time", args->minTime, "measure more steps per row until they took this many seconds (default 3)")
+      ->check(finiteNumber(/*nonNegative=*/true))
       ->check(CLI::Range(0.0, 3600.0));
   app.add_option("--threads", args->threads, "intra-op threads for tbp and PyTorch (default, or 0: LibTorch's)")->check(CLI::Range(0, 1024));
   app.add_option("--results-dir", args->resultsDir, "where bench_<target>_<profile>.json go (default results)");

@@ -1,0 +1,1 @@
+run onnx/mlp.onnx --dim batch=4 --lr nan; echo "exit $?"; "$TBP" run onnx/mlp.onnx --dim batch=4 --min-time inf; echo "exit $?"; "$TBP" compare a.json b.json --max-peak-increase nan; echo "exit $?"; "$TBP" plan onnx/mlp.onnx --dim batch=0; echo "exit $?"
