@@ -46,6 +46,9 @@ test/fixtures/bad/                        inputs tbp must reject (or report) cle
   external_escape/model.onnx
                           initializer whose external-data location is ../../../etc/passwd
                           (must be rejected: path escapes the model directory)
+  external_folder/model.onnx
+                          initializer whose external-data location is '.', the model's own
+                          folder (must be rejected by name, not with an allocation error)
 
 The bad fixtures are built with onnx.helper only and are never passed through
 onnx.checker. The torch-based fixtures use models/export_models.py (seeded,
@@ -482,6 +485,16 @@ def make_bad(out: str, mlp_bytes: bytes) -> List[str]:
     g = helper.make_graph([helper.make_node("Add", ["X", "W"], ["Y"], name="add")], "external_escape",
                           [_vi("X", [3, 4])], [_vi("Y", [3, 4])], initializer=[t])
     save(os.path.join("external_escape", "model.onnx"), _model(g))
+
+    # The external location names the model's own folder: a folder, not a file.
+    t = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[3, 4])
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", "."), ("offset", "0"), ("length", "48")):
+        e = t.external_data.add()
+        e.key, e.value = k, v
+    g = helper.make_graph([helper.make_node("Add", ["X", "W"], ["Y"], name="add")], "external_folder",
+                          [_vi("X", [3, 4])], [_vi("Y", [3, 4])], initializer=[t])
+    save(os.path.join("external_folder", "model.onnx"), _model(g))
     return written
 
 

@@ -222,10 +222,15 @@ Status loadExternalData(onnx::TensorProto& tensor, const fs::path& baseDir, cons
   auto [baseEnd, fullIt] = std::mismatch(base.begin(), base.end(), full.begin(), full.end());
   if (ec || baseEnd != base.end())
     return badInput(where + ": external data location '" + location + "' points outside the model's folder");
+  // A folder opens as a stream on Linux and reports a size of -1.
+  if (!fs::is_regular_file(full, ec))
+    return badInput(where + ": external data location '" + location + "' is not a file");
   std::ifstream in(full, std::ios::binary);
   if (!in) return badInput(where + ": external data file '" + full.string() + "' cannot be opened");
   in.seekg(0, std::ios::end);
-  uint64_t size = static_cast<uint64_t>(in.tellg());
+  const std::streamoff end = in.tellg();
+  if (end < 0) return badInput(where + ": cannot read external data from '" + location + "'");
+  uint64_t size = static_cast<uint64_t>(end);
   uint64_t want = length >= 0 ? static_cast<uint64_t>(length) : (offset <= size ? size - offset : 0);
   if (offset > size || want > size - offset)
     return badInput(where + ": external data range [" + std::to_string(offset) + ", +" + std::to_string(want) +

@@ -1,0 +1,1 @@
+analyze bad/external_folder/model.onnx
