@@ -698,8 +698,7 @@ Tensors maxPool(const KernelContext&, const Graph&, const Node& n, const Tensors
   } else {
     std::tie(y, idx) =
         rank == 3 ? at::max_pool3d_with_indices(xx, w.kernel, w.strides, padding, w.dilations, ceilMode)
-                  : at::max_pool2d_with_indices(xx, lift(w.kernel, 1), lift(w.strides, 1), lift(padding, 0),
-                                                lift(w.dilations, 1), ceilMode);
+                  : at::max_pool2d_with_indices(xx, kernel2, strides2, pads2, dilations2, ceilMode);
   }
   if (rank == 1) {
     y = y.squeeze(2);
