@@ -476,25 +476,19 @@ def make_bad(out: str, mlp_bytes: bytes) -> List[str]:
     onnx.checker.check_model(os.path.join(ext_dir, "model.onnx"))
     written += [os.path.join(ext_dir, "model.onnx"), os.path.join(ext_dir, "model.data")]
 
-    # Same model, but the external location escapes the model directory.
-    t = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[3, 4])
-    t.data_location = TensorProto.EXTERNAL
-    for k, v in (("location", "../../../etc/passwd"), ("offset", "0"), ("length", "48")):
-        e = t.external_data.add()
-        e.key, e.value = k, v
-    g = helper.make_graph([helper.make_node("Add", ["X", "W"], ["Y"], name="add")], "external_escape",
-                          [_vi("X", [3, 4])], [_vi("Y", [3, 4])], initializer=[t])
-    save(os.path.join("external_escape", "model.onnx"), _model(g))
+    # The same model with its initializer's external data at `location` (not a valid file).
+    def external_at(name: str, location: str) -> None:
+        t = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[3, 4])
+        t.data_location = TensorProto.EXTERNAL
+        for k, v in (("location", location), ("offset", "0"), ("length", "48")):
+            e = t.external_data.add()
+            e.key, e.value = k, v
+        g = helper.make_graph([helper.make_node("Add", ["X", "W"], ["Y"], name="add")], name,
+                              [_vi("X", [3, 4])], [_vi("Y", [3, 4])], initializer=[t])
+        save(os.path.join(name, "model.onnx"), _model(g))
 
-    # The external location names the model's own folder: a folder, not a file.
-    t = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[3, 4])
-    t.data_location = TensorProto.EXTERNAL
-    for k, v in (("location", "."), ("offset", "0"), ("length", "48")):
-        e = t.external_data.add()
-        e.key, e.value = k, v
-    g = helper.make_graph([helper.make_node("Add", ["X", "W"], ["Y"], name="add")], "external_folder",
-                          [_vi("X", [3, 4])], [_vi("Y", [3, 4])], initializer=[t])
-    save(os.path.join("external_folder", "model.onnx"), _model(g))
+    external_at("external_escape", "../../../etc/passwd")  # escapes the model directory
+    external_at("external_folder", ".")  # the model's own folder: a folder, not a file
     return written
 
 

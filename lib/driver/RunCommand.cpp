@@ -225,6 +225,8 @@ int runRun(const RunArgs& args, Io& io) {
                                        : 0.0;
   const bool overBudget = budget && r->measuredPeakBytes > *budget;
   const bool gradFailed = r->gradCheck && !r->gradCheck->passed;
+  // Non-finite values fail the check whatever the errors (a NaN compares as within any tolerance).
+  const std::string nonFinite = r->gradCheck ? nonFiniteNote(*r->gradCheck) : std::string();
   if (args.format == "json") {
     nlohmann::ordered_json j{{"planner", plannerLabel},
                              {"budget_bytes", budget ? nlohmann::ordered_json(*budget) : nlohmann::ordered_json(nullptr)},
@@ -318,15 +320,15 @@ int runRun(const RunArgs& args, Io& io) {
       io.out << "gradients        " << (r->gradCheck->passed ? "match" : "DIFFER FROM") << " store-all autograd: max abs error "
              << r->gradCheck->maxAbsError << ", max rel error " << r->gradCheck->maxRelError
              << (r->gradCheck->worstParameter.empty() ? "" : " (worst '" + r->gradCheck->worstParameter + "')")
-             << (nonFiniteNote(*r->gradCheck).empty() ? "" : "; " + nonFiniteNote(*r->gradCheck)) << "\n";
+             << (nonFinite.empty() ? "" : "; " + nonFinite) << "\n";
   }
   if (overBudget) {
     io.err << "tbp: error: measured peak " << r->measuredPeakBytes << " bytes exceeds the budget " << *budget << " bytes at instruction "
            << r->measuredPeakInstruction + 1 << " (" << plan::formatInstruction(c.stream[r->measuredPeakInstruction]) << ")\n";
     return exitCodeOf(ErrorCode::CheckFailed);
   }
-  if (gradFailed && (r->gradCheck->nonFiniteParameters > 0 || r->gradCheck->nonFiniteLoss)) {
-    io.err << "tbp: error: the verified step has non-finite values: " << nonFiniteNote(*r->gradCheck) << "\n";
+  if (!nonFinite.empty()) {
+    io.err << "tbp: error: the verified step has non-finite values: " << nonFinite << "\n";
     return exitCodeOf(ErrorCode::CheckFailed);
   }
   if (gradFailed) {

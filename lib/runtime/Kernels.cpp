@@ -560,13 +560,19 @@ Tensors convTranspose(const KernelContext&, const Graph&, const Node& n, const T
 
 // ------------------------------------------------------------------ pooling
 
+/// A 2-D window from its packed form {kernel H, W, stride H, W, pad H, W[, dilation H, W]}: the
+/// form the pooling functions below take and keep for their backward (dilations 1 when absent).
+pool::Window2d window2d(const Ints& w) {
+  return {w[0], w[1], w[2], w[3], w[4], w[5], w.size() > 6 ? w[6] : 1, w.size() > 7 ? w[7] : 1};
+}
+
 /// 2-D max pooling of a float CPU tensor on tbp's loops (PoolLoops.h), the values and indices
 /// of at::max_pool2d_with_indices bit for bit, about 5x faster forward and 15x backward than
 /// LibTorch 1.13's NCHW kernel. It keeps what ATen's keeps for the backward, the input and the
 /// int64 indices (the MaxPool rule), and makes the indices without autograd too.
 struct CpuMaxPool2d : torch::autograd::Function<CpuMaxPool2d> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& input, Ints window, bool ceilMode) {
-    const pool::Window2d w{window[0], window[1], window[2], window[3], window[4], window[5], window[6], window[7]};
+    const pool::Window2d w = window2d(window);
     const at::Tensor x = input.contiguous();
     const int64_t planes = x.size(0) * x.size(1), height = x.size(2), width = x.size(3);
     const int64_t outH = pool::pooledSize(height, w.kernelH, w.padH, w.strideH, w.dilationH, ceilMode);
@@ -613,9 +619,7 @@ struct CpuMaxPool2d : torch::autograd::Function<CpuMaxPool2d> {
 bool cpuPool2d(const at::Tensor& x, const Ints& window, bool ceilMode) {
   if (x.dim() != 4 || !x.device().is_cpu() || x.scalar_type() != at::kFloat || x.size(2) * x.size(3) >= (int64_t{1} << 31))
     return false;
-  const pool::Window2d w{window[0], window[1], window[2], window[3], window[4], window[5],
-                         window.size() > 6 ? window[6] : 1, window.size() > 7 ? window[7] : 1};
-  return pool::acceptsWindow(w, x.size(2), x.size(3), ceilMode);
+  return pool::acceptsWindow(window2d(window), x.size(2), x.size(3), ceilMode);
 }
 
 /// 2-D average pooling of a float CPU tensor on tbp's loops, at::avg_pool2d's values and
@@ -625,7 +629,7 @@ bool cpuPool2d(const at::Tensor& x, const Ints& window, bool ceilMode) {
 struct CpuAvgPool2d : torch::autograd::Function<CpuAvgPool2d> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, Ints window, bool ceilMode, bool countPadding,
                             int64_t divisor) {
-    const pool::Window2d w{window[0], window[1], window[2], window[3], window[4], window[5], 1, 1};
+    const pool::Window2d w = window2d(window);
     const at::Tensor x = input.contiguous();
     const int64_t planes = x.size(0) * x.size(1), height = x.size(2), width = x.size(3);
     const int64_t outH = pool::pooledSize(height, w.kernelH, w.padH, w.strideH, 1, ceilMode);
@@ -650,7 +654,7 @@ struct CpuAvgPool2d : torch::autograd::Function<CpuAvgPool2d> {
     const Ints window = ctx->saved_data["window"].toIntVector();
     const bool countPadding = ctx->saved_data["countPadding"].toBool();
     const int64_t divisor = ctx->saved_data["divisor"].toInt();
-    const pool::Window2d w{window[0], window[1], window[2], window[3], window[4], window[5], 1, 1};
+    const pool::Window2d w = window2d(window);
     const at::Tensor g = grads[0].contiguous();
     at::Tensor gx = at::zeros(x.sizes(), x.options());
     const int64_t planes = x.size(0) * x.size(1), height = x.size(2), width = x.size(3);
